@@ -1,0 +1,1 @@
+"""Model definitions: causal Wan DiT, Wan VAE, text encoders."""
