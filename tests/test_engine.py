@@ -1,0 +1,230 @@
+"""Engine and cache behaviour beyond the golden vectors: sizes, cache rules, switch policies, memory."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from longlive_cli.engine import EngineConfig, Segment, SinkMode, StreamingGenerator, SwitchPolicy
+from longlive_cli.models.dit import PRESETS, CausalWanDiT, DiTConfig
+from longlive_cli.models.kv_cache import KVCache
+
+TINY = DiTConfig(dim=32, ffn_dim=64, num_heads=2, num_layers=2, text_dim=8, text_len=4, freq_dim=16)
+LATENT = (16, 4, 4)
+
+BLOCK_KEYS = {
+    "modulation": (1, 6, 1536),
+    "norm3.weight": (1536,),
+    "norm3.bias": (1536,),
+    "ffn.0.weight": (8960, 1536),
+    "ffn.0.bias": (8960,),
+    "ffn.2.weight": (1536, 8960),
+    "ffn.2.bias": (1536,),
+    **{f"{a}.{p}.weight": (1536, 1536) for a in ("self_attn", "cross_attn") for p in "qkvo"},
+    **{f"{a}.{p}.bias": (1536,) for a in ("self_attn", "cross_attn") for p in "qkvo"},
+    **{f"{a}.norm_{p}.weight": (1536,) for a in ("self_attn", "cross_attn") for p in "qk"},
+}
+TOP_KEYS = {
+    "patch_embedding.weight": (1536, 16, 1, 2, 2),
+    "patch_embedding.bias": (1536,),
+    "text_embedding.0.weight": (1536, 4096),
+    "text_embedding.0.bias": (1536,),
+    "text_embedding.2.weight": (1536, 1536),
+    "text_embedding.2.bias": (1536,),
+    "time_embedding.0.weight": (1536, 256),
+    "time_embedding.0.bias": (1536,),
+    "time_embedding.2.weight": (1536, 1536),
+    "time_embedding.2.bias": (1536,),
+    "time_projection.1.weight": (9216, 1536),
+    "time_projection.1.bias": (9216,),
+    "head.modulation": (1, 2, 1536),
+    "head.head.weight": (64, 1536),
+    "head.head.bias": (64,),
+}
+
+
+def test_longlive_preset_has_wan_keys_and_size():
+    with torch.device("meta"):
+        model = CausalWanDiT(PRESETS["longlive-1.3b"])
+    expected = dict(TOP_KEYS)
+    for n in range(30):
+        expected.update({f"blocks.{n}.{k}": s for k, s in BLOCK_KEYS.items()})
+    got = {k: tuple(v.shape) for k, v in model.state_dict().items()}
+    assert got == expected
+    assert len(got) == 825
+    assert sum(p.numel() for p in model.parameters()) == 1_418_996_800
+
+
+class FixedNoise:
+    """Initial noise keyed by frame and zero re-noise, so chunks can be compared across runs."""
+
+    def __init__(self, frames: int, seed: int = 0):
+        self.noise = torch.randn(1, frames, *LATENT, generator=torch.Generator().manual_seed(seed))
+
+    def initial(self, frame: int, shape: tuple[int, ...]) -> torch.Tensor:
+        return self.noise[:, frame : frame + shape[1]]
+
+    def renoise(self, shape: tuple[int, ...]) -> torch.Tensor:
+        return torch.zeros(shape)
+
+
+def tiny_generator(frames: int = 64, **cfg) -> StreamingGenerator:
+    torch.manual_seed(0)
+    model = CausalWanDiT(TINY).eval()
+    return StreamingGenerator(model, EngineConfig(**cfg), LATENT, FixedNoise(frames))
+
+
+def prompts(n: int) -> list[torch.Tensor]:
+    g = torch.Generator().manual_seed(1)
+    return [torch.randn(1, 4, 8, generator=g) for _ in range(n)]
+
+
+def run(gen: StreamingGenerator, segments: list[Segment], frames: int) -> torch.Tensor:
+    return torch.cat([c.latents for c in gen.stream(segments, frames)], dim=1)
+
+
+def test_attended_frames_follow_sink_and_window():
+    """Keys tagged with their frame index show LongLive's slot table: sink 0-2 plus the last 9 frames."""
+    cache = KVCache(1, 1, 1, 1, frame_tokens=1, capacity_frames=12, sink_frames=3)
+    seen = []
+    for block in range(8):
+        start = 3 * block
+        plan = cache.plan(start, 3)
+        tags = torch.arange(start, start + 3, dtype=torch.float32).view(1, 1, 3, 1)
+        k, _ = cache.update_and_view(0, plan, tags, tags)
+        cache.commit(plan)
+        seen.append(sorted(int(x) for x in k.flatten()))
+        again = cache.plan(start, 3)
+        assert again.recompute == (start > 0)
+    assert seen[0] == [0, 1, 2]
+    assert seen[3] == list(range(12))
+    assert seen[4] == [0, 1, 2, *range(6, 15)]
+    assert seen[7] == [0, 1, 2, *range(15, 24)]
+
+
+def test_recompute_never_writes_sink_unless_reanchoring():
+    cache = KVCache(1, 1, 1, 1, frame_tokens=1, capacity_frames=6, sink_frames=2)
+    for start in range(0, 12, 2):
+        plan = cache.plan(start, 2)
+        cache.update_and_view(0, plan, torch.full((1, 1, 2, 1), float(start)), torch.zeros(1, 1, 2, 1))
+        cache.commit(plan)
+    before = cache.k.clone()
+    keep = cache.plan(6, 6)
+    assert keep.recompute and keep.write_start == 2
+    cache.update_and_view(0, keep, torch.full((1, 1, 6, 1), -1.0), torch.zeros(1, 1, 6, 1))
+    assert torch.equal(cache.k[..., :2, :], before[..., :2, :])
+    reanchor = cache.plan(6, 6, sink_recache=True)
+    assert reanchor.write_start == 0
+    cache.update_and_view(0, reanchor, torch.full((1, 1, 6, 1), -2.0), torch.zeros(1, 1, 6, 1))
+    assert (cache.k == -2.0).all()
+    assert (cache.global_end, cache.local_end) == (12, 6)
+
+
+def test_switch_policies_differ_only_after_the_switch():
+    p0, p1 = prompts(2)
+    outs = {}
+    for policy in SwitchPolicy:
+        gen = tiny_generator()
+        outs[policy] = run(gen, [Segment(0, p0), Segment(18, p1, policy)], 30)
+    for policy in SwitchPolicy:
+        torch.testing.assert_close(outs[policy][:, :18], outs[SwitchPolicy.KEEP][:, :18], rtol=0, atol=0)
+    after = {p: o[:, 18:21] for p, o in outs.items()}
+    assert not torch.allclose(after[SwitchPolicy.RECACHE], after[SwitchPolicy.KEEP])
+    assert not torch.allclose(after[SwitchPolicy.CLEAR], after[SwitchPolicy.RECACHE])
+
+
+def test_clear_restarts_the_video():
+    """After a clear switch the next chunk equals the first chunk of a fresh video with that prompt."""
+    p0, p1 = prompts(2)
+    switched = run(tiny_generator(), [Segment(0, p0), Segment(9, p1, SwitchPolicy.CLEAR)], 12)
+    gen = tiny_generator()
+    gen.reset()
+    gen.set_prompt(p1)
+    gen.emitted = 9
+    fresh = gen.step()
+    torch.testing.assert_close(switched[:, 9:12], fresh, rtol=0, atol=0)
+
+
+def test_keep_leaves_cache_untouched_and_recache_rewrites_window():
+    p0, p1 = prompts(2)
+    for policy, sink_mode in [
+        (SwitchPolicy.KEEP, SinkMode.KEEP),
+        (SwitchPolicy.RECACHE, SinkMode.KEEP),
+        (SwitchPolicy.RECACHE, SinkMode.REANCHOR),
+    ]:
+        gen = tiny_generator(sink_mode=sink_mode)
+        gen.reset()
+        gen.set_prompt(p0)
+        for _ in range(6):
+            gen.step()
+        sink_tokens = gen.cache.sink
+        before = gen.cache.k.clone()
+        gen.switch(p1, policy)
+        after = gen.cache.k
+        sink_same = torch.equal(before[..., :sink_tokens, :], after[..., :sink_tokens, :])
+        rest_same = torch.equal(before[..., sink_tokens:, :], after[..., sink_tokens:, :])
+        if policy is SwitchPolicy.KEEP:
+            assert sink_same and rest_same
+        elif sink_mode is SinkMode.KEEP:
+            assert sink_same and not rest_same
+        else:
+            assert not sink_same and not rest_same
+
+
+def test_memory_is_flat_over_200_chunks():
+    (p0,) = prompts(1)
+    gen = tiny_generator(frames=600)
+    ptr, shape = gen.cache.k.data_ptr(), gen.cache.k.shape
+    sizes = []
+    for chunk in gen.stream([Segment(0, p0)], 600):
+        if chunk.index in (10, 199):
+            sizes.append(sum(t.numel() for t in (gen.cache.k, gen.cache.v, gen.history)))
+        assert gen.history.shape[1] <= gen.cfg.window
+    assert chunk.index == 199
+    assert sizes[0] == sizes[1]
+    assert gen.cache.k.data_ptr() == ptr and gen.cache.k.shape == shape
+
+
+def test_rope_table_limit_is_a_clear_error():
+    (p0,) = prompts(1)
+    gen = tiny_generator()
+    gen.reset()
+    gen.set_prompt(p0)
+    gen.frame = 1022
+    gen.cache.global_end = gen.cache.local_end = 0
+    with pytest.raises(ValueError, match="RoPE table of 1024"):
+        gen.step()
+
+
+def test_bidirectional_forward_without_cache():
+    torch.manual_seed(0)
+    model = CausalWanDiT(TINY).eval()
+    x = torch.randn(2, 5, *LATENT)
+    prompt = model.encode_prompt(torch.randn(2, 3, 8))
+    out = model(x, torch.full((2, 5), 500.0), prompt)
+    assert out.shape == x.shape
+    flipped = model(x.flip(1), torch.full((2, 5), 500.0), prompt)
+    assert not torch.allclose(out[:, 0], flipped[:, -1], atol=1e-6)
+
+
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        ({"chunk_frames": 0}, "chunk_frames"),
+        ({"sink": 12, "window": 12}, "sink < window"),
+        ({"window": 4, "sink": 3}, "whole chunk"),
+        ({"steps": ()}, "denoising step"),
+    ],
+)
+def test_engine_config_is_validated(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        EngineConfig(**kwargs)
+
+
+def test_segments_must_start_at_zero_and_be_ordered():
+    p0, p1 = prompts(2)
+    gen = tiny_generator()
+    with pytest.raises(ValueError, match="frame 0"):
+        next(gen.stream([Segment(3, p0)], 6))
+    with pytest.raises(ValueError, match="in order"):
+        next(gen.stream([Segment(0, p0), Segment(9, p1), Segment(6, p1)], 12))
