@@ -1,0 +1,125 @@
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from longlive_cli.models.vae import (
+    LATENT_MEAN,
+    LATENT_STD,
+    WanVAE,
+    WanVAEConfig,
+    latent_frames,
+    pixel_frames,
+)
+
+GOLDEN = Path(__file__).parent / "data" / "golden"
+TOL = 1e-4
+
+
+@pytest.fixture(scope="module")
+def golden() -> dict[str, torch.Tensor]:
+    return load_file(GOLDEN / "vae.safetensors")
+
+
+@pytest.fixture(scope="module")
+def meta() -> dict:
+    return json.loads((GOLDEN / "vae.json").read_text())
+
+
+@pytest.fixture(scope="module")
+def weights(golden: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    return {k.removeprefix("weights."): v for k, v in golden.items() if k.startswith("weights.")}
+
+
+@pytest.fixture(scope="module")
+def vae(meta: dict, weights: dict[str, torch.Tensor]) -> WanVAE:
+    cfg = WanVAEConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in meta["config"].items()})
+    model = WanVAE(cfg).eval()
+    model.load_state_dict(weights, strict=True)
+    return model
+
+
+def _stream(vae: WanVAE, z: torch.Tensor, parts: tuple[int, ...], step: int | None) -> list[torch.Tensor]:
+    decoder = vae.stream(step)
+    bounds = torch.tensor((0, *parts)).cumsum(0).tolist()
+    return [decoder(z[:, :, a:b]) for a, b in zip(bounds[:-1], bounds[1:], strict=True)]
+
+
+def test_state_dict_matches_golden_keys_and_shapes(vae: WanVAE, weights: dict[str, torch.Tensor]) -> None:
+    sd = vae.state_dict()
+    assert set(sd) == set(weights)
+    assert {k: tuple(v.shape) for k, v in sd.items()} == {k: tuple(v.shape) for k, v in weights.items()}
+
+
+def test_default_config_is_wan21_size() -> None:
+    with torch.device("meta"):
+        vae = WanVAE()
+    assert len(vae.state_dict()) == 194
+    assert sum(p.numel() for p in vae.parameters()) == 126_892_531
+    assert (vae.encoder.num_slots, vae.decoder.num_slots) == (24, 32)
+    assert (vae.cfg.time_stride, vae.cfg.space_stride) == (4, 8)
+
+
+def test_latent_stats_match_golden(meta: dict) -> None:
+    torch.testing.assert_close(LATENT_MEAN, torch.tensor(meta["latent_mean"]), rtol=0, atol=0)
+    torch.testing.assert_close(LATENT_STD, torch.tensor(meta["latent_std"]), rtol=0, atol=0)
+
+
+def test_frame_count_rule() -> None:
+    assert [pixel_frames(t) for t in (1, 2, 3, 21, 120)] == [1, 5, 9, 81, 477]
+    assert [latent_frames(t) for t in (1, 5, 9, 81, 477)] == [1, 2, 3, 21, 120]
+    with pytest.raises(ValueError):
+        latent_frames(8)
+
+
+def test_decode_matches_golden(vae: WanVAE, golden: dict[str, torch.Tensor]) -> None:
+    z = golden["latent"]
+    out = vae.decode(z)
+    assert out.shape == (1, 3, pixel_frames(z.shape[2]), 8 * z.shape[3], 8 * z.shape[4])
+    assert (out - golden["decoded"]).abs().max() <= TOL
+    clamped = vae.decode(z, clamp=True)
+    assert clamped.min() >= -1 and clamped.max() <= 1
+    assert torch.equal(clamped, out.clamp(-1, 1))
+
+
+def test_stream_2_1_2_matches_golden(vae: WanVAE, golden: dict[str, torch.Tensor]) -> None:
+    outs = _stream(vae, golden["latent"], (2, 1, 2), step=1)
+    assert [o.shape[2] for o in outs] == [5, 4, 8]
+    assert (torch.cat(outs, 2) - golden["decoded_streamed"]).abs().max() <= TOL
+
+
+@pytest.mark.parametrize("step", [1, None])
+@pytest.mark.parametrize("parts", [(1, 1, 1, 1, 1), (5,), (3, 2), (1, 4), (2, 1, 2)])
+def test_stream_partitions_match_whole_decode(
+    vae: WanVAE, golden: dict[str, torch.Tensor], parts: tuple[int, ...], step: int | None
+) -> None:
+    outs = _stream(vae, golden["latent"], parts, step)
+    assert [o.shape[2] for o in outs] == [pixel_frames(parts[0])] + [4 * n for n in parts[1:]]
+    assert (torch.cat(outs, 2) - golden["decoded"]).abs().max() <= TOL
+
+
+def test_stream_cache_is_constant_size_and_reset_restarts(vae: WanVAE, golden: dict[str, torch.Tensor]) -> None:
+    z = golden["latent"]
+    decoder = vae.stream()
+    decoder(z[:, :, :2])
+    shapes = [tuple(t.shape) for t in decoder.cache]
+    decoder(z[:, :, 2:])
+    assert [tuple(t.shape) for t in decoder.cache] == shapes
+    assert all(s[2] == 2 for s in shapes)
+    decoder.reset()
+    assert (decoder(z) - golden["decoded"]).abs().max() <= TOL
+
+
+def test_encode_matches_golden(vae: WanVAE, golden: dict[str, torch.Tensor]) -> None:
+    mu = vae.encode(golden["video"])
+    assert mu.shape == golden["encoded_mu"].shape
+    assert (mu - golden["encoded_mu"]).abs().max() <= TOL
+    with pytest.raises(ValueError):
+        vae.encode(golden["video"][:, :, :8])
+
+
+def test_normalize_round_trip(vae: WanVAE, golden: dict[str, torch.Tensor]) -> None:
+    z = golden["latent"]
+    torch.testing.assert_close(vae.normalize(vae.denormalize(z)), z)
