@@ -9,8 +9,11 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
+from longlive_cli.checkpoints import load_state_dict_into, merge_lora, read_dit_state_dict, read_lora, read_tensors
 from longlive_cli.engine import EngineConfig, Segment, SinkMode, StreamingGenerator, SwitchPolicy
 from longlive_cli.models.dit import CausalWanDiT, DiTConfig
+from longlive_cli.models.t5 import UMT5Config, UMT5Encoder
+from longlive_cli.models.vae import WanVAE, WanVAEConfig
 from longlive_cli.schedule import FlowMatchSchedule
 
 GOLDEN = Path(__file__).parent / "data" / "golden"
@@ -87,3 +90,66 @@ def test_dit_stream_case(dit_golden, case):
     if case != "single":
         n = landed[0]
         torch.testing.assert_close(out[:, :n], t["single.output"][:, :n], rtol=0, atol=1e-5)
+
+
+def golden_weights(name: str) -> tuple[dict, dict[str, torch.Tensor], dict[str, torch.Tensor]]:
+    meta = json.loads((GOLDEN / f"{name}.json").read_text())
+    tensors = load_file(GOLDEN / f"{name}.safetensors")
+    weights = {k.removeprefix("weights."): v for k, v in tensors.items() if k.startswith("weights.")}
+    return meta, tensors, weights
+
+
+@pytest.fixture(scope="module")
+def vae_golden():
+    meta, t, weights = golden_weights("vae")
+    cfg = WanVAEConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in meta["config"].items()})
+    vae = WanVAE(cfg).eval()
+    load_state_dict_into(vae, weights, "vae.safetensors")
+    return vae, t
+
+
+def test_vae_whole_decode(vae_golden):
+    vae, t = vae_golden
+    with torch.no_grad():
+        out = vae.decode(t["latent"])
+    assert out.shape == t["decoded"].shape
+    assert (out - t["decoded"]).abs().max().item() <= 1e-4
+
+
+def test_vae_streamed_decode_in_calls_of_2_1_2(vae_golden):
+    vae, t = vae_golden
+    decoder = vae.stream()
+    z = t["latent"]
+    with torch.no_grad():
+        parts = [decoder(z[:, :, a:b]) for a, b in ((0, 2), (2, 3), (3, 5))]
+    assert [p.shape[2] for p in parts] == [5, 4, 8]
+    assert (torch.cat(parts, dim=2) - t["decoded_streamed"]).abs().max().item() <= 1e-4
+
+
+def test_vae_encode(vae_golden):
+    vae, t = vae_golden
+    with torch.no_grad():
+        mu = vae.encode(t["video"])
+    assert (mu - t["encoded_mu"]).abs().max().item() <= 1e-4
+
+
+def test_umt5_encoder():
+    _, t, weights = golden_weights("umt5_encoder")
+    model = UMT5Encoder(UMT5Config.from_state_dict(weights)).eval()
+    load_state_dict_into(model, weights, "umt5_encoder.safetensors")
+    with torch.no_grad():
+        out = model(t["ids"], t["mask"])
+    assert (out - t["output"]).abs().max().item() <= 1e-4
+
+
+def test_longlive_checkpoint_plus_lora_gives_merged_weights():
+    meta = json.loads((GOLDEN / "lora.json").read_text())
+    base = read_dit_state_dict(GOLDEN / "longlive_base_tiny.pt")
+    lora = read_lora(GOLDEN / "lora_tiny.pt", alpha=8.0)
+    assert (lora.rank, len(lora.targets)) == (4, meta["lora_targets"])
+    merged = merge_lora(base, lora)
+    expected = read_tensors(GOLDEN / "lora_merged_expected.safetensors")
+    assert merged.keys() == expected.keys()
+    assert max((merged[k] - expected[k]).abs().max().item() for k in expected) <= 1e-6
+    model = CausalWanDiT(DiTConfig.from_dict(meta["config"]))
+    load_state_dict_into(model, merged, "merged")

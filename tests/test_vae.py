@@ -74,22 +74,6 @@ def test_frame_count_rule() -> None:
         latent_frames(8)
 
 
-def test_decode_matches_golden(vae: WanVAE, golden: dict[str, torch.Tensor]) -> None:
-    z = golden["latent"]
-    out = vae.decode(z)
-    assert out.shape == (1, 3, pixel_frames(z.shape[2]), 8 * z.shape[3], 8 * z.shape[4])
-    assert (out - golden["decoded"]).abs().max() <= TOL
-    clamped = vae.decode(z, clamp=True)
-    assert clamped.min() >= -1 and clamped.max() <= 1
-    assert torch.equal(clamped, out.clamp(-1, 1))
-
-
-def test_stream_2_1_2_matches_golden(vae: WanVAE, golden: dict[str, torch.Tensor]) -> None:
-    outs = _stream(vae, golden["latent"], (2, 1, 2), step=1)
-    assert [o.shape[2] for o in outs] == [5, 4, 8]
-    assert (torch.cat(outs, 2) - golden["decoded_streamed"]).abs().max() <= TOL
-
-
 @pytest.mark.parametrize("step", [1, None])
 @pytest.mark.parametrize("parts", [(1, 1, 1, 1, 1), (5,), (3, 2), (1, 4), (2, 1, 2)])
 def test_stream_partitions_match_whole_decode(
@@ -110,14 +94,6 @@ def test_stream_cache_is_constant_size_and_reset_restarts(vae: WanVAE, golden: d
     assert all(s[2] == 2 for s in shapes)
     decoder.reset()
     assert (decoder(z) - golden["decoded"]).abs().max() <= TOL
-
-
-def test_encode_matches_golden(vae: WanVAE, golden: dict[str, torch.Tensor]) -> None:
-    mu = vae.encode(golden["video"])
-    assert mu.shape == golden["encoded_mu"].shape
-    assert (mu - golden["encoded_mu"]).abs().max() <= TOL
-    with pytest.raises(ValueError):
-        vae.encode(golden["video"][:, :, :8])
 
 
 def test_normalize_round_trip(vae: WanVAE, golden: dict[str, torch.Tensor]) -> None:
