@@ -1,0 +1,263 @@
+"""What a model is (DiT + VAE + text encoder + native settings) and how to load one.
+
+Three sources: the embedded ``tiny`` model, a converted single ``.safetensors`` file (``longlive convert``),
+and a directory laid out as a user has it after downloading Wan2.1-T2V-1.3B and LongLive.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field, replace
+from importlib import resources
+from pathlib import Path
+
+import torch
+
+from .checkpoints import (
+    CheckpointError,
+    check_state_dict,
+    load_state_dict_into,
+    merge_lora,
+    read_dit_state_dict,
+    read_lora,
+    read_safetensors_metadata,
+    read_tensors,
+    save_safetensors,
+)
+from .engine import EngineConfig, SinkMode
+from .models.dit import CausalWanDiT, DiTConfig
+from .models.t5 import UMT5Config, UMT5Encoder, remap_hf_umt5_keys
+from .models.text import UMT5TextEncoder, load_umt5_tokenizer
+from .models.vae import WanVAE, WanVAEConfig
+
+FORMAT = "longlive-cli/1"
+EMBEDDED = "tiny"
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """Architecture and native settings of a model, stored as JSON beside its weights."""
+
+    name: str
+    dit: DiTConfig = field(default_factory=DiTConfig)
+    vae: WanVAEConfig = field(default_factory=WanVAEConfig)
+    text: UMT5Config = field(default_factory=UMT5Config)
+    text_len: int = 512
+    engine: EngineConfig = field(default_factory=EngineConfig)
+    fps: int = 16
+    size: tuple[int, int] = (832, 480)
+
+    @property
+    def latent_shape(self) -> tuple[int, int, int]:
+        """(channels, height, width) of one latent frame at the native size."""
+        w, h = self.size
+        s = self.vae.space_stride
+        return self.vae.z_dim, h // s, w // s
+
+    def to_json(self) -> str:
+        d = asdict(self)
+        d["dit"] = self.dit.to_dict()
+        d["engine"]["sink_mode"] = self.engine.sink_mode.value
+        return json.dumps(d, indent=2)
+
+    @classmethod
+    def from_json(cls, text: str) -> ModelSpec:
+        d = json.loads(text)
+        engine = dict(d["engine"], steps=tuple(d["engine"]["steps"]), sink_mode=SinkMode(d["engine"]["sink_mode"]))
+        vae = {k: tuple(v) if isinstance(v, list) else v for k, v in d["vae"].items()}
+        return cls(
+            name=d["name"],
+            dit=DiTConfig.from_dict(d["dit"]),
+            vae=WanVAEConfig(**vae),
+            text=UMT5Config(**d["text"]),
+            text_len=d["text_len"],
+            engine=EngineConfig(**engine),
+            fps=d["fps"],
+            size=tuple(d["size"]),
+        )
+
+
+LONGLIVE_13B = ModelSpec(name="longlive-1.3b")
+
+
+@dataclass
+class Bundle:
+    """A loaded model, ready for the engine, decoder and text encoder."""
+
+    spec: ModelSpec
+    dit: CausalWanDiT
+    vae: WanVAE
+    text: UMT5TextEncoder
+    source: str
+
+
+def build_modules(spec: ModelSpec, device: str | torch.device = "meta") -> tuple[CausalWanDiT, WanVAE, UMT5Encoder]:
+    """Empty modules of a spec's sizes (on the meta device by default, so loading allocates once)."""
+    with torch.device(device):
+        return CausalWanDiT(spec.dit), WanVAE(spec.vae), UMT5Encoder(spec.text)
+
+
+def _finish(
+    spec: ModelSpec, dit: CausalWanDiT, vae: WanVAE, text: UMT5TextEncoder, source: str, device, dtype
+) -> Bundle:
+    dit = dit.to(device=device, dtype=dtype).eval().requires_grad_(False)
+    vae = vae.to(device=device, dtype=dtype).eval().requires_grad_(False)
+    text.model = text.model.to(device=device, dtype=torch.float32 if dtype == torch.float16 else dtype).eval()
+    text.model.requires_grad_(False)
+    return Bundle(spec, dit, vae, text, source)
+
+
+def _split(state: dict[str, torch.Tensor], prefix: str) -> dict[str, torch.Tensor]:
+    return {k[len(prefix) :]: v for k, v in state.items() if k.startswith(prefix)}
+
+
+def save_bundle(
+    path: str | Path, spec: ModelSpec, dit: dict, vae: dict, text: dict, tokenizer_json: str, dtype=None
+) -> None:
+    """Write one pickle-free file: prefixed weights, the spec and the tokenizer in the header, spec JSON beside."""
+    state = {}
+    for prefix, part in (("dit.", dit), ("vae.", vae), ("text.", text)):
+        for k, v in part.items():
+            state[prefix + k] = v.to(dtype) if dtype is not None and v.is_floating_point() else v
+    meta = {"format": FORMAT, "spec": spec.to_json(), "tokenizer": tokenizer_json}
+    save_safetensors(state, path, meta)
+    Path(path).with_suffix(".json").write_text(spec.to_json() + "\n")
+
+
+def read_bundle_spec(path: str | Path) -> ModelSpec:
+    """The spec stored in a converted file, or a CheckpointError saying what the file is not."""
+    meta = read_safetensors_metadata(path)
+    if meta.get("format") != FORMAT:
+        raise CheckpointError(f"{path}: not a longlive-cli model file (no '{FORMAT}' header); see `longlive convert`")
+    return ModelSpec.from_json(meta["spec"])
+
+
+def load_converted(path: str | Path, device="cpu", dtype=torch.float32) -> Bundle:
+    """Load a file written by ``save_bundle``."""
+    from tokenizers import Tokenizer
+
+    spec = read_bundle_spec(path)
+    meta = read_safetensors_metadata(path)
+    state = read_tensors(path)
+    dit, vae, t5 = build_modules(spec)
+    load_state_dict_into(dit, _split(state, "dit."), f"{path} [dit]")
+    load_state_dict_into(vae, _split(state, "vae."), f"{path} [vae]")
+    load_state_dict_into(t5, _split(state, "text."), f"{path} [text]")
+    text = UMT5TextEncoder(Tokenizer.from_str(meta["tokenizer"]), t5, spec.text_len)
+    return _finish(spec, dit, vae, text, str(path), device, dtype)
+
+
+def embedded_path() -> Path:
+    """Where the embedded tiny model lives inside the installed package."""
+    return Path(str(resources.files("longlive_cli") / "assets" / "tiny.safetensors"))
+
+
+@dataclass(frozen=True)
+class DownloadLayout:
+    """The files of a Wan2.1-T2V-1.3B download plus LongLive's generator and LoRA."""
+
+    wan_dir: Path
+    generator: Path | None
+    lora: Path | None
+
+    @property
+    def dit(self) -> Path:
+        sharded = self.wan_dir / "diffusion_pytorch_model.safetensors.index.json"
+        return sharded if sharded.exists() else self.wan_dir / "diffusion_pytorch_model.safetensors"
+
+    @property
+    def vae(self) -> Path:
+        return self.wan_dir / "Wan2.1_VAE.pth"
+
+    @property
+    def t5(self) -> Path:
+        return self.wan_dir / "models_t5_umt5-xxl-enc-bf16.pth"
+
+    @property
+    def tokenizer(self) -> Path:
+        return self.wan_dir / "google" / "umt5-xxl"
+
+
+WAN_NAME = "Wan2.1-T2V-1.3B"
+
+
+def find_layout(root: str | Path) -> DownloadLayout:
+    """Locate the Wan folder and LongLive files under ``root`` (the LongLive repo layout or flat folders)."""
+    root = Path(root)
+    if not root.is_dir():
+        raise CheckpointError(f"{root}: model directory not found")
+    wan_candidates = [root, root / "wan_models" / WAN_NAME, root / WAN_NAME]
+    wan_dir = next((d for d in wan_candidates if (d / "config.json").is_file()), None)
+    if wan_dir is None:
+        tried = ", ".join(str(d / "config.json") for d in wan_candidates)
+        raise CheckpointError(f"{root}: no {WAN_NAME} folder found (looked for {tried})")
+    ll_candidates = [root / "longlive_models" / "models", root / "models", root]
+    generator = next((d / "longlive_base.pt" for d in ll_candidates if (d / "longlive_base.pt").is_file()), None)
+    lora = next((d / "lora.pt" for d in ll_candidates if (d / "lora.pt").is_file()), None)
+    layout = DownloadLayout(wan_dir, generator, lora)
+    missing = [p for p in (layout.dit, layout.vae, layout.t5, layout.tokenizer / "tokenizer.json") if not p.exists()]
+    if missing:
+        raise CheckpointError(f"{root}: incomplete {WAN_NAME} download, missing {', '.join(map(str, missing))}")
+    return layout
+
+
+def vae_config_of(state: dict[str, torch.Tensor], source: str) -> WanVAEConfig:
+    """Widths of a Wan-layout VAE read off its weights (narrow variants such as LightVAE share the layout)."""
+    try:
+        return WanVAEConfig(dim=state["encoder.conv1.weight"].shape[0], z_dim=state["conv2.weight"].shape[0])
+    except KeyError as e:
+        raise CheckpointError(f"{source}: not a Wan VAE state dict (no {e.args[0]})") from None
+
+
+def read_download(layout: DownloadLayout, prefer_ema: bool = False, lora_alpha: float | None = None):
+    """Spec and state dicts of a download, with the LongLive generator and its LoRA merged in."""
+    cfg = json.loads((layout.wan_dir / "config.json").read_text())
+    dit_cfg = DiTConfig.from_dict(cfg)
+    name = "longlive-1.3b" if layout.generator else "wan2.1"
+    spec = replace(LONGLIVE_13B, dit=dit_cfg, text_len=dit_cfg.text_len, name=name)
+    dit_path = layout.generator or layout.dit
+    dit = read_dit_state_dict(dit_path, prefer_ema=prefer_ema)
+    with torch.device("meta"):
+        check_state_dict(dit, CausalWanDiT(dit_cfg), str(dit_path))
+    if layout.lora is not None:
+        dit = merge_lora(dit, read_lora(layout.lora, alpha=lora_alpha))
+    vae = read_tensors(layout.vae)
+    t5 = remap_hf_umt5_keys(read_tensors(layout.t5))
+    spec = replace(spec, text=UMT5Config.from_state_dict(t5), vae=vae_config_of(vae, str(layout.vae)))
+    return spec, dit, vae, t5
+
+
+def load_download(root: str | Path, device="cpu", dtype=torch.float32, **kw) -> Bundle:
+    """Load a Wan + LongLive download directory."""
+    layout = find_layout(root)
+    spec, dit_sd, vae_sd, t5_sd = read_download(layout, **kw)
+    dit, vae, t5 = build_modules(spec)
+    load_state_dict_into(dit, dit_sd, str(layout.generator or layout.dit))
+    load_state_dict_into(vae, vae_sd, str(layout.vae))
+    load_state_dict_into(t5, t5_sd, str(layout.t5))
+    text = UMT5TextEncoder(load_umt5_tokenizer(layout.tokenizer), t5, spec.text_len)
+    return _finish(spec, dit, vae, text, str(root), device, dtype)
+
+
+def load_bundle(model: str | Path, device="cpu", dtype=torch.float32, **kw) -> Bundle:
+    """Load ``tiny``, a converted ``.safetensors`` file, or a download directory."""
+    if str(model) == EMBEDDED:
+        path = embedded_path()
+        if not path.is_file():
+            raise CheckpointError(f"{path}: the embedded tiny model is missing from this installation")
+        return load_converted(path, device, dtype)
+    path = Path(model).expanduser()
+    if path.is_dir():
+        return load_download(path, device, dtype, **kw)
+    if not path.exists():
+        raise CheckpointError(f"{path}: model not found (expected 'tiny', a model directory or a .safetensors file)")
+    return load_converted(path, device, dtype)
+
+
+def convert(root: str | Path, out: str | Path, dtype: torch.dtype = torch.bfloat16, **kw) -> ModelSpec:
+    """Merge a download (generator + LoRA) into one pickle-free file that loads fast."""
+    layout = find_layout(root)
+    spec, dit, vae, t5 = read_download(layout, **kw)
+    tokenizer = (layout.tokenizer / "tokenizer.json").read_text()
+    save_bundle(out, spec, dit, vae, t5, tokenizer, dtype=dtype)
+    return spec

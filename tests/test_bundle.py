@@ -1,0 +1,102 @@
+"""Loading models from a download tree, a converted file, and what goes wrong with them."""
+
+from __future__ import annotations
+
+import shutil
+
+import pytest
+import torch
+
+from longlive_cli.bundle import ModelSpec, convert, find_layout, load_bundle, read_bundle_spec
+from longlive_cli.checkpoints import CheckpointError
+
+from .fakes import TINY_SPEC, write_converted, write_download
+
+
+def test_spec_json_round_trip():
+    assert ModelSpec.from_json(TINY_SPEC.to_json()) == TINY_SPEC
+    assert TINY_SPEC.latent_shape == (16, 4, 4)
+
+
+def test_download_loads_generator_with_lora_merged(tmp_path):
+    written = write_download(tmp_path)
+    bundle = load_bundle(tmp_path)
+    assert bundle.spec.dit == TINY_SPEC.dit
+    assert bundle.spec.name == "longlive-1.3b"
+    state = bundle.dit.state_dict()
+    a = written["lora"]["base_model.model.blocks.1.ffn.2.lora_A.weight"]
+    b = written["lora"]["base_model.model.blocks.1.ffn.2.lora_B.weight"]
+    torch.testing.assert_close(state["blocks.1.ffn.2.weight"], written["dit"]["blocks.1.ffn.2.weight"] + b @ a / 1.0)
+    torch.testing.assert_close(state["head.head.bias"], written["dit"]["head.head.bias"])
+    torch.testing.assert_close(bundle.vae.state_dict()["decoder.conv1.weight"], written["vae"]["decoder.conv1.weight"])
+    emb = bundle.text.encode(["a red circle", "a blue square moving left"])
+    assert emb.shape == (2, 8, 16)
+    assert emb[0, 4:].abs().sum() == 0
+
+
+def test_download_without_longlive_files_uses_wan_weights(tmp_path):
+    write_download(tmp_path, with_lora=False)
+    shutil.rmtree(tmp_path / "longlive_models")
+    layout = find_layout(tmp_path)
+    assert layout.generator is None and layout.lora is None
+    assert load_bundle(tmp_path).spec.name == "wan2.1"
+
+
+def test_convert_then_load_gives_the_same_weights(tmp_path):
+    write_download(tmp_path / "dl")
+    out = tmp_path / "model.safetensors"
+    convert(tmp_path / "dl", out, dtype=torch.float32)
+    assert read_bundle_spec(out).dit == TINY_SPEC.dit
+    assert (tmp_path / "model.json").is_file()
+    a, b = load_bundle(tmp_path / "dl"), load_bundle(out)
+    for key, value in a.dit.state_dict().items():
+        assert torch.equal(value, b.dit.state_dict()[key]), key
+    torch.testing.assert_close(a.text.encode(["a red circle"]), b.text.encode(["a red circle"]))
+
+
+def test_converted_bf16_file_is_half_the_size(tmp_path):
+    write_download(tmp_path / "dl")
+    convert(tmp_path / "dl", tmp_path / "f32.safetensors", dtype=torch.float32)
+    convert(tmp_path / "dl", tmp_path / "bf16.safetensors")
+    ratio = (tmp_path / "bf16.safetensors").stat().st_size / (tmp_path / "f32.safetensors").stat().st_size
+    assert 0.45 < ratio < 0.6
+
+
+@pytest.mark.parametrize(
+    "breakage, needle",
+    [
+        (lambda root: (root / "wan_models/Wan2.1-T2V-1.3B/Wan2.1_VAE.pth").unlink(), "Wan2.1_VAE.pth"),
+        (lambda root: (root / "wan_models/Wan2.1-T2V-1.3B/config.json").unlink(), "no Wan2.1-T2V-1.3B folder"),
+        (
+            lambda root: (root / "longlive_models/models/longlive_base.pt").write_bytes(b"\x00" * 10),
+            "longlive_base.pt",
+        ),
+        (lambda root: torch.save({"generator_lora": {}}, root / "longlive_models/models/lora.pt"), "lora.pt"),
+    ],
+)
+def test_broken_downloads_name_the_file(tmp_path, breakage, needle):
+    write_download(tmp_path)
+    breakage(tmp_path)
+    with pytest.raises(CheckpointError, match=needle):
+        load_bundle(tmp_path)
+
+
+def test_wrong_shape_in_generator_is_named(tmp_path):
+    written = write_download(tmp_path)
+    state = {f"model.{k}": v for k, v in written["dit"].items()}
+    state["model.blocks.0.ffn.0.weight"] = torch.zeros(3, 3)
+    torch.save({"generator": state}, tmp_path / "longlive_models/models/longlive_base.pt")
+    with pytest.raises(CheckpointError, match=r"(?s)longlive_base\.pt.*blocks\.0\.ffn\.0\.weight"):
+        load_bundle(tmp_path)
+
+
+def test_missing_and_foreign_model_files(tmp_path):
+    with pytest.raises(CheckpointError, match="model not found"):
+        load_bundle(tmp_path / "nope.safetensors")
+    write_converted(tmp_path / "ok.safetensors")
+    from safetensors.torch import save_file
+
+    save_file({"x": torch.zeros(1)}, tmp_path / "foreign.safetensors")
+    with pytest.raises(CheckpointError, match="not a longlive-cli model file"):
+        load_bundle(tmp_path / "foreign.safetensors")
+    assert load_bundle(tmp_path / "ok.safetensors").spec == TINY_SPEC
