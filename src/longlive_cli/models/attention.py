@@ -29,7 +29,9 @@ class LayerNorm(nn.LayerNorm):
     """LayerNorm computed in float32 and cast back, as Wan does under bf16."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return super().forward(x.float()).type_as(x)
+        w = None if self.weight is None else self.weight.float()
+        b = None if self.bias is None else self.bias.float()
+        return F.layer_norm(x.float(), self.normalized_shape, w, b, self.eps).type_as(x)
 
 
 @dataclass
