@@ -1,0 +1,318 @@
+"""Timeline files: parsing, time syntax, chunk arithmetic, and located errors for broken input."""
+
+from __future__ import annotations
+
+import os
+import random
+from pathlib import Path
+
+import pytest
+
+from longlive_cli.timeline import (
+    PromptChange,
+    TimelineError,
+    landing,
+    latent_frames_for,
+    load_timeline,
+    parse_time,
+    parse_timeline,
+    plan_changes,
+    requested_latent,
+    single_prompt_timeline,
+    video_frame_of_latent,
+    video_frames_for,
+)
+
+FULL = """\
+version: 1
+model: models/longlive.safetensors
+output: out/demo.mp4
+duration: 20s
+fps: 16
+seed: 42
+size: 128x128
+attention: {window: 12, sink: 3}
+quantize: int8
+switch: recache
+prompts:
+  - at: 0s
+    text: a red circle moving right on a gray background
+  - at: 8s
+    text: "  the red circle turns blue and moves up  "
+    switch: keep
+"""
+
+
+def write(tmp_path: Path, text: str, name: str = "show.yaml") -> Path:
+    path = tmp_path / name
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+def timeline_with(*prompts: tuple[str, str], duration: str = "20s") -> str:
+    items = "".join(f"  - at: {at}\n    text: {text}\n" for at, text in prompts)
+    return f"duration: {duration}\nprompts:\n{items}"
+
+
+def test_full_file_parses_to_expected_values(tmp_path):
+    t = load_timeline(write(tmp_path, FULL))
+    assert t.path == tmp_path / "show.yaml"
+    assert t.model == "models/longlive.safetensors"
+    assert t.model_path == (tmp_path / "models/longlive.safetensors").absolute()
+    assert t.output == (tmp_path / "out/demo.mp4").absolute()
+    assert (t.duration, t.fps, t.seed, t.size) == (20.0, 16, 42, (128, 128))
+    assert (t.window, t.sink, t.quantize, t.switch) == (12, 3, "int8", "recache")
+    assert t.prompts == (
+        PromptChange(0.0, "a red circle moving right on a gray background", None, 12),
+        PromptChange(8.0, "the red circle turns blue and moves up", "keep", 14),
+    )
+    assert t.frames() == 320
+    assert [t.policy_at(i) for i in range(2)] == ["recache", "keep"]
+
+
+def test_defaults_and_tiny_model():
+    t = parse_timeline(timeline_with(("0", "a cat")))
+    assert (t.path, t.model, t.model_path, t.output) == (None, "tiny", None, None)
+    assert (t.fps, t.seed, t.size, t.window, t.sink) == (16, 0, None, None, None)
+    assert (t.quantize, t.switch) == ("none", "recache")
+
+
+def test_null_optional_keys_mean_default():
+    t = parse_timeline("duration: 4s\nfps:\nseed: ~\nattention:\nprompts:\n  - at: 0\n    text: a\n")
+    assert (t.fps, t.seed, t.window) == (16, 0, None)
+
+
+@pytest.mark.parametrize(
+    ("value", "seconds"),
+    [
+        ("20s", 20.0),
+        ("1m30s", 90.0),
+        ("2m", 120.0),
+        ("240s", 240.0),
+        ("1.5s", 1.5),
+        (90, 90.0),
+        (2.5, 2.5),
+        ("90", 90.0),
+        ("320f", 20.0),
+        ("1:30", 90.0),
+        ("1m 30s", 90.0),
+        ("20S", 20.0),
+        ("0", 0.0),
+    ],
+)
+def test_time_syntax(value, seconds):
+    assert parse_time(value, 16, "duration") == pytest.approx(seconds)
+
+
+@pytest.mark.parametrize("value", ["-5s", "abc", "1h", "1.5f", "", None, [1], True, float("inf")])
+def test_bad_times_name_the_key(value):
+    with pytest.raises(TimelineError, match="duration") as info:
+        parse_time(value, 16, "duration")
+    assert info.value.key == "duration"
+
+
+@pytest.mark.parametrize(("duration", "seconds"), [("20s", 20), ("1m30s", 90), ("2m", 120), ("1.5s", 1.5), ("90", 90)])
+def test_duration_syntax_in_files(duration, seconds):
+    assert parse_timeline(timeline_with(("0s", "a"), duration=duration)).duration == seconds
+
+
+def test_frames_are_converted_at_the_files_fps():
+    assert parse_timeline("fps: 16\n" + timeline_with(("0s", "a"), duration="320f")).duration == 20.0
+    assert parse_timeline("fps: 8\n" + timeline_with(("0s", "a"), duration="320f")).duration == 40.0
+    assert parse_timeline("fps: 8\n" + timeline_with(("0s", "a"), ("40f", "b"), duration="9s")).prompts[1].at == 5.0
+
+
+def test_times_are_read_as_written_not_as_yaml_numbers():
+    t = parse_timeline(timeline_with(("0:00", "a"), ("010", "b"), ("1:30", "c"), duration="2m"))
+    assert [p.at for p in t.prompts] == [0.0, 10.0, 90.0]
+
+
+def test_chunk_arithmetic():
+    assert video_frames_for(120) == 477
+    assert latent_frames_for(477, 3) == 120
+    assert latent_frames_for(478, 3) == 123
+    assert latent_frames_for(320, 3) == 81
+    assert latent_frames_for(1, 3) == 3
+    assert requested_latent(0, 16) == 0
+    assert requested_latent(10, 16) == 41
+    assert landing(41, 3) == 42
+    assert landing(42, 3) == 42
+    assert [video_frame_of_latent(f) for f in (0, 1, 2, 42)] == [0, 1, 5, 165]
+    with pytest.raises(ValueError):
+        latent_frames_for(0, 3)
+
+
+def test_plan_lands_a_change_on_the_next_chunk():
+    t = parse_timeline(timeline_with(("0s", "a"), ("10s", "b")))
+    plan = plan_changes(t, 3)
+    assert plan.changes == ((0, 0, 0.0), (41, 42, 165 / 16))
+    assert plan.changes[1][2] == pytest.approx(10.3125)
+    assert (plan.latent_frames, plan.video_frames, plan.warnings) == (81, 320, ())
+
+
+def test_plan_spreads_changes_that_share_a_chunk(tmp_path):
+    t = load_timeline(write(tmp_path, timeline_with(("0s", "a"), ("10s", "b"), ("10.2s", "c"), ("10.25s", "d"))))
+    plan = plan_changes(t, 3)
+    assert [(req, landed) for req, landed, _ in plan.changes] == [(0, 0), (41, 42), (42, 45), (42, 48)]
+    assert [s for _, _, s in plan.changes[2:]] == [video_frame_of_latent(45) / 16, video_frame_of_latent(48) / 16]
+    assert len(plan.warnings) == 2
+    assert plan.warnings[0].startswith(f"{tmp_path / 'show.yaml'}:7: prompts[2] at 10.2s shares a chunk")
+    assert "one chunk later" in plan.warnings[0]
+
+
+def test_plan_warns_when_a_change_lands_after_the_end():
+    plan = plan_changes(parse_timeline(timeline_with(("0s", "a"), ("19.9s", "b"))), 3)
+    assert plan.changes[1][1] == 81
+    assert len(plan.warnings) == 1
+    assert "line 5: prompts[1]" in plan.warnings[0]
+    assert "will not be shown" in plan.warnings[0]
+
+
+def test_single_prompt_timeline(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    t = single_prompt_timeline(
+        "  a cat  ", "10s", seed=7, size="64x64", window=9, sink=None, output="clip.mp4", model="w.safetensors"
+    )
+    assert (t.duration, t.seed, t.size, t.window, t.sink) == (10.0, 7, (64, 64), 9, None)
+    assert t.prompts == (PromptChange(0.0, "a cat", None, None),)
+    assert t.output == tmp_path / "clip.mp4"
+    assert t.model_path == tmp_path / "w.safetensors"
+    with pytest.raises(TimelineError) as info:
+        single_prompt_timeline("   ", "10s")
+    assert (info.value.key, str(info.value)) == ("prompt", "prompt: empty text; describe what the video should show")
+    with pytest.raises(TimelineError, match="^duration: cannot read '10x'"):
+        single_prompt_timeline("a", "10x")
+    with pytest.raises(TypeError, match="frames"):
+        single_prompt_timeline("a", "10s", frames=3)
+
+
+def test_error_attributes_and_format(tmp_path):
+    path = write(tmp_path, timeline_with(("0s", "a"), ("10s", "b"), ("8s", "c")))
+    with pytest.raises(TimelineError) as info:
+        load_timeline(path)
+    err = info.value
+    assert (err.path, err.line, err.key) == (path, 7, "prompts[2].at")
+    assert str(err) == f"{path}:7: prompts[2].at: times must increase (8s after 10s)"
+    with pytest.raises(TimelineError, match=r"^line 7: prompts\[2\]\.at: "):
+        parse_timeline(path.read_text())
+
+
+V = "duration: 20s\n"
+P = "prompts:\n  - at: 0s\n    text: a cat\n"
+
+# (id, file content, expected line, expected key, fragments the message must contain)
+BAD = [
+    ("yaml-syntax", V + "fps: 16: 3\n" + P, 2, None, ["YAML syntax error at column 8", "mapping values"]),
+    ("yaml-unclosed", V + "prompts: [\n", 3, None, ["YAML syntax error"]),
+    ("tab-indent", V + "prompts:\n\t- at: 0s\n", 3, None, ["YAML syntax error", "spaces, not tabs"]),
+    ("unknown-top-key", V + "promts:\n  - at: 0s\n    text: a\n", 2, "promts", ["did you mean 'prompts'?"]),
+    ("unknown-top-no-match", V + P + "zzz: 1\n", 5, "zzz", ["unknown key 'zzz'", "expected one of"]),
+    ("unknown-prompt-key", V + "prompts:\n  - at: 0s\n    txt: a\n", 4, "prompts[0].txt", ["did you mean 'text'?"]),
+    ("unknown-attention-key", V + "attention:\n  windw: 12\n" + P, 3, "attention.windw", ["did you mean 'window'?"]),
+    ("duplicate-key", V + "fps: 16\nfps: 8\n" + P, 3, None, ["duplicate key 'fps'", "line 2"]),
+    ("out-of-order", timeline_with(("0s", "a"), ("10s", "b"), ("8s", "c")), 7, "prompts[2].at", ["8s after 10s"]),
+    ("equal-times", timeline_with(("0s", "a"), ("8s", "b"), ("8s", "c")), 7, "prompts[2].at", ["two prompts at 8s"]),
+    ("first-not-zero", timeline_with(("2s", "a")), 3, "prompts[0].at", ["first prompt must be at 0s, got 2s"]),
+    ("too-long", timeline_with(("0s", "a"), duration="241s"), 1, "duration", ["241s is too long", "240s"]),
+    ("too-long-frames", timeline_with(("0s", "a"), duration="4000f"), 1, "duration", ["250s is too long"]),
+    ("at-after-end", timeline_with(("0s", "a"), ("25s", "b")), 5, "prompts[1].at", ["25s", "duration 20s"]),
+    ("at-equals-end", timeline_with(("0s", "a"), ("20s", "b")), 5, "prompts[1].at", ["not before the end"]),
+    ("negative-at", timeline_with(("0s", "a"), ("-1s", "b")), 5, "prompts[1].at", ["negative time '-1s'"]),
+    ("negative-duration", timeline_with(("0s", "a"), duration="-5s"), 1, "duration", ["negative time"]),
+    ("zero-duration", timeline_with(("0s", "a"), duration="0"), 1, "duration", ["more than 0s"]),
+    ("unreadable-time", timeline_with(("0s", "a"), ("10 secs", "b")), 5, "prompts[1].at", ["cannot read '10 secs'"]),
+    ("missing-text", V + "prompts:\n  - at: 0s\n    text: a\n  - at: 5s\n", 5, "prompts[1].text", ["missing 'text'"]),
+    ("missing-at", V + "prompts:\n  - text: a\n", 3, "prompts[0].at", ["missing 'at'"]),
+    ("empty-text", V + "prompts:\n  - at: 0s\n    text: '   '\n", 4, "prompts[0].text", ["empty text"]),
+    ("text-not-string", V + "prompts:\n  - at: 0s\n    text: 42\n", 4, "prompts[0].text", ["got 42"]),
+    ("text-too-long", timeline_with(("0s", "a" * 2001)), 4, "prompts[0].text", ["2001 characters", "2000"]),
+    ("fps-string", "fps: fast\n" + V + P, 1, "fps", ["expected a whole number, got 'fast'"]),
+    ("fps-zero", "fps: 0\n" + V + P, 1, "fps", ["out of range"]),
+    ("seed-float", V + "seed: 1.5\n" + P, 2, "seed", ["expected a whole number, got 1.5"]),
+    ("prompts-string", V + "prompts: hello\n", 2, "prompts", ["expected a list of prompts", "'hello'"]),
+    ("prompts-empty", V + "prompts: []\n", 2, "prompts", ["empty"]),
+    ("prompt-not-mapping", V + "prompts:\n  - a cat\n", 3, "prompts[0]", ["expected a mapping", "'a cat'"]),
+    ("missing-prompts", V, 1, "prompts", ["missing"]),
+    ("size-number", V + "size: 12\n" + P, 2, "size", ["expected WxH like 832x480, got 12"]),
+    ("size-garbage", V + "size: big\n" + P, 2, "size", ["expected WxH"]),
+    ("size-not-16", V + "size: 100x128\n" + P, 2, "size", ["width 100 is not a positive multiple of 16", "96 or 112"]),
+    ("quantize-bad", V + "quantize: int4\n" + P, 2, "quantize", ["expected one of none, int8, fp8, got 'int4'"]),
+    ("switch-typo", V + "switch: recash\n" + P, 2, "switch", ["did you mean 'recache'?"]),
+    ("switch-bool", V + "switch: off\n" + P, 2, "switch", ["'off'", "quote it"]),
+    (
+        "prompt-switch-typo",
+        V + P + "  - at: 5s\n    text: b\n    switch: kep\n",
+        7,
+        "prompts[1].switch",
+        ["did you mean 'keep'?"],
+    ),
+    ("first-prompt-switch", V + P + "    switch: keep\n", 5, "prompts[0].switch", ["nothing to switch from"]),
+    ("sink-ge-window", V + "attention: {window: 3, sink: 3}\n" + P, 2, "attention.sink", ["smaller than window 3"]),
+    ("window-string", V + "attention:\n  window: big\n" + P, 3, "attention.window", ["whole number"]),
+    ("attention-list", V + "attention: [12, 3]\n" + P, 2, "attention", ["expected a mapping"]),
+    ("version-2", "version: 2\n" + V + P, 1, "version", ["unsupported version 2", "version 1"]),
+    ("missing-duration", "# my show\nfps: 16\n" + P, 2, "duration", ["missing", "duration: 20s"]),
+    ("top-level-list", "- at: 0s\n  text: a\n", 1, None, ["expected keys like 'duration:'", "a list"]),
+    ("control-character", V + "seed: \x01\n", 2, None, ["not a text file"]),
+]
+
+
+@pytest.mark.parametrize(("content", "line", "key", "fragments"), [b[1:] for b in BAD], ids=[b[0] for b in BAD])
+def test_bad_timelines_point_at_the_problem(tmp_path, content, line, key, fragments):
+    path = write(tmp_path, content)
+    with pytest.raises(TimelineError) as info:
+        load_timeline(path)
+    err, text = info.value, str(info.value)
+    assert type(err) is TimelineError
+    assert (err.path, err.line, err.key) == (path, line, key)
+    prefix = f"{path}:{line}: " + (f"{key}: " if key else "")
+    assert text.startswith(prefix), text
+    assert "show.yaml" in text
+    for fragment in fragments:
+        assert fragment in text, text
+
+
+def random_binary() -> bytes:
+    rng = random.Random(0)
+    return bytes(rng.randrange(256) for _ in range(256)) + b"\0"
+
+
+# (id, file bytes or None for no file, fragments)
+BAD_FILES = [
+    ("empty", b"", ["empty timeline"]),
+    ("only-comments", b"# nothing yet\n\n", ["empty timeline"]),
+    ("binary", random_binary(), ["not a text file"]),
+    ("not-utf8", "duration: 20s # caf\u00e9\n".encode("latin-1"), ["not a text file", "UTF-8"]),
+    ("huge", b"# " + b"x" * 1_100_000 + b"\n", ["file too large (1.1 MB)", "at most 1 MB"]),
+    ("just-over", b"#" * 1_000_001, ["file too large (1000001 bytes)"]),
+    ("missing", None, ["file not found"]),
+]
+
+
+@pytest.mark.parametrize(("data", "fragments"), [b[1:] for b in BAD_FILES], ids=[b[0] for b in BAD_FILES])
+def test_bad_files_name_the_file(tmp_path, data, fragments):
+    path = tmp_path / "show.yaml"
+    if data is not None:
+        path.write_bytes(data)
+    with pytest.raises(TimelineError) as info:
+        load_timeline(path)
+    err, text = info.value, str(info.value)
+    assert (err.path, err.line, err.key) == (path, None, None)
+    assert text.startswith(f"{path}: "), text
+    for fragment in fragments:
+        assert fragment in text, text
+
+
+def test_directory_is_not_a_timeline(tmp_path):
+    with pytest.raises(TimelineError, match="is a directory"):
+        load_timeline(tmp_path)
+
+
+def test_utf8_bom_and_relative_path_given_as_string(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "show.yaml").write_bytes(b"\xef\xbb\xbf" + timeline_with(("0s", "caf\u00e9")).encode())
+    t = load_timeline("show.yaml")
+    assert t.prompts[0].text == "caf\u00e9"
+    assert t.path == Path("show.yaml")
+    with pytest.raises(TimelineError, match=r"^shows/x\.yaml: file not found$"):
+        load_timeline(os.path.join("shows", "x.yaml"))
