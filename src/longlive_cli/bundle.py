@@ -181,23 +181,24 @@ class DownloadLayout:
 WAN_NAME = "Wan2.1-T2V-1.3B"
 
 
-def find_layout(root: str | Path) -> DownloadLayout:
-    """Locate the Wan folder and LongLive files under ``root`` (the LongLive repo layout or flat folders)."""
-    root = Path(root)
-    if not root.is_dir():
-        raise CheckpointError(f"{root}: model directory not found")
-    wan_candidates = [root, root / "wan_models" / WAN_NAME, root / WAN_NAME]
-    wan_dir = next((d for d in wan_candidates if (d / "config.json").is_file()), None)
+def find_layout(*roots: str | Path) -> DownloadLayout:
+    """Locate the Wan folder and LongLive files under the given folders (LongLive's repo layout or flat folders)."""
+    dirs = [Path(r).expanduser() for r in roots]
+    for d in dirs:
+        if not d.is_dir():
+            raise CheckpointError(f"{d}: model directory not found")
+    wan_candidates = [c for d in dirs for c in (d, d / "wan_models" / WAN_NAME, d / WAN_NAME)]
+    wan_dir = next((c for c in wan_candidates if (c / "config.json").is_file()), None)
     if wan_dir is None:
-        tried = ", ".join(str(d / "config.json") for d in wan_candidates)
-        raise CheckpointError(f"{root}: no {WAN_NAME} folder found (looked for {tried})")
-    ll_candidates = [root / "longlive_models" / "models", root / "models", root]
-    generator = next((d / "longlive_base.pt" for d in ll_candidates if (d / "longlive_base.pt").is_file()), None)
-    lora = next((d / "lora.pt" for d in ll_candidates if (d / "lora.pt").is_file()), None)
+        tried = ", ".join(str(c / "config.json") for c in wan_candidates)
+        raise CheckpointError(f"{dirs[0]}: no {WAN_NAME} folder found (looked for {tried})")
+    ll_candidates = [c for d in dirs for c in (d / "longlive_models" / "models", d / "models", d)]
+    generator = next((c / "longlive_base.pt" for c in ll_candidates if (c / "longlive_base.pt").is_file()), None)
+    lora = next((c / "lora.pt" for c in ll_candidates if (c / "lora.pt").is_file()), None)
     layout = DownloadLayout(wan_dir, generator, lora)
     missing = [p for p in (layout.dit, layout.vae, layout.t5, layout.tokenizer / "tokenizer.json") if not p.exists()]
     if missing:
-        raise CheckpointError(f"{root}: incomplete {WAN_NAME} download, missing {', '.join(map(str, missing))}")
+        raise CheckpointError(f"{wan_dir}: incomplete {WAN_NAME} download, missing {', '.join(map(str, missing))}")
     return layout
 
 
@@ -254,9 +255,11 @@ def load_bundle(model: str | Path, device="cpu", dtype=torch.float32, **kw) -> B
     return load_converted(path, device, dtype)
 
 
-def convert(root: str | Path, out: str | Path, dtype: torch.dtype = torch.bfloat16, **kw) -> ModelSpec:
+def convert(
+    roots: str | Path | list[str | Path], out: str | Path, dtype: torch.dtype = torch.bfloat16, **kw
+) -> ModelSpec:
     """Merge a download (generator + LoRA) into one pickle-free file that loads fast."""
-    layout = find_layout(root)
+    layout = find_layout(*(roots if isinstance(roots, list) else [roots]))
     spec, dit, vae, t5 = read_download(layout, **kw)
     tokenizer = (layout.tokenizer / "tokenizer.json").read_text()
     save_bundle(out, spec, dit, vae, t5, tokenizer, dtype=dtype)

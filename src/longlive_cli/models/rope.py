@@ -19,8 +19,8 @@ def axis_pairs(head_dim: int) -> tuple[int, int, int]:
 
 
 def _angles(positions: int, dim: int, theta: float) -> torch.Tensor:
-    freqs = 1.0 / theta ** (torch.arange(0, dim, 2, dtype=torch.float64)[: dim // 2] / dim)
-    return torch.outer(torch.arange(positions, dtype=torch.float64), freqs)
+    freqs = 1.0 / theta ** (torch.arange(0, dim, 2, dtype=torch.float64, device="cpu")[: dim // 2] / dim)
+    return torch.outer(torch.arange(positions, dtype=torch.float64, device="cpu"), freqs)
 
 
 class RopeTables:

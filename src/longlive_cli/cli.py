@@ -1,0 +1,292 @@
+"""The ``longlive`` command: parse, call, print. Exit codes: 0 done, 1 bad input, 2 usage, 130 interrupted."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from .bundle import EMBEDDED, Bundle, ModelSpec, embedded_path, find_layout, load_bundle, read_bundle_spec
+from .checkpoints import CheckpointError
+from .quantize import MODES, QuantizeError, quantize_dit, weight_bytes
+from .render import RenderError, RenderSettings, render
+from .timeline import Timeline, TimelineError, load_timeline, plan_changes, single_prompt_timeline
+
+app = typer.Typer(
+    add_completion=False,
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    help="Real-time, interactive, long video generation with LongLive-family models.",
+)
+err = Console(stderr=True, highlight=False)
+out = Console(highlight=False)
+
+BAD_INPUT = 1
+INTERRUPTED = 130
+DTYPES = {"float32": "float32", "fp32": "float32", "bf16": "bfloat16", "bfloat16": "bfloat16", "fp16": "float16"}
+USER_ERRORS = (TimelineError, CheckpointError, RenderError, QuantizeError, OSError)
+
+
+def fail(message: str) -> typer.Exit:
+    """Print a located error and give the exit for bad input."""
+    err.print(f"[bold red]error:[/] {message}", soft_wrap=True)
+    return typer.Exit(BAD_INPUT)
+
+
+def _interrupt_on_sigterm() -> None:
+    def handler(signum, frame):
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, handler)
+
+
+def resolve_device(device: str) -> str:
+    """``auto`` picks this rank's GPU when there is one, else the CPU."""
+    import torch
+
+    if device == "auto":
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    if device == "cuda":
+        if not torch.cuda.is_available():
+            raise RenderError("--device cuda: no CUDA GPU is available to this process")
+        device = f"cuda:{int(os.environ.get('LOCAL_RANK', 0))}"
+    return device
+
+
+def resolve_dtype(dtype: str | None, device: str):
+    import torch
+
+    if dtype is None:
+        return torch.bfloat16 if device.startswith("cuda") else torch.float32
+    if dtype not in DTYPES:
+        raise typer.BadParameter(f"choose one of {', '.join(DTYPES)}", param_hint="--dtype")
+    return getattr(torch, DTYPES[dtype])
+
+
+def _slug(text: str) -> str:
+    return re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-")[:60] or "video"
+
+
+def _outputs(timelines: list[Timeline], output: Path | None, prompt: str | None) -> list[Path]:
+    if prompt is not None:
+        return [output or Path(f"{_slug(prompt)}.mp4")]
+    if output is not None and len(timelines) > 1:
+        output.mkdir(parents=True, exist_ok=True)
+        return [output / f"{t.path.stem}.mp4" for t in timelines]
+    return [output or t.output or Path(f"{t.path.stem}.mp4") for t in timelines]
+
+
+class BundleCache:
+    """Loads each model once per process, however many timelines use it."""
+
+    def __init__(self, device: str, dtype):
+        self.device, self.dtype = device, dtype
+        self.loaded: dict[tuple, Bundle] = {}
+
+    def get(self, model: str | Path, quantize: str) -> Bundle:
+        key = (str(model), quantize)
+        if key not in self.loaded:
+            bundle = load_bundle(model, self.device, self.dtype)
+            quantize_dit(bundle.dit, quantize)
+            self.loaded[key] = bundle
+        return self.loaded[key]
+
+
+@app.command("render")
+def render_cmd(
+    timelines: Annotated[list[Path] | None, typer.Argument(help="Timeline YAML files, rendered in order.")] = None,
+    output: Annotated[
+        Path | None, typer.Option("-o", "--output", help="Output MP4 (a folder with several timelines).")
+    ] = None,
+    model: Annotated[str | None, typer.Option(help="'tiny', a model directory, or a converted .safetensors.")] = None,
+    device: Annotated[str, typer.Option(help="auto | cpu | cuda")] = "auto",
+    dtype: Annotated[
+        str | None, typer.Option(help="float32 | bf16 | fp16 (default: bf16 on GPU, float32 on CPU)")
+    ] = None,
+    quantize: Annotated[str | None, typer.Option(help="none | int8 | fp8 (overrides the timeline)")] = None,
+    seed: Annotated[int | None, typer.Option(help="Noise seed (overrides the timeline).")] = None,
+    window: Annotated[int | None, typer.Option(help="Attention window in latent frames, sink included.")] = None,
+    sink: Annotated[int | None, typer.Option(help="Frame-sink size in latent frames.")] = None,
+    prompt: Annotated[str | None, typer.Option(help="Render one prompt instead of timelines.")] = None,
+    duration: Annotated[str, typer.Option(help="Length for --prompt: 10s, 1m30s, 160f ...")] = "10s",
+    size: Annotated[str | None, typer.Option(help="WxH for --prompt (default: the model's).")] = None,
+    overwrite: Annotated[bool, typer.Option(help="Replace existing outputs.")] = False,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress display.")] = False,
+    progress: Annotated[str, typer.Option(help="rich | json | none")] = "rich",
+) -> None:
+    """Render timelines (or one --prompt) to MP4, streaming each chunk to disk as it is made."""
+    if bool(timelines) == (prompt is not None):
+        raise typer.BadParameter("give timeline files or --prompt, not both and not neither")
+    if progress not in ("rich", "json", "none"):
+        raise typer.BadParameter("choose rich, json or none", param_hint="--progress")
+    if quantize is not None and quantize not in MODES:
+        raise typer.BadParameter(f"choose one of {', '.join(MODES)}", param_hint="--quantize")
+    _interrupt_on_sigterm()
+    try:
+        if prompt is not None:
+            jobs = [
+                single_prompt_timeline(prompt, duration, model=model, size=size, seed=seed, window=window, sink=sink)
+            ]
+        else:
+            jobs = [load_timeline(p) for p in timelines]
+        outputs = _outputs(jobs, output, prompt)
+        rank, world = int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
+        work = list(zip(jobs, outputs, strict=True))[rank::world]
+        dev = resolve_device(device)
+        bundles = BundleCache(dev, resolve_dtype(dtype, dev))
+    except USER_ERRORS as e:
+        raise fail(str(e)) from None
+    failures = 0
+    for timeline, target in work:
+        try:
+            bundle = bundles.get(model or timeline.model_path or timeline.model, quantize or timeline.quantize)
+            settings = RenderSettings.resolve(timeline, bundle, seed=seed, window=window, sink=sink)
+            sink_fn = _progress(progress, quiet, target, rank)
+            result = render(timeline, bundle, target, settings, overwrite=overwrite, events=sink_fn)
+        except KeyboardInterrupt:
+            err.print(f"[yellow]interrupted:[/] {target} holds the frames made so far")
+            raise typer.Exit(INTERRUPTED) from None
+        except USER_ERRORS as e:
+            err.print(f"[bold red]error:[/] {e}", soft_wrap=True)
+            failures += 1
+            continue
+        if not quiet and progress == "rich":
+            timings = result["timings"]
+            err.print(
+                f"[green]wrote[/] {target} ({result['result']['frames_written']} frames, "
+                f"{timings['fps']} fps, {timings['realtime_factor']}x real time)"
+            )
+    if failures:
+        raise typer.Exit(BAD_INPUT)
+
+
+def _progress(kind: str, quiet: bool, target: Path, rank: int):
+    if quiet or kind == "none":
+        return None
+    if kind == "json":
+        from .progress import JsonProgress
+
+        return JsonProgress(output=str(target), rank=rank)
+    from .progress import RichProgress
+
+    return RichProgress(err, label=target.name)
+
+
+@app.command()
+def check(
+    timelines: Annotated[list[Path], typer.Argument(help="Timeline YAML files to validate.")],
+) -> None:
+    """Validate timelines without generating: located errors, and where each prompt change will land."""
+    failures = 0
+    for path in timelines:
+        try:
+            timeline = load_timeline(path)
+            chunk = _spec_for(timeline).engine.chunk_frames
+        except USER_ERRORS as e:
+            err.print(f"[bold red]error:[/] {e}", soft_wrap=True)
+            failures += 1
+            continue
+        plan = plan_changes(timeline, chunk)
+        table = Table(title=f"{path}: {timeline.duration:g} s, {plan.video_frames} frames at {timeline.fps} fps")
+        for col in ("#", "requested", "lands at", "switch", "prompt"):
+            table.add_column(col)
+        for i, (change, (_, _, landed_s)) in enumerate(zip(timeline.prompts, plan.changes, strict=True)):
+            policy = timeline.policy_at(i) if i else "-"
+            table.add_row(str(i), f"{change.at:g} s", f"{landed_s:.3f} s", policy, change.text)
+        out.print(table)
+        for w in plan.warnings:
+            err.print(f"[yellow]warning:[/] {w}", soft_wrap=True)
+    if failures:
+        raise typer.Exit(BAD_INPUT)
+
+
+def _spec_for(timeline: Timeline) -> ModelSpec:
+    """A model's spec without loading its weights (checks that the model exists)."""
+    model = timeline.model_path or timeline.model
+    return read_spec(str(model))
+
+
+def read_spec(model: str) -> ModelSpec:
+    if model == EMBEDDED:
+        return read_bundle_spec(embedded_path())
+    path = Path(model).expanduser()
+    if path.is_dir():
+        find_layout(path)
+        from .bundle import LONGLIVE_13B
+
+        return LONGLIVE_13B
+    if not path.exists():
+        raise CheckpointError(f"{path}: model not found (expected 'tiny', a model directory or a .safetensors file)")
+    return read_bundle_spec(path)
+
+
+@app.command()
+def info(
+    model: Annotated[str, typer.Argument(help="'tiny', a model directory, or a converted file.")] = EMBEDDED,
+) -> None:
+    """Show what a model is: architecture, sizes, native settings."""
+    try:
+        bundle = load_bundle(model)
+    except USER_ERRORS as e:
+        raise fail(str(e)) from None
+    spec = bundle.spec
+    params = sum(p.numel() for p in bundle.dit.parameters())
+    table = Table(title=f"{spec.name} ({bundle.source})", show_header=False)
+    rows = [
+        (
+            "DiT",
+            f"{params / 1e6:.1f} M params, dim {spec.dit.dim}, {spec.dit.num_layers} layers, "
+            f"{spec.dit.num_heads} heads, {weight_bytes(bundle.dit) / 2**20:.1f} MiB",
+        ),
+        ("VAE", f"Wan layout, width {spec.vae.dim}, {sum(p.numel() for p in bundle.vae.parameters()) / 1e6:.2f} M"),
+        ("text encoder", f"umT5 layout, dim {spec.text.dim}, {spec.text.num_layers} layers, {spec.text_len} tokens"),
+        ("native", f"{spec.size[0]}x{spec.size[1]} at {spec.fps} fps"),
+        (
+            "streaming",
+            f"chunks of {spec.engine.chunk_frames} latent frames, window {spec.engine.window} "
+            f"(sink {spec.engine.sink}), {len(spec.engine.steps)} steps",
+        ),
+    ]
+    for k, v in rows:
+        table.add_row(k, v)
+    out.print(table)
+
+
+@app.command()
+def convert(
+    paths: Annotated[list[Path], typer.Argument(help="Download folder(s): Wan2.1-T2V-1.3B and LongLive's files.")],
+    output: Annotated[Path, typer.Option("-o", "--output", help="The .safetensors file to write.")],
+    dtype: Annotated[str, typer.Option(help="bf16 | float32")] = "bf16",
+    ema: Annotated[bool, typer.Option(help="Use generator_ema when the checkpoint has it.")] = False,
+    lora_alpha: Annotated[float | None, typer.Option(help="LoRA alpha (default: the rank, as LongLive ships).")] = None,
+    overwrite: Annotated[bool, typer.Option(help="Replace an existing output.")] = False,
+) -> None:
+    """Merge Wan + LongLive generator + LoRA into one pickle-free file that loads fast."""
+    from .bundle import convert as run_convert
+
+    if output.exists() and not overwrite:
+        raise fail(f"{output}: already exists; pass --overwrite to replace it")
+    try:
+        spec = run_convert(
+            list(paths), output, dtype=resolve_dtype(dtype, "cpu"), prefer_ema=ema, lora_alpha=lora_alpha
+        )
+    except USER_ERRORS as e:
+        raise fail(str(e)) from None
+    out.print(
+        f"wrote {output} ({output.stat().st_size / 2**30:.2f} GiB, {spec.name}) and {output.with_suffix('.json')}"
+    )
+
+
+def main() -> None:
+    """Console entry point."""
+    try:
+        app()
+    except KeyboardInterrupt:
+        sys.exit(INTERRUPTED)
