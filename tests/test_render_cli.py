@@ -1,0 +1,220 @@
+"""`longlive render` end to end on a tiny random model: files, frames, sidecar, exit codes, bad input."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from longlive_cli.cli import app
+from longlive_cli.video import read_video_info
+
+from .fakes import write_converted
+
+runner = CliRunner()
+
+
+@pytest.fixture(scope="module")
+def model(tmp_path_factory) -> Path:
+    return write_converted(tmp_path_factory.mktemp("model") / "tiny.safetensors")
+
+
+def timeline(tmp_path: Path, model: Path, body: str, name: str = "show.yaml") -> Path:
+    path = tmp_path / name
+    path.write_text(f"version: 1\nmodel: {model}\n{body}")
+    return path
+
+
+TWO_CHANGES = """duration: 3s
+seed: 7
+prompts:
+  - at: 0s
+    text: a red circle moving right
+  - at: 1s
+    text: a blue circle moving up
+  - at: 2s
+    text: a green square
+    switch: clear
+"""
+
+
+def test_timeline_with_two_changes_renders_mp4_and_sidecar(tmp_path, model):
+    path = timeline(tmp_path, model, TWO_CHANGES)
+    out = tmp_path / "out.mp4"
+    result = runner.invoke(app, ["render", str(path), "-o", str(out), "--progress", "none"])
+    assert result.exit_code == 0, result.output
+    info = read_video_info(out)
+    assert (info["frames"], info["width"], info["height"], info["fps"]) == (48, 32, 32, 16)
+    side = json.loads(out.with_suffix(".json").read_text())
+    assert side["result"] == {"frames_written": 48, "complete": True, "interrupted": False}
+    assert side["settings"]["seed"] == 7
+    landed = [(c["requested_s"], c["landed_s"], c["policy"]) for c in side["changes"]]
+    assert landed == [(0.0, 0.0, None), (1.0, 1.3125, "recache"), (2.0, 2.0625, "clear")]
+    assert not list(tmp_path.glob("*.partial*"))
+
+
+def test_prompt_mode_renders_with_defaults(tmp_path, model):
+    out = tmp_path / "p.mp4"
+    args = ["render", "--prompt", "a red circle", "--duration", "20f", "--model", str(model), "-o", str(out), "-q"]
+    result = runner.invoke(app, args)
+    assert result.exit_code == 0, result.output
+    assert read_video_info(out)["frames"] == 20
+    assert json.loads(out.with_suffix(".json").read_text())["changes"][0]["text"] == "a red circle"
+
+
+def test_json_progress_is_one_event_per_line(tmp_path, model):
+    out = tmp_path / "j.mp4"
+    args = ["render", "--prompt", "a red circle", "--duration", "1s", "--model", str(model), "-o", str(out)]
+    result = runner.invoke(app, [*args, "--progress", "json"])
+    assert result.exit_code == 0
+    events = [json.loads(line) for line in result.stdout.splitlines()]
+    kinds = [e["event"] for e in events]
+    assert kinds[0] == "start" and kinds[-1] == "done" and "chunk" in kinds
+    assert events[-1]["frames_written"] == 16
+
+
+def test_same_seed_same_video_and_overwrite(tmp_path, model):
+    path = timeline(tmp_path, model, TWO_CHANGES)
+    a, b = tmp_path / "a.mp4", tmp_path / "b.mp4"
+    for out in (a, b):
+        assert runner.invoke(app, ["render", str(path), "-o", str(out), "-q"]).exit_code == 0
+    from longlive_cli.video import read_frames
+
+    assert all((x == y).all() for x, y in zip(read_frames(a), read_frames(b), strict=True))
+    again = runner.invoke(app, ["render", str(path), "-o", str(a), "-q"])
+    assert again.exit_code == 1 and "--overwrite" in again.output
+    assert runner.invoke(app, ["render", str(path), "-o", str(a), "-q", "--overwrite"]).exit_code == 0
+
+
+def test_several_timelines_into_a_folder(tmp_path, model):
+    paths = [
+        timeline(tmp_path, model, "duration: 1s\nprompts:\n  - at: 0\n    text: a red circle\n", f"t{i}.yaml")
+        for i in range(2)
+    ]
+    result = runner.invoke(app, ["render", *map(str, paths), "-o", str(tmp_path / "videos"), "-q"])
+    assert result.exit_code == 0, result.output
+    assert sorted(p.name for p in (tmp_path / "videos").glob("*.mp4")) == ["t0.mp4", "t1.mp4"]
+
+
+def _cli(*args: str) -> list[str]:
+    return [sys.executable, "-m", "longlive_cli", *args]
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+def test_interrupt_leaves_a_playable_video(tmp_path, model, sig):
+    out = tmp_path / "long.mp4"
+    args = ["render", "--prompt", "a red circle", "--duration", "60s", "--model", str(model), "-o", str(out)]
+    proc = subprocess.Popen(_cli(*args, "--progress", "json"), stdout=subprocess.PIPE, text=True)
+    chunks = 0
+    deadline = time.monotonic() + 60
+    for line in proc.stdout:
+        chunks += json.loads(line)["event"] == "chunk"
+        if chunks == 3 or time.monotonic() > deadline:
+            break
+    proc.send_signal(sig)
+    proc.communicate(timeout=60)
+    assert proc.returncode == 130
+    info = read_video_info(out)
+    assert 33 <= info["frames"] < 960
+    side = json.loads(out.with_suffix(".json").read_text())
+    assert side["result"]["interrupted"] is True
+    assert side["result"]["frames_written"] == info["frames"]
+
+
+def test_torchrun_style_ranks_split_the_timelines(tmp_path, model):
+    paths = [
+        timeline(tmp_path, model, "duration: 1s\nprompts:\n  - at: 0\n    text: a red circle\n", f"r{i}.yaml")
+        for i in range(3)
+    ]
+    procs = []
+    for rank in range(2):
+        env = dict(os.environ, RANK=str(rank), WORLD_SIZE="2", LOCAL_RANK=str(rank))
+        cmd = _cli("render", *map(str, paths), "-o", str(tmp_path / "v"), "-q", "--device", "cpu")
+        procs.append(subprocess.Popen(cmd, env=env))
+    assert [p.wait(timeout=120) for p in procs] == [0, 0]
+    assert sorted(p.name for p in (tmp_path / "v").glob("*.mp4")) == ["r0.mp4", "r1.mp4", "r2.mp4"]
+
+
+def _bad(tmp_path: Path, model: Path) -> dict[str, tuple[list[str], str]]:
+    good = "duration: 2s\nprompts:\n  - at: 0\n    text: a red circle\n"
+    t = lambda name, body: str(timeline(tmp_path, model, body, name))  # noqa: E731
+    (tmp_path / "empty.yaml").write_text("")
+    (tmp_path / "binary.yaml").write_bytes(b"\x00\x01\x02binary\xff")
+    (tmp_path / "huge.yaml").write_text("# " + "x" * (2 << 20))
+    corrupt = tmp_path / "corrupt.safetensors"
+    corrupt.write_bytes(model.read_bytes()[:2000])
+    (tmp_path / "exists.mp4").write_bytes(b"old")
+    (tmp_path / "afile").write_text("")
+    return {
+        "syntax": ([t("syntax.yaml", "duration: [2s\nprompts: []\n")], "syntax.yaml:"),
+        "typo": ([t("typo.yaml", good + "promts: []\n")], "did you mean 'prompts'"),
+        "order": (
+            [t("order.yaml", "duration: 5s\nprompts:\n  - at: 2s\n    text: a\n  - at: 1s\n    text: b\n")],
+            "order.yaml:",
+        ),
+        "too_long": ([t("long.yaml", "duration: 241s\nprompts:\n  - at: 0\n    text: a\n")], "240"),
+        "negative": ([t("neg.yaml", "duration: -2s\nprompts:\n  - at: 0\n    text: a\n")], "negative"),
+        "no_text": ([t("notext.yaml", "duration: 2s\nprompts:\n  - at: 0\n")], "text"),
+        "types": ([t("types.yaml", good + "fps: fast\n")], "fps"),
+        "empty": ([str(tmp_path / "empty.yaml")], "empty"),
+        "binary": ([str(tmp_path / "binary.yaml")], "not a text file"),
+        "huge": ([str(tmp_path / "huge.yaml")], "too large"),
+        "missing_timeline": ([str(tmp_path / "nope.yaml")], "not found"),
+        "missing_model": ([t("mm.yaml", good), "--model", str(tmp_path / "none.safetensors")], "model not found"),
+        "corrupt_model": ([t("cm.yaml", good), "--model", str(corrupt)], "corrupt.safetensors"),
+        "unwritable": ([t("uw.yaml", good), "-o", str(tmp_path / "afile" / "x.mp4")], "afile"),
+        "existing": ([t("ex.yaml", good), "-o", str(tmp_path / "exists.mp4")], "--overwrite"),
+        "bad_size": ([t("size.yaml", good + "size: 40x40\n")], "multiple"),
+        "small_window": ([t("win.yaml", good + "attention: {window: 4, sink: 3}\n")], "whole chunk"),
+        "fp8_on_cpu": ([t("fp8.yaml", good + "quantize: fp8\n")], "compute capability"),
+    }
+
+
+BAD_CASES = [
+    "syntax", "typo", "order", "too_long", "negative", "no_text", "types", "empty", "binary", "huge",
+    "missing_timeline", "missing_model", "corrupt_model", "unwritable", "existing", "bad_size", "small_window",
+    "fp8_on_cpu",
+]  # fmt: skip
+
+
+@pytest.mark.parametrize("case", BAD_CASES)
+def test_bad_input_exits_1_with_a_located_message(tmp_path, model, case):
+    args, needle = _bad(tmp_path, model)[case]
+    if "-o" not in args:
+        args = [*args, "-o", str(tmp_path / "out.mp4")]
+    result = runner.invoke(app, ["render", *args, "-q"])
+    assert result.exit_code == 1, result.output
+    assert needle in result.output, result.output
+    assert "Traceback" not in result.output
+    if case != "existing":
+        assert not (tmp_path / "out.mp4").exists()
+
+
+def test_usage_errors_exit_2(tmp_path, model):
+    assert runner.invoke(app, ["render"]).exit_code == 2
+    assert runner.invoke(app, ["render", "x.yaml", "--prompt", "a"]).exit_code == 2
+    assert runner.invoke(app, ["render", "--prompt", "a", "--progress", "loud"]).exit_code == 2
+    assert runner.invoke(app, ["render", "--prompt", "a", "--bogus"]).exit_code == 2
+
+
+def test_check_reports_landings_and_errors(tmp_path, model):
+    path = timeline(tmp_path, model, TWO_CHANGES)
+    result = runner.invoke(app, ["check", str(path)])
+    assert result.exit_code == 0, result.output
+    assert "1.312 s" in result.output and "clear" in result.output
+    bad = timeline(tmp_path, model, "duration: 2s\nprompts: []\n", "bad.yaml")
+    result = runner.invoke(app, ["check", str(bad)])
+    assert result.exit_code == 1 and "bad.yaml" in result.output
+
+
+def test_info_describes_the_model(model):
+    result = runner.invoke(app, ["info", str(model)])
+    assert result.exit_code == 0, result.output
+    assert "test-tiny" in result.output and "32x32 at 16 fps" in result.output
