@@ -171,6 +171,7 @@ def render(
         interrupted = True
         raise
     finally:
+        written = writer.frames_written
         elapsed = time.perf_counter() - start
         ordered = sorted(chunk_times)
         sidecar["result"] = {

@@ -1,0 +1,337 @@
+"""Streaming MP4 output: round trip, safe paths, interrupted and killed runs, frame conversion and sidecars."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import imageio_ffmpeg
+import numpy as np
+import pytest
+import torch
+
+from longlive_cli.video import (
+    FFmpegError,
+    VideoWriter,
+    partial_path,
+    read_frames,
+    read_video_info,
+    sidecar_path,
+    to_uint8_frames,
+    write_sidecar,
+)
+
+FPS = 16
+WIDTH, HEIGHT = 64, 48
+# Mean absolute error allowed between written and decoded smooth frames (H.264 at crf 18 plus yuv420p).
+MAX_MEAN_ABS_ERROR = 4.0
+
+
+def pattern(start: int, count: int) -> np.ndarray:
+    """Smooth frames that change with their index, so a lost, repeated or reordered frame shows."""
+    y, x = np.mgrid[0:HEIGHT, 0:WIDTH]
+    frames = [
+        np.stack([x * 3 + i * 2, y * 4 + i, np.full_like(x, 40 + i * 3)], axis=-1) % 256
+        for i in range(start, start + count)
+    ]
+    return np.stack(frames).astype(np.uint8)
+
+
+def decode_errors(path: Path) -> str:
+    """What ffmpeg complains about while decoding every frame; empty for a clean file."""
+    result = subprocess.run(
+        [imageio_ffmpeg.get_ffmpeg_exe(), "-v", "error", "-i", str(path), "-f", "null", "-"],
+        capture_output=True,
+        text=True,
+    )
+    return result.stderr.strip() + ("" if result.returncode == 0 else f"\nexit code {result.returncode}")
+
+
+def test_round_trip(tmp_path: Path) -> None:
+    path = tmp_path / "out.mp4"
+    frames = pattern(0, 37)
+    with VideoWriter(path, FPS, (WIDTH, HEIGHT)) as writer:
+        writer.write(torch.from_numpy(frames[:12]))
+        writer.write(frames[12:24])
+        writer.write(frames[24:])
+        assert writer.partial_path.exists() and not path.exists()
+    assert writer.frames_written == 37
+    assert sorted(os.listdir(tmp_path)) == ["out.mp4"]
+    assert read_video_info(path) == {"frames": 37, "fps": FPS, "width": WIDTH, "height": HEIGHT}
+    decoded = np.stack(list(read_frames(path)))
+    assert decoded.shape == frames.shape
+    error = np.abs(decoded.astype(np.float32) - frames).mean(axis=(1, 2, 3))
+    assert error.max() < MAX_MEAN_ABS_ERROR, error
+    assert decode_errors(path) == ""
+
+
+def test_close_returns_path_and_is_idempotent(tmp_path: Path) -> None:
+    writer = VideoWriter(tmp_path / "out.mp4", FPS, (WIDTH, HEIGHT))
+    writer.write(pattern(0, 3))
+    assert writer.close() == tmp_path / "out.mp4"
+    assert writer.close() == tmp_path / "out.mp4"
+    with pytest.raises(ValueError, match="closed"):
+        writer.write(pattern(0, 1))
+
+
+def test_existing_output_refused_unless_overwrite(tmp_path: Path) -> None:
+    path = tmp_path / "out.mp4"
+    path.write_bytes(b"keep me")
+    with pytest.raises(FileExistsError, match="--overwrite"):
+        VideoWriter(path, FPS, (WIDTH, HEIGHT))
+    assert path.read_bytes() == b"keep me"
+    assert sorted(os.listdir(tmp_path)) == ["out.mp4"]
+    with VideoWriter(path, FPS, (WIDTH, HEIGHT), overwrite=True) as writer:
+        writer.write(pattern(0, 12))
+    assert read_video_info(path)["frames"] == 12
+
+
+def test_leftover_partial_refused_unless_overwrite(tmp_path: Path) -> None:
+    path = tmp_path / "out.mp4"
+    partial_path(path).write_bytes(b"an interrupted run")
+    with pytest.raises(FileExistsError, match="interrupted run"):
+        VideoWriter(path, FPS, (WIDTH, HEIGHT))
+    assert partial_path(path).read_bytes() == b"an interrupted run"
+    with VideoWriter(path, FPS, (WIDTH, HEIGHT), overwrite=True) as writer:
+        writer.write(pattern(0, 4))
+    assert sorted(os.listdir(tmp_path)) == ["out.mp4"]
+
+
+def test_missing_folder(tmp_path: Path) -> None:
+    with pytest.raises(FileNotFoundError, match="missing.*does not exist"):
+        VideoWriter(tmp_path / "missing" / "out.mp4", FPS, (WIDTH, HEIGHT))
+
+
+def test_file_in_place_of_folder(tmp_path: Path) -> None:
+    (tmp_path / "some_file").write_text("")
+    with pytest.raises(NotADirectoryError, match="some_file is not a folder"):
+        VideoWriter(tmp_path / "some_file" / "out.mp4", FPS, (WIDTH, HEIGHT))
+
+
+@pytest.mark.skipif(not hasattr(os, "geteuid") or os.geteuid() == 0, reason="root may write anywhere")
+def test_unwritable_folder(tmp_path: Path) -> None:
+    folder = tmp_path / "locked"
+    folder.mkdir()
+    folder.chmod(0o500)
+    try:
+        with pytest.raises(PermissionError, match="locked"):
+            VideoWriter(folder / "out.mp4", FPS, (WIDTH, HEIGHT))
+    finally:
+        folder.chmod(0o700)
+
+
+def test_odd_size_and_bad_frames(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="even width and height"):
+        VideoWriter(tmp_path / "out.mp4", FPS, (65, 48))
+    assert os.listdir(tmp_path) == []
+    with VideoWriter(tmp_path / "out.mp4", FPS, (WIDTH, HEIGHT)) as writer:
+        with pytest.raises(ValueError, match=r"\[n, 48, 64, 3\]"):
+            writer.write(pattern(0, 2).astype(np.float32))
+        with pytest.raises(ValueError, match=r"\[n, 48, 64, 3\]"):
+            writer.write(pattern(0, 2).transpose(0, 2, 1, 3))
+        writer.write(pattern(0, 2))
+    assert read_video_info(tmp_path / "out.mp4")["frames"] == 2
+
+
+@pytest.mark.parametrize("error", [RuntimeError, KeyboardInterrupt])
+def test_error_inside_block_keeps_frames_so_far(tmp_path: Path, error: type[BaseException]) -> None:
+    path = tmp_path / "out.mp4"
+    with pytest.raises(error), VideoWriter(path, FPS, (WIDTH, HEIGHT)) as writer:
+        writer.write(pattern(0, 12))
+        writer.write(pattern(12, 8))
+        raise error
+    assert sorted(os.listdir(tmp_path)) == ["out.mp4"]
+    assert read_video_info(path)["frames"] == 20
+    assert decode_errors(path) == ""
+
+
+@pytest.mark.skipif(not hasattr(signal, "setitimer"), reason="needs setitimer")
+def test_interrupt_in_the_middle_of_a_chunk_counts_every_frame_kept(tmp_path: Path) -> None:
+    path = tmp_path / "out.mp4"
+    chunk = np.random.default_rng(0).integers(0, 256, (64, 240, 320, 3), dtype=np.uint8)
+
+    def interrupt(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGALRM, interrupt)
+    try:
+        with pytest.raises(KeyboardInterrupt), VideoWriter(path, FPS, (320, 240)) as writer:
+            signal.setitimer(signal.ITIMER_REAL, 0.15)
+            while True:
+                writer.write(chunk)
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
+    assert writer.frames_written > 0
+    assert read_video_info(path)["frames"] == writer.frames_written
+    assert decode_errors(path) == ""
+
+
+def test_error_before_any_frame_leaves_nothing(tmp_path: Path) -> None:
+    with pytest.raises(RuntimeError), VideoWriter(tmp_path / "out.mp4", FPS, (WIDTH, HEIGHT)):
+        raise RuntimeError
+    assert os.listdir(tmp_path) == []
+
+
+def test_close_without_keep_discards(tmp_path: Path) -> None:
+    writer = VideoWriter(tmp_path / "out.mp4", FPS, (WIDTH, HEIGHT))
+    writer.write(pattern(0, 12))
+    assert writer.close(keep=False) is None
+    assert os.listdir(tmp_path) == []
+
+
+def test_ffmpeg_error_surfaces_its_message(tmp_path: Path) -> None:
+    with (
+        pytest.raises(FFmpegError, match="invalid preset 'nonsense'"),
+        VideoWriter(tmp_path / "out.mp4", FPS, (WIDTH, HEIGHT), preset="nonsense") as writer,
+    ):
+        for start in range(0, 240, 12):
+            writer.write(pattern(start, 12))
+    assert os.listdir(tmp_path) == []
+
+
+def test_missing_video_for_reading(tmp_path: Path) -> None:
+    with pytest.raises(FileNotFoundError, match="nope.mp4"):
+        read_video_info(tmp_path / "nope.mp4")
+    with pytest.raises(FileNotFoundError, match="nope.mp4"):
+        next(read_frames(tmp_path / "nope.mp4"))
+
+
+# A child that writes one second of frames at once, then one frame every 50 ms, reporting each count on stdout.
+STREAMING_CHILD = textwrap.dedent(
+    """
+    import signal, sys, time
+    from pathlib import Path
+    import numpy as np
+    from longlive_cli.video import VideoWriter
+
+    if sys.argv[2] == "sigterm":
+        def interrupt(signum, frame):
+            raise KeyboardInterrupt
+        signal.signal(signal.SIGTERM, interrupt)
+    frame = np.zeros((1, 48, 64, 3), np.uint8)
+    try:
+        with VideoWriter(Path(sys.argv[1]), 16, (64, 48)) as writer:
+            print("ffmpeg", writer._process.pid, flush=True)
+            for i in range(100000):
+                frame[..., 0] = i % 256
+                writer.write(frame)
+                print("frames", writer.frames_written, flush=True)
+                if i >= 64:
+                    time.sleep(0.05)
+    except KeyboardInterrupt:
+        print("done", writer.frames_written, flush=True)
+    """
+)
+
+
+def start_child(path: Path, mode: str, frames: int) -> tuple[subprocess.Popen, int, int]:
+    """Run STREAMING_CHILD until it has written at least ``frames``; returns it, ffmpeg's pid and the count."""
+    child = subprocess.Popen(
+        [sys.executable, "-c", STREAMING_CHILD, str(path), mode], stdout=subprocess.PIPE, text=True
+    )
+    ffmpeg_pid, written = 0, 0
+    while written < frames:
+        line = child.stdout.readline()
+        assert line, "the child stopped early"
+        key, value = line.split()
+        if key == "ffmpeg":
+            ffmpeg_pid = int(value)
+        else:
+            written = int(value)
+    return child, ffmpeg_pid, written
+
+
+def wait_gone(pid: int, timeout: float = 10.0) -> None:
+    """Wait for a process that is not our child to end (a zombie counts as ended)."""
+    deadline = time.monotonic() + timeout
+    stat = Path(f"/proc/{pid}/stat")
+    while time.monotonic() < deadline:
+        try:
+            if stat.read_text().rsplit(")", 1)[1].split()[0] in ("Z", "X"):
+                return
+        except FileNotFoundError:
+            return
+        time.sleep(0.02)
+    raise AssertionError(f"process {pid} still running")
+
+
+requires_proc = pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="needs /proc")
+
+
+@requires_proc
+def test_sigkill_of_python_and_ffmpeg_keeps_complete_fragments(tmp_path: Path) -> None:
+    path = tmp_path / "out.mp4"
+    child, ffmpeg_pid, written = start_child(path, "run", 80)
+    os.kill(ffmpeg_pid, signal.SIGKILL)
+    child.kill()
+    child.wait()
+    wait_gone(ffmpeg_pid)
+    assert not path.exists()
+    partial = partial_path(path)
+    assert decode_errors(partial) == ""
+    on_disk = read_video_info(partial)["frames"]
+    # The burst of 64 frames went out about a second before the kill; only the last fragment may be lost.
+    assert 64 <= on_disk <= written + 1
+
+
+@requires_proc
+def test_sigkill_of_python_alone_lets_ffmpeg_finish(tmp_path: Path) -> None:
+    path = tmp_path / "out.mp4"
+    child, ffmpeg_pid, written = start_child(path, "run", 70)
+    child.kill()
+    child.wait()
+    wait_gone(ffmpeg_pid)
+    partial = partial_path(path)
+    assert decode_errors(partial) == ""
+    assert written <= read_video_info(partial)["frames"] <= written + 1
+
+
+def test_sigterm_turned_into_keyboard_interrupt_finishes_the_file(tmp_path: Path) -> None:
+    path = tmp_path / "out.mp4"
+    child, _, _ = start_child(path, "sigterm", 70)
+    child.send_signal(signal.SIGTERM)
+    out, _ = child.communicate(timeout=30)
+    assert child.returncode == 0
+    written = int(out.splitlines()[-1].removeprefix("done "))
+    assert sorted(os.listdir(tmp_path)) == ["out.mp4"]
+    assert decode_errors(path) == ""
+    # A SIGTERM landing after a frame reached ffmpeg but before it was counted leaves one frame more.
+    assert written <= read_video_info(path)["frames"] <= written + 1
+
+
+def test_to_uint8_frames_matches_reference_mapping() -> None:
+    values = torch.tensor([-1.0, 1.0, 0.0, -2.0, 2.0, 0.5])
+    x = values.view(1, 1, 6, 1, 1).expand(1, 3, 6, 2, 4).clone()
+    x[:, 1] = -1.0
+    frames = to_uint8_frames(x)
+    assert frames.dtype == np.uint8 and frames.shape == (6, 2, 4, 3)
+    # Truncation, as in the reference `.to(torch.uint8)`: 0.0 -> 127.5 -> 127 and 0.5 -> 191.25 -> 191.
+    assert frames[:, 0, 0, 0].tolist() == [0, 255, 127, 0, 255, 191]
+    assert (frames[..., 1] == 0).all()
+    reference = ((x[0].float() * 0.5 + 0.5).clamp(0, 1) * 255).to(torch.uint8).permute(1, 2, 3, 0).numpy()
+    assert np.array_equal(frames, reference)
+    assert np.array_equal(to_uint8_frames(x[0]), frames)
+    with pytest.raises(ValueError, match="batch of one"):
+        to_uint8_frames(torch.zeros(2, 3, 1, 2, 2))
+    with pytest.raises(ValueError, match=r"\[3, T, H, W\]"):
+        to_uint8_frames(torch.zeros(4, 1, 2, 2))
+
+
+def test_sidecar(tmp_path: Path) -> None:
+    video = tmp_path / "clip.mp4"
+    assert sidecar_path(video) == tmp_path / "clip.json"
+    data = {"prompt": "café, 夜の街", "seed": 7, "frames": 37}
+    write_sidecar(sidecar_path(video), {"old": True})
+    write_sidecar(sidecar_path(video), data)
+    text = sidecar_path(video).read_text(encoding="utf-8")
+    assert json.loads(text) == data
+    assert list(json.loads(text)) == ["prompt", "seed", "frames"]
+    assert "夜の街" in text and text.startswith('{\n  "prompt"')
+    assert os.listdir(tmp_path) == ["clip.json"]
