@@ -1,7 +1,7 @@
 VENV ?= .venv
 PY := $(VENV)/bin/python
 
-.PHONY: setup test lint
+.PHONY: setup demo test lint
 
 $(PY):
 	python3 -m venv $(VENV)
@@ -11,9 +11,14 @@ $(PY):
 
 setup: $(PY)
 
+demo: setup
+	$(PY) -m longlive_cli render timelines/demo.yaml --overwrite
+	@echo "open out/demo.mp4 (settings and timings in out/demo.json)"
+
 test: setup
-	$(PY) -m ruff check src tests
+	$(PY) -m ruff check src tests scripts
 	$(PY) -m pytest -q
 
 lint: setup
-	$(PY) -m ruff check src tests
+	$(PY) -m ruff check src tests scripts
+	$(PY) -m ruff format --check src tests scripts
