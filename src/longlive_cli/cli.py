@@ -70,6 +70,17 @@ def resolve_dtype(dtype: str | None, device: str):
     return getattr(torch, DTYPES[dtype])
 
 
+def _parse_size(size: str | None) -> tuple[int, int] | None:
+    if size is None:
+        return None
+    m = re.fullmatch(r"\s*(\d+)\s*[xX]\s*(\d+)\s*", size)
+    if not m or int(m[1]) % 16 or int(m[2]) % 16 or not int(m[1]) or not int(m[2]):
+        raise typer.BadParameter(
+            f"expected WxH with multiples of 16, such as 128x128, got {size!r}", param_hint="--size"
+        )
+    return int(m[1]), int(m[2])
+
+
 def _slug(text: str) -> str:
     return re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-")[:60] or "video"
 
@@ -116,7 +127,7 @@ def render_cmd(
     sink: Annotated[int | None, typer.Option(help="Frame-sink size in latent frames.")] = None,
     prompt: Annotated[str | None, typer.Option(help="Render one prompt instead of timelines.")] = None,
     duration: Annotated[str, typer.Option(help="Length for --prompt: 10s, 1m30s, 160f ...")] = "10s",
-    size: Annotated[str | None, typer.Option(help="WxH for --prompt (default: the model's).")] = None,
+    size: Annotated[str | None, typer.Option(help="WxH, multiples of 16 (overrides the timeline).")] = None,
     overwrite: Annotated[bool, typer.Option(help="Replace existing outputs.")] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress display.")] = False,
     progress: Annotated[str, typer.Option(help="rich | json | none")] = "rich",
@@ -128,12 +139,11 @@ def render_cmd(
         raise typer.BadParameter("choose rich, json or none", param_hint="--progress")
     if quantize is not None and quantize not in MODES:
         raise typer.BadParameter(f"choose one of {', '.join(MODES)}", param_hint="--quantize")
+    wh = _parse_size(size)
     _interrupt_on_sigterm()
     try:
         if prompt is not None:
-            jobs = [
-                single_prompt_timeline(prompt, duration, model=model, size=size, seed=seed, window=window, sink=sink)
-            ]
+            jobs = [single_prompt_timeline(prompt, duration, model=model, seed=seed, window=window, sink=sink)]
         else:
             jobs = [load_timeline(p) for p in timelines]
         outputs = _outputs(jobs, output, prompt)
@@ -147,7 +157,7 @@ def render_cmd(
     for timeline, target in work:
         try:
             bundle = bundles.get(model or timeline.model_path or timeline.model, quantize or timeline.quantize)
-            settings = RenderSettings.resolve(timeline, bundle, seed=seed, window=window, sink=sink)
+            settings = RenderSettings.resolve(timeline, bundle, seed=seed, window=window, sink=sink, size=wh)
             sink_fn = _progress(progress, quiet, target, rank)
             result = render(timeline, bundle, target, settings, overwrite=overwrite, events=sink_fn)
         except KeyboardInterrupt:
