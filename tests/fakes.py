@@ -13,6 +13,7 @@ from longlive_cli.bundle import ModelSpec, build_modules, save_bundle
 from longlive_cli.engine import EngineConfig
 from longlive_cli.models.dit import DiTConfig
 from longlive_cli.models.t5 import UMT5Config
+from longlive_cli.models.taehv import TAEHV, TAEHVConfig
 from longlive_cli.models.vae import WanVAEConfig
 
 WORDS = ["a", "the", "red", "blue", "green", "circle", "square", "moving", "left", "right", "up", "down", "on", "gray"]
@@ -27,6 +28,9 @@ TINY_SPEC = ModelSpec(
     fps=16,
     size=(32, 32),
 )
+
+
+FAST_SPEC = replace(TINY_SPEC, fast_decoder=TAEHVConfig(decoder_widths=(16, 8, 8), encoder_width=8), decoder="fast")
 
 
 def tokenizer_json() -> str:
@@ -51,9 +55,14 @@ def random_states(spec: ModelSpec, seed: int = 0) -> tuple[dict, dict, dict]:
 
 
 def write_converted(path: Path, spec: ModelSpec = TINY_SPEC, seed: int = 0) -> Path:
-    """A converted single-file model with random weights."""
+    """A converted single-file model with random weights (and a fast decoder when the spec has one)."""
     dit, vae, t5 = random_states(spec, seed)
-    save_bundle(path, spec, dit, vae, t5, tokenizer_json())
+    fast = None
+    if spec.fast_decoder is not None:
+        fast = TAEHV(spec.fast_decoder).state_dict()
+        for v in fast.values():
+            v.normal_(0, 0.1)
+    save_bundle(path, spec, dit, vae, t5, tokenizer_json(), fast_decoder=fast)
     return path
 
 

@@ -10,7 +10,7 @@ import torch
 from longlive_cli.bundle import ModelSpec, convert, find_layout, load_bundle, read_bundle_spec
 from longlive_cli.checkpoints import CheckpointError
 
-from .fakes import TINY_SPEC, write_converted, write_download
+from .fakes import FAST_SPEC, TINY_SPEC, write_converted, write_download
 
 
 def test_spec_json_round_trip():
@@ -100,3 +100,15 @@ def test_missing_and_foreign_model_files(tmp_path):
     with pytest.raises(CheckpointError, match="not a longlive-cli model file"):
         load_bundle(tmp_path / "foreign.safetensors")
     assert load_bundle(tmp_path / "ok.safetensors").spec == TINY_SPEC
+
+
+def test_fast_decoder_travels_with_the_bundle(tmp_path):
+    path = write_converted(tmp_path / "fast.safetensors", FAST_SPEC)
+    bundle = load_bundle(path)
+    assert bundle.spec == FAST_SPEC
+    assert bundle.decoder() is bundle.fast_decoder and bundle.decoder("wan") is bundle.vae
+    z = torch.randn(1, 16, 3, 4, 4)
+    assert bundle.decoder().stream()(z).shape == bundle.vae.stream()(z).shape == (1, 3, 9, 32, 32)
+    plain = load_bundle(write_converted(tmp_path / "plain.safetensors"))
+    with pytest.raises(CheckpointError, match="no fast decoder"):
+        plain.decoder("fast")

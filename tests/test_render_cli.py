@@ -69,6 +69,32 @@ def test_prompt_mode_renders_with_defaults(tmp_path, model):
     assert json.loads(out.with_suffix(".json").read_text())["changes"][0]["text"] == "a red circle"
 
 
+def test_decoder_choice(tmp_path, model):
+    from longlive_cli.models.taehv import TAEHV, TAEHVConfig
+
+    from .fakes import FAST_SPEC
+
+    fast_model = write_converted(tmp_path / "fast.safetensors", FAST_SPEC)
+    taehv_file = tmp_path / "taew_narrow.pth"
+    import torch
+
+    torch.save(TAEHV(TAEHVConfig(decoder_widths=(16, 8, 8), encoder_width=8)).half().state_dict(), taehv_file)
+    for m, choice, expected in [
+        (fast_model, "auto", "TAEHV"),
+        (fast_model, "wan", "WanVAE"),
+        (model, "auto", "WanVAE"),
+        (model, str(taehv_file), "TAEHV"),
+    ]:
+        out = tmp_path / f"{expected}-{m.stem}-{Path(choice).stem}.mp4"
+        args = ["render", "--prompt", "a red circle", "--duration", "1s", "--model", str(m), "-o", str(out), "-q"]
+        result = runner.invoke(app, [*args, "--decoder", choice])
+        assert result.exit_code == 0, result.output
+        assert json.loads(out.with_suffix(".json").read_text())["settings"]["decoder"] == expected
+        assert read_video_info(out)["frames"] == 16
+    result = runner.invoke(app, ["render", "--prompt", "a", "--model", str(model), "--decoder", "fast", "-q"])
+    assert result.exit_code == 1 and "no fast decoder" in result.output
+
+
 def test_json_progress_is_one_event_per_line(tmp_path, model):
     out = tmp_path / "j.mp4"
     args = ["render", "--prompt", "a red circle", "--duration", "1s", "--model", str(model), "-o", str(out)]

@@ -27,6 +27,7 @@ from .checkpoints import (
 from .engine import EngineConfig, SinkMode
 from .models.dit import CausalWanDiT, DiTConfig
 from .models.t5 import UMT5Config, UMT5Encoder, remap_hf_umt5_keys
+from .models.taehv import TAEHV, TAEHVConfig
 from .models.text import UMT5TextEncoder, load_umt5_tokenizer
 from .models.vae import WanVAE, WanVAEConfig
 
@@ -46,6 +47,8 @@ class ModelSpec:
     engine: EngineConfig = field(default_factory=EngineConfig)
     fps: int = 16
     size: tuple[int, int] = (832, 480)
+    fast_decoder: TAEHVConfig | None = None
+    decoder: str = "wan"
 
     @property
     def latent_shape(self) -> tuple[int, int, int]:
@@ -59,6 +62,12 @@ class ModelSpec:
         d["dit"] = self.dit.to_dict()
         d["engine"]["sink_mode"] = self.engine.sink_mode.value
         return json.dumps(d, indent=2)
+
+    def __post_init__(self) -> None:
+        if self.decoder not in ("wan", "fast"):
+            raise ValueError(f"decoder must be 'wan' or 'fast', got {self.decoder!r}")
+        if self.decoder == "fast" and self.fast_decoder is None:
+            raise ValueError("a model whose default decoder is 'fast' needs a fast_decoder config")
 
     @classmethod
     def from_json(cls, text: str) -> ModelSpec:
@@ -74,7 +83,13 @@ class ModelSpec:
             engine=EngineConfig(**engine),
             fps=d["fps"],
             size=tuple(d["size"]),
+            fast_decoder=_taehv_config(d.get("fast_decoder")),
+            decoder=d.get("decoder", "wan"),
         )
+
+
+def _taehv_config(d: dict | None) -> TAEHVConfig | None:
+    return None if d is None else TAEHVConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in d.items()})
 
 
 LONGLIVE_13B = ModelSpec(name="longlive-1.3b")
@@ -89,6 +104,16 @@ class Bundle:
     vae: WanVAE
     text: UMT5TextEncoder
     source: str
+    fast_decoder: TAEHV | None = None
+
+    def decoder(self, choice: str = "auto") -> WanVAE | TAEHV:
+        """The latent decoder to stream with: ``wan`` (exact), ``fast`` (TAEHV-class), or the model's default."""
+        choice = self.spec.decoder if choice == "auto" else choice
+        if choice == "wan":
+            return self.vae
+        if choice == "fast" and self.fast_decoder is not None:
+            return self.fast_decoder
+        raise CheckpointError(f"{self.source}: this model has no fast decoder; pass --decoder FILE (taew2_1 format)")
 
 
 def build_modules(spec: ModelSpec, device: str | torch.device = "meta") -> tuple[CausalWanDiT, WanVAE, UMT5Encoder]:
@@ -98,13 +123,22 @@ def build_modules(spec: ModelSpec, device: str | torch.device = "meta") -> tuple
 
 
 def _finish(
-    spec: ModelSpec, dit: CausalWanDiT, vae: WanVAE, text: UMT5TextEncoder, source: str, device, dtype
+    spec: ModelSpec,
+    dit: CausalWanDiT,
+    vae: WanVAE,
+    text: UMT5TextEncoder,
+    source: str,
+    device,
+    dtype,
+    fast: TAEHV | None = None,
 ) -> Bundle:
     dit = dit.to(device=device, dtype=dtype).eval().requires_grad_(False)
     vae = vae.to(device=device, dtype=dtype).eval().requires_grad_(False)
+    if fast is not None:
+        fast = fast.to(device=device, dtype=dtype).eval().requires_grad_(False)
     text.model = text.model.to(device=device, dtype=torch.float32 if dtype == torch.float16 else dtype).eval()
     text.model.requires_grad_(False)
-    return Bundle(spec, dit, vae, text, source)
+    return Bundle(spec, dit, vae, text, source, fast)
 
 
 def _split(state: dict[str, torch.Tensor], prefix: str) -> dict[str, torch.Tensor]:
@@ -112,11 +146,21 @@ def _split(state: dict[str, torch.Tensor], prefix: str) -> dict[str, torch.Tenso
 
 
 def save_bundle(
-    path: str | Path, spec: ModelSpec, dit: dict, vae: dict, text: dict, tokenizer_json: str, dtype=None
+    path: str | Path,
+    spec: ModelSpec,
+    dit: dict,
+    vae: dict,
+    text: dict,
+    tokenizer_json: str,
+    dtype=None,
+    fast_decoder: dict | None = None,
 ) -> None:
     """Write one pickle-free file: prefixed weights, the spec and the tokenizer in the header, spec JSON beside."""
+    if (fast_decoder is None) != (spec.fast_decoder is None):
+        raise ValueError("fast decoder weights and spec.fast_decoder must be given together")
     state = {}
-    for prefix, part in (("dit.", dit), ("vae.", vae), ("text.", text)):
+    parts = (("dit.", dit), ("vae.", vae), ("text.", text), ("fast_decoder.", fast_decoder or {}))
+    for prefix, part in parts:
         for k, v in part.items():
             state[prefix + k] = v.to(dtype) if dtype is not None and v.is_floating_point() else v
     meta = {"format": FORMAT, "spec": spec.to_json(), "tokenizer": tokenizer_json}
@@ -143,8 +187,13 @@ def load_converted(path: str | Path, device="cpu", dtype=torch.float32) -> Bundl
     load_state_dict_into(dit, _split(state, "dit."), f"{path} [dit]")
     load_state_dict_into(vae, _split(state, "vae."), f"{path} [vae]")
     load_state_dict_into(t5, _split(state, "text."), f"{path} [text]")
+    fast = None
+    if spec.fast_decoder is not None:
+        with torch.device("meta"):
+            fast = TAEHV(spec.fast_decoder)
+        load_state_dict_into(fast, _split(state, "fast_decoder."), f"{path} [fast_decoder]")
     text = UMT5TextEncoder(Tokenizer.from_str(meta["tokenizer"]), t5, spec.text_len)
-    return _finish(spec, dit, vae, text, str(path), device, dtype)
+    return _finish(spec, dit, vae, text, str(path), device, dtype, fast)
 
 
 def embedded_path() -> Path:

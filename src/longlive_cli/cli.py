@@ -99,7 +99,7 @@ class BundleCache:
 
     def __init__(self, device: str, dtype):
         self.device, self.dtype = device, dtype
-        self.loaded: dict[tuple, Bundle] = {}
+        self.loaded: dict = {}
 
     def get(self, model: str | Path, quantize: str) -> Bundle:
         key = (str(model), quantize)
@@ -108,6 +108,16 @@ class BundleCache:
             quantize_dit(bundle.dit, quantize)
             self.loaded[key] = bundle
         return self.loaded[key]
+
+    def decoder(self, bundle: Bundle, choice: str):
+        """The bundle's own decoder, or a TAEHV-format file loaded once."""
+        if choice in ("auto", "wan", "fast"):
+            return bundle.decoder(choice)
+        if choice not in self.loaded:
+            from .models.taehv import load_taehv
+
+            self.loaded[choice] = load_taehv(choice, device=self.device, dtype=self.dtype).eval()
+        return self.loaded[choice]
 
 
 @app.command("render")
@@ -128,6 +138,9 @@ def render_cmd(
     prompt: Annotated[str | None, typer.Option(help="Render one prompt instead of timelines.")] = None,
     duration: Annotated[str, typer.Option(help="Length for --prompt: 10s, 1m30s, 160f ...")] = "10s",
     size: Annotated[str | None, typer.Option(help="WxH, multiples of 16 (overrides the timeline).")] = None,
+    decoder: Annotated[
+        str, typer.Option(help="auto | wan (exact) | fast (TAEHV-class) | a taew2_1 .pth/.safetensors file")
+    ] = "auto",
     overwrite: Annotated[bool, typer.Option(help="Replace existing outputs.")] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress display.")] = False,
     progress: Annotated[str, typer.Option(help="rich | json | none")] = "rich",
@@ -159,7 +172,8 @@ def render_cmd(
             bundle = bundles.get(model or timeline.model_path or timeline.model, quantize or timeline.quantize)
             settings = RenderSettings.resolve(timeline, bundle, seed=seed, window=window, sink=sink, size=wh)
             sink_fn = _progress(progress, quiet, target, rank)
-            result = render(timeline, bundle, target, settings, overwrite=overwrite, events=sink_fn)
+            dec = bundles.decoder(bundle, decoder)
+            result = render(timeline, bundle, target, settings, overwrite=overwrite, events=sink_fn, decoder=dec)
         except KeyboardInterrupt:
             err.print(f"[yellow]interrupted:[/] {target} holds the frames made so far")
             raise typer.Exit(INTERRUPTED) from None

@@ -93,7 +93,8 @@ def render(
         for i, (requested, _, _) in enumerate(plan.changes)
     ]
     gen = StreamingGenerator(bundle.dit, settings.engine, settings.latent_shape(bundle), SeededNoise(settings.seed))
-    stream = (decoder or bundle.vae).stream()
+    decoder = decoder or bundle.vae
+    stream = decoder.stream()
     changes = [
         {
             "prompt": i,
@@ -121,6 +122,7 @@ def render(
             "window": settings.engine.window,
             "sink": settings.engine.sink,
             "steps": list(settings.engine.steps),
+            "decoder": type(decoder).__name__,
             "device": str(gen.device),
             "dtype": str(gen.dtype).removeprefix("torch."),
         },
