@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import signal
@@ -306,6 +307,94 @@ def convert(
     out.print(
         f"wrote {output} ({output.stat().st_size / 2**30:.2f} GiB, {spec.name}) and {output.with_suffix('.json')}"
     )
+
+
+@app.command()
+def bench(
+    model: Annotated[str | None, typer.Option(help="'tiny', a model directory, or a converted file.")] = None,
+    preset: Annotated[
+        str | None, typer.Option(help="Architecture preset with random weights instead of a model: longlive-1.3b")
+    ] = None,
+    random_weights: Annotated[bool, typer.Option(help="Required with --preset: say that weights are random.")] = False,
+    device: Annotated[str, typer.Option(help="auto | cpu | cuda")] = "auto",
+    dtype: Annotated[str | None, typer.Option(help="float32 | bf16 | fp16")] = None,
+    frames: Annotated[int, typer.Option(help="Latent frames generated per variant.")] = 120,
+    size: Annotated[str | None, typer.Option(help="WxH (default: the model's).")] = None,
+    variants: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--variants",
+            "-V",
+            help="Repeat: 'base' or key=value,... over window, sink, quantize, "
+            "decoder, dtype, compile, size. Ratios are to the first.",
+        ),
+    ] = None,
+    write: Annotated[bool, typer.Option(help="Also time MP4 writing (reported apart).")] = False,
+    json_out: Annotated[Path | None, typer.Option("--json", help="Write all figures here.")] = None,
+) -> None:
+    """FPS, latency and memory of the streaming pipeline, variants side by side."""
+    from .bench import BenchSettings, run_all
+
+    if (preset is None) == (model is None) and not (preset is None and model is None):
+        raise typer.BadParameter("give --model or --preset, not both")
+    if preset is not None and not random_weights:
+        raise typer.BadParameter("--preset builds random weights; add --random-weights to confirm")
+    if size is not None:
+        _parse_size(size)
+    try:
+        dev = resolve_device(device)
+        dt = {"float32": "float32", "bfloat16": "bf16", "float16": "fp16"}[str(resolve_dtype(dtype, dev))[6:]]
+    except USER_ERRORS as e:
+        raise fail(str(e)) from None
+    base = BenchSettings(model=model, preset=preset, device=dev, dtype=dt, frames=frames, size=size, write=write)
+    try:
+        report = run_all(base, variants or ["base"])
+    except ValueError as e:
+        raise fail(str(e)) from None
+    _print_bench(report)
+    if json_out is not None:
+        json_out.write_text(json.dumps(report, indent=2) + "\n")
+    if any("error" in v for v in report["variants"]):
+        raise typer.Exit(BAD_INPUT)
+
+
+def _print_bench(report: dict) -> None:
+    env = report["environment"]
+    first = next((v for v in report["variants"] if "error" not in v), None)
+    head = f"{env['card']} ({env['device']}), torch {env['torch']}"
+    if first:
+        e = first["engine"]
+        head += (
+            f"; {first['size']}, {e['steps']} steps + cache pass, chunk {e['chunk']}, "
+            f"{first['frames_per_chunk']} frames per chunk"
+        )
+    table = Table(title=head)
+    cols = ("variant", "DiT fps", "end-to-end fps", "ratio", "first frame", "recache", "peak memory", "weights",
+            "warm-up")  # fmt: skip
+    for c in cols:
+        table.add_column(c)
+    for v in report["variants"]:
+        if "error" in v:
+            table.add_row(v["variant"], f"[red]failed: {' '.join(v['error'])}[/]")
+            continue
+        e = v["engine"]
+        table.add_row(
+            f"{v['variant']} ({v['settings']['dtype']}, window {e['window']}/sink {e['sink']}, {v['decoder']})",
+            f"{v['dit_fps']:.1f}",
+            f"{v['e2e_fps']:.1f}",
+            f"{v['e2e_ratio']:.2f}x",
+            f"{v['time_to_first_frame_s']:.3f} s",
+            f"{v['recache_s'] * 1000:.0f} ms",
+            _bytes(v["peak_memory_bytes"]),
+            _bytes(v["dit_weight_bytes"]),
+            f"{v['warmup_s']:.2f} s",
+        )
+    out.print(table)
+    out.print(f"[dim]{' '.join(report['measured'].split())}[/]")
+
+
+def _bytes(n: int) -> str:
+    return f"{n / 2**30:.2f} GiB" if n >= 2**30 else f"{n / 2**20:.1f} MiB"
 
 
 def main() -> None:

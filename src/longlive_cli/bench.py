@@ -1,0 +1,235 @@
+"""Speed and memory of the streaming pipeline, saying exactly what was timed.
+
+Each variant (a set of overrides on the base settings) runs in its own process so that peak memory is its own.
+Per variant: warm-up (the first chunks, compile time included) is reported apart; then over the steady-state
+chunks, the median DiT time per chunk (5 forwards: 4 denoising steps + the clean cache pass), the median decode
+time per chunk (streaming decoder to uint8 frames on the host), the optional MP4 write time, the time to the
+first frame of a new video, the recache latency at a prompt change, peak memory, parameters and weight bytes.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import resource
+import statistics
+import subprocess
+import sys
+import time
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
+
+import torch
+
+from .bundle import LONGLIVE_13B, Bundle, ModelSpec, build_modules, load_bundle
+from .engine import SeededNoise, StreamingGenerator, SwitchPolicy
+from .models.taehv import TAEHV, TAEHVConfig
+from .quantize import quantize_dit, weight_bytes
+from .video import VideoWriter, to_uint8_frames
+
+PRESETS = {"longlive-1.3b": LONGLIVE_13B}
+OVERRIDABLE = ("window", "sink", "quantize", "decoder", "dtype", "compile", "size")
+
+
+@dataclass(frozen=True)
+class BenchSettings:
+    """One variant: what model, where, and how it is run."""
+
+    name: str = "base"
+    model: str | None = None
+    preset: str | None = None
+    device: str = "cpu"
+    dtype: str = "float32"
+    frames: int = 120
+    warmup_chunks: int = 2
+    window: int | None = None
+    sink: int | None = None
+    quantize: str = "none"
+    decoder: str = "auto"
+    compile: bool = False
+    size: str | None = None
+    write: bool = False
+
+    def with_overrides(self, text: str) -> BenchSettings:
+        """Apply 'key=value,key=value' (or 'base'); the text becomes the variant's name."""
+        if text == "base":
+            return replace(self, name=text)
+        values = {}
+        for part in text.split(","):
+            key, sep, value = part.partition("=")
+            key = key.strip()
+            if not sep or key not in OVERRIDABLE:
+                raise ValueError(f"variant {text!r}: expected key=value with keys {', '.join(OVERRIDABLE)}")
+            if key in ("window", "sink"):
+                values[key] = int(value)
+            elif key == "compile":
+                values[key] = value.strip().lower() in ("1", "true", "yes")
+            else:
+                values[key] = value.strip()
+        return replace(self, name=text, **values)
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def _random_bundle(spec: ModelSpec, device: str, dtype: torch.dtype) -> tuple[Bundle, torch.Tensor]:
+    """A preset with random weights built directly on the device, and random text features."""
+    torch.manual_seed(0)
+    dit, vae, _ = build_modules(spec, "cpu" if device == "cpu" else device)
+    fast_cfg = spec.fast_decoder or TAEHVConfig()
+    with torch.device(device):
+        fast = TAEHV(fast_cfg)
+    spec = replace(spec, fast_decoder=fast_cfg)
+    for m in (dit, vae, fast):
+        m.to(device=device, dtype=dtype).eval().requires_grad_(False)
+    context = torch.randn(1, spec.dit.text_len, spec.dit.text_dim, device=device) * 0.1
+    return Bundle(spec, dit, vae, None, f"{spec.name} (random weights)", fast), context
+
+
+def _load(s: BenchSettings, device: str, dtype: torch.dtype) -> tuple[Bundle, torch.Tensor]:
+    if s.preset is not None:
+        if s.preset not in PRESETS:
+            raise ValueError(f"unknown preset {s.preset!r}; choose one of {', '.join(PRESETS)}")
+        return _random_bundle(PRESETS[s.preset], device, dtype)
+    bundle = load_bundle(s.model or "tiny", device, dtype)
+    context = bundle.text.encode(["a small red circle moving left and right on a gray background"])
+    return bundle, context
+
+
+def run_variant(s: BenchSettings) -> dict:
+    """Measure one variant in this process."""
+    device = torch.device(s.device)
+    dtype = {"float32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}[s.dtype]
+    torch.set_grad_enabled(False)
+    t_load = time.perf_counter()
+    bundle, context = _load(s, s.device, dtype)
+    quantize_dit(bundle.dit, s.quantize)
+    load_s = time.perf_counter() - t_load
+    spec = bundle.spec
+    engine = spec.engine
+    if s.window is not None or s.sink is not None:
+        engine = replace(engine, window=s.window or engine.window, sink=engine.sink if s.sink is None else s.sink)
+    width, height = (int(v) for v in s.size.split("x")) if s.size else spec.size
+    stride = spec.vae.space_stride
+    latent = (spec.vae.z_dim, height // stride, width // stride)
+    if s.compile:
+        bundle.dit.forward = torch.compile(bundle.dit.forward, dynamic=False)
+    decoder = bundle.decoder(s.decoder)
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+    gen = StreamingGenerator(bundle.dit, engine, latent, SeededNoise(0))
+    stream = decoder.stream()
+    chunks = -(-s.frames // engine.chunk_frames)
+    dit_times, dec_times, write_times, frames_out = [], [], [], []
+    writer = None
+    if s.write:
+        path = Path(os.environ.get("TMPDIR", "/tmp")) / f"longlive-bench-{os.getpid()}.mp4"
+        writer = VideoWriter(path, spec.fps, (width, height), overwrite=True)
+    t0 = time.perf_counter()
+    gen.reset()
+    gen.set_prompt(context)
+    first_frame_s = None
+    warmup_s = 0.0
+    for i in range(chunks):
+        a = time.perf_counter()
+        latents = gen.step()
+        _sync(device)
+        b = time.perf_counter()
+        frames = to_uint8_frames(stream(latents.transpose(1, 2)))
+        c = time.perf_counter()
+        if writer is not None:
+            writer.write(frames)
+        d = time.perf_counter()
+        if first_frame_s is None:
+            first_frame_s = c - t0
+        if i < s.warmup_chunks:
+            warmup_s += d - a
+            continue
+        dit_times.append(b - a)
+        dec_times.append(c - b)
+        write_times.append(d - c)
+        frames_out.append(len(frames))
+    if writer is not None:
+        writer.close(keep=False)
+    _sync(device)
+    a = time.perf_counter()
+    gen.switch(context * -1, SwitchPolicy.RECACHE)
+    _sync(device)
+    recache_s = time.perf_counter() - a
+    per_chunk = statistics.median(frames_out) if frames_out else 0
+    dit_s = statistics.median(dit_times) if dit_times else float("nan")
+    dec_s = statistics.median(dec_times) if dec_times else float("nan")
+    result = {
+        "variant": s.name,
+        "settings": asdict(s),
+        "engine": {
+            "chunk": engine.chunk_frames,
+            "window": engine.window,
+            "sink": engine.sink,
+            "steps": len(engine.steps),
+        },  # fmt: skip
+        "size": f"{width}x{height}",
+        "decoder": type(decoder).__name__,
+        "load_s": round(load_s, 3),
+        "warmup_s": round(warmup_s, 3),
+        "steady_chunks": len(dit_times),
+        "frames_per_chunk": per_chunk,
+        "dit_s_per_chunk": round(dit_s, 5),
+        "decode_s_per_chunk": round(dec_s, 5),
+        "write_s_per_chunk": round(statistics.median(write_times), 5) if s.write and write_times else None,
+        "dit_fps": round(per_chunk / dit_s, 2),
+        "e2e_fps": round(per_chunk / (dit_s + dec_s), 2),
+        "time_to_first_frame_s": round(first_frame_s, 4),
+        "recache_s": round(recache_s, 4),
+        "params": sum(p.numel() for p in bundle.dit.parameters()),
+        "dit_weight_bytes": weight_bytes(bundle.dit),
+    }
+    if device.type == "cuda":
+        result["peak_memory_bytes"] = torch.cuda.max_memory_allocated(device)
+        result["memory_kind"] = "CUDA max allocated"
+    else:
+        result["peak_memory_bytes"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+        result["memory_kind"] = "peak RSS of the variant's process"
+    return result
+
+
+def environment(device: str) -> dict:
+    """The header: what ran where."""
+    env = {"torch": torch.__version__, "python": platform.python_version(), "device": device}
+    if device.startswith("cuda") and torch.cuda.is_available():
+        env["card"] = torch.cuda.get_device_name(torch.device(device))
+        env["cuda"] = torch.version.cuda
+    else:
+        env["card"] = platform.processor() or platform.machine()
+        env["cpu_threads"] = torch.get_num_threads()
+    return env
+
+
+def run_all(base: BenchSettings, variants: list[str]) -> dict:
+    """Every variant in a fresh process, with speed ratios to the first."""
+    results = []
+    for text in variants:
+        s = base.with_overrides(text)
+        proc = subprocess.run(
+            [sys.executable, "-m", "longlive_cli.bench", json.dumps(asdict(s))],
+            capture_output=True,
+            text=True,
+        )
+        if proc.returncode:
+            results.append({"variant": text, "error": proc.stderr.strip().splitlines()[-1:] or ["failed"]})
+            continue
+        results.append(json.loads(proc.stdout.strip().splitlines()[-1]))
+    ok = [r for r in results if "error" not in r]
+    if ok:
+        first = ok[0]
+        for r in ok:
+            r["e2e_ratio"] = round(r["e2e_fps"] / first["e2e_fps"], 3)
+            r["dit_ratio"] = round(r["dit_fps"] / first["dit_fps"], 3)
+    return {"environment": environment(base.device), "measured": __doc__.split("\n\n")[1], "variants": results}
+
+
+if __name__ == "__main__":
+    print(json.dumps(run_variant(BenchSettings(**json.loads(sys.argv[1])))))

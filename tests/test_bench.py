@@ -1,0 +1,44 @@
+"""`longlive bench` on a small random model: every figure present, ratios to the first variant, bad variants."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from typer.testing import CliRunner
+
+from longlive_cli.bench import BenchSettings
+from longlive_cli.cli import app
+
+from .fakes import FAST_SPEC, write_converted
+
+runner = CliRunner()
+
+
+def test_variants_side_by_side(tmp_path):
+    model = write_converted(tmp_path / "m.safetensors", FAST_SPEC)
+    out = tmp_path / "bench.json"
+    args = ["bench", "--model", str(model), "--device", "cpu", "--frames", "12", "--json", str(out)]
+    result = runner.invoke(app, [*args, "-V", "base", "-V", "decoder=wan", "-V", "window=9,sink=0", "--write"])
+    assert result.exit_code == 0, result.output
+    report = json.loads(out.read_text())
+    assert report["environment"]["torch"]
+    base, wan, full = report["variants"]
+    assert base["decoder"] == "TAEHV" and wan["decoder"] == "WanVAE"
+    assert full["engine"]["window"] == 9 and full["engine"]["sink"] == 0
+    assert base["e2e_ratio"] == 1.0
+    for v in report["variants"]:
+        assert v["steady_chunks"] == 2 and v["frames_per_chunk"] == 12
+        assert v["dit_fps"] >= v["e2e_fps"] > 0
+        assert v["write_s_per_chunk"] is not None
+        assert v["peak_memory_bytes"] > 0 and v["recache_s"] > 0 and v["time_to_first_frame_s"] > 0
+    assert "5 forwards" in report["measured"]
+
+
+def test_bad_variant_and_missing_confirmation(tmp_path):
+    with pytest.raises(ValueError, match="key=value"):
+        BenchSettings().with_overrides("speed=fast")
+    assert runner.invoke(app, ["bench", "--preset", "longlive-1.3b"]).exit_code == 2
+    model = write_converted(tmp_path / "m.safetensors")
+    result = runner.invoke(app, ["bench", "--model", str(model), "-V", "nonsense"])
+    assert result.exit_code == 1 and "key=value" in result.output
