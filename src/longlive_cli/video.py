@@ -27,7 +27,6 @@ from pathlib import Path
 from types import TracebackType
 from typing import IO, Any
 
-import imageio_ffmpeg
 import numpy as np
 import torch
 
@@ -39,6 +38,13 @@ LOG_TAIL_CHARS = 2000
 
 class FFmpegError(RuntimeError):
     """ffmpeg failed while encoding; the message carries ffmpeg's own error output."""
+
+
+def _ffmpeg():
+    """imageio-ffmpeg, imported when a video is written or read, so decoding-only uses don't need it."""
+    import imageio_ffmpeg
+
+    return imageio_ffmpeg
 
 
 def partial_path(path: Path) -> Path:
@@ -125,7 +131,7 @@ def _ffmpeg_command(
     width, height = size
     tune = ["-tune", "zerolatency"] if low_latency else []
     return [
-        imageio_ffmpeg.get_ffmpeg_exe(),
+        _ffmpeg().get_ffmpeg_exe(),
         "-hide_banner",
         "-nostats",
         "-loglevel",
@@ -291,7 +297,7 @@ class VideoWriter:
 def read_frames(path: Path) -> Iterator[np.ndarray]:
     """Decode a video into read-only uint8 [H, W, 3] RGB frames, one at a time."""
     path = _existing(path)
-    reader = imageio_ffmpeg.read_frames(str(path), pix_fmt="rgb24")
+    reader = _ffmpeg().read_frames(str(path), pix_fmt="rgb24")
     try:
         width, height = next(reader)["size"]
         for data in reader:
@@ -303,12 +309,12 @@ def read_frames(path: Path) -> Iterator[np.ndarray]:
 def read_video_info(path: Path) -> dict[str, Any]:
     """Frame count, frame rate and size of a video, as written by ``VideoWriter`` or any other tool."""
     path = _existing(path)
-    reader = imageio_ffmpeg.read_frames(str(path), pix_fmt="rgb24")
+    reader = _ffmpeg().read_frames(str(path), pix_fmt="rgb24")
     try:
         meta = next(reader)
     finally:
         reader.close()
-    frames, _ = imageio_ffmpeg.count_frames_and_secs(str(path))
+    frames, _ = _ffmpeg().count_frames_and_secs(str(path))
     width, height = meta["size"]
     return {"frames": frames, "fps": meta["fps"], "width": width, "height": height}
 
