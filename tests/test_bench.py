@@ -42,3 +42,15 @@ def test_bad_variant_and_missing_confirmation(tmp_path):
     model = write_converted(tmp_path / "m.safetensors")
     result = runner.invoke(app, ["bench", "--model", str(model), "-V", "nonsense"])
     assert result.exit_code == 1 and "key=value" in result.output
+
+
+def test_preset_with_random_weights_runs_in_process(monkeypatch):
+    from longlive_cli import bench
+
+    from .fakes import TINY_SPEC
+
+    monkeypatch.setitem(bench.PRESETS, "test-tiny", TINY_SPEC)
+    for decoder in ("wan", "fast"):
+        result = bench.run_variant(BenchSettings(preset="test-tiny", frames=9, warmup_chunks=1, decoder=decoder))
+        assert result["steady_chunks"] == 2 and result["e2e_fps"] > 0
+        assert result["params"] == sum(p.numel() for p in bench.build_modules(TINY_SPEC)[0].parameters())
