@@ -99,11 +99,11 @@ def _load(s: BenchSettings, device: str, dtype: torch.dtype) -> tuple[Bundle, to
     return bundle, context
 
 
+@torch.no_grad()
 def run_variant(s: BenchSettings) -> dict:
     """Measure one variant in this process."""
     device = torch.device(s.device)
     dtype = {"float32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}[s.dtype]
-    torch.set_grad_enabled(False)
     t_load = time.perf_counter()
     bundle, context = _load(s, s.device, dtype)
     quantize_dit(bundle.dit, s.quantize)

@@ -12,6 +12,7 @@ from typing import Annotated
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from .bundle import EMBEDDED, Bundle, ModelSpec, embedded_path, find_layout, load_bundle, read_bundle_spec
@@ -395,6 +396,103 @@ def _print_bench(report: dict) -> None:
 
 def _bytes(n: int) -> str:
     return f"{n / 2**30:.2f} GiB" if n >= 2**30 else f"{n / 2**20:.1f} MiB"
+
+
+@app.command()
+def live(
+    prompt: Annotated[
+        str | None, typer.Argument(help="The first prompt (else the first one typed or sent from the page).")
+    ] = None,
+    model: Annotated[str, typer.Option(help="'tiny', a model directory, or a converted .safetensors.")] = EMBEDDED,
+    device: Annotated[str, typer.Option(help="auto | cpu | cuda")] = "auto",
+    dtype: Annotated[
+        str | None, typer.Option(help="float32 | bf16 | fp16 (default: bf16 on GPU, float32 on CPU)")
+    ] = None,
+    quantize: Annotated[str, typer.Option(help="none | int8 | fp8")] = "none",
+    seed: Annotated[int, typer.Option(help="Noise seed.")] = 0,
+    size: Annotated[str | None, typer.Option(help="WxH, multiples of 16 (default: the model's).")] = None,
+    decoder: Annotated[str, typer.Option(help="auto | wan | fast | a taew2_1 file")] = "auto",
+    port: Annotated[int, typer.Option(min=0, max=65535, help="Port on 127.0.0.1 for the page (0: any free).")] = 8765,
+    record: Annotated[
+        Path | None, typer.Option(help="Write the video to this MP4, with a timeline .yaml that replays it.")
+    ] = None,
+    overwrite: Annotated[bool, typer.Option(help="Replace an existing recording.")] = False,
+    duration: Annotated[str, typer.Option(help="Length limit: 240s, 1m30s, 400f ...")] = "240s",
+    pace: Annotated[bool, typer.Option(help="Generate at the video's frame rate (--no-pace: flat out).")] = True,
+    keep_running: Annotated[bool, typer.Option(help="Go on after the end of standard input.")] = False,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Print only the addresses and errors.")] = False,
+) -> None:
+    """Generate live, steered from a page on 127.0.0.1 or from stdin (one prompt a line; :pause :policy :quit)."""
+    from .live.app import LiveOptions, run_live
+    from .live.commands import MessageError, clean_text
+
+    if quantize not in MODES:
+        raise typer.BadParameter(f"choose one of {', '.join(MODES)}", param_hint="--quantize")
+    wh = _parse_size(size)
+    _interrupt_on_sigterm()
+    try:
+        first = None if prompt is None else clean_text(prompt)
+        timeline = single_prompt_timeline(first or "live", duration, model=model, seed=seed)
+        dev = resolve_device(device)
+        bundles = BundleCache(dev, resolve_dtype(dtype, dev))
+        bundle = bundles.get(model, quantize)
+        settings = RenderSettings.resolve(timeline, bundle, size=wh)
+        options = LiveOptions(
+            max_frames=timeline.frames(),
+            prompt=first,
+            port=port,
+            record=record,
+            overwrite=overwrite,
+            pace=pace,
+            keep_running=keep_running,
+            model=model,
+            quantize=quantize,
+            decoder=decoder,
+        )
+        stdin = sys.stdin
+        if stdin is not None and hasattr(stdin, "reconfigure"):
+            stdin.reconfigure(errors="replace")
+        session = run_live(
+            bundle,
+            settings,
+            options,
+            decoder=bundles.decoder(bundle, decoder),
+            stdin=stdin,
+            say=lambda line: err.print(escape(line), soft_wrap=True),
+            events=None if quiet else _live_event,
+        )
+    except KeyboardInterrupt:
+        where = f"; {record} holds the video so far" if record else ""
+        err.print(f"[yellow]interrupted[/]{escape(where)}")
+        raise typer.Exit(INTERRUPTED) from None
+    except (*USER_ERRORS, MessageError) as e:
+        raise fail(str(e)) from None
+    if session.error is not None:
+        raise fail(f"live generation failed: {session.error}")
+    if not quiet:
+        _live_summary(session)
+
+
+def _live_event(event: dict) -> None:
+    """One line per prompt change as it lands."""
+    if event["event"] == "switch":
+        lag = "" if event["lag_s"] is None or not event["prompt"] else f" (lag {event['lag_s']:.2f} s)"
+        policy = event["policy"] or "start"
+        err.print(f"[cyan]{event['landed_s']:8.2f} s[/] {policy}: {escape(event['text'])}{lag}", soft_wrap=True)
+    elif event["event"] in ("pause", "resume"):
+        err.print(f"[yellow]{event['event']}[/]")
+
+
+def _live_summary(session) -> None:
+    t = session.summary()["timings"]
+    lag = "" if t["lag_median_s"] is None else f", lag median {t['lag_median_s']:.2f} s"
+    err.print(
+        f"[green]stopped[/] ({session.stopped_by}) after {session.frames / session.settings.fps:.2f} s of video, "
+        f"{len(session.changes)} prompts{lag}, {t['realtime_factor'] or 0:.1f}x real time, {t['stalls']} stalls"
+    )
+    if session.sidecar is not None:
+        files = f"{session.sidecar['output']} and {session.sidecar['timeline']}"
+        err.print(f"[green]recorded[/] {escape(files)}; replay: {escape(session.sidecar['replay'])}")
 
 
 def main() -> None:

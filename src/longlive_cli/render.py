@@ -86,7 +86,8 @@ def render(
     total = plan.video_frames
     texts = [p.text for p in timeline.prompts]
     t0 = time.perf_counter()
-    context = bundle.text.encode(texts)
+    # One prompt at a time, as `longlive live` encodes them, so a recorded live run replays bit for bit.
+    context = torch.cat([bundle.text.encode([text]) for text in texts])
     text_s = time.perf_counter() - t0
     segments = [
         Segment(requested, context[i : i + 1], SwitchPolicy(timeline.policy_at(i)))

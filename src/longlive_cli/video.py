@@ -59,8 +59,12 @@ def sidecar_path(video: Path) -> Path:
 
 def write_sidecar(path: Path, data: dict[str, Any]) -> None:
     """Write JSON through a temporary file and a rename, so readers never see a half-written sidecar."""
+    write_text_atomic(path, json.dumps(data, indent=2, ensure_ascii=False) + "\n")
+
+
+def write_text_atomic(path: Path, text: str) -> None:
+    """Write a text file through a temporary file and a rename, so readers never see half of it."""
     path = Path(path)
-    text = json.dumps(data, indent=2, ensure_ascii=False) + "\n"
     tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
     try:
         with tmp.open("x", encoding="utf-8") as f:
