@@ -15,9 +15,10 @@ demo: setup
 	$(PY) -m longlive_cli render timelines/demo.yaml --overwrite
 	@echo "open out/demo.mp4 (settings and timings in out/demo.json)"
 
+# One thread per process: several tests run renders in parallel child processes on a 2-core machine.
 test: setup
 	$(PY) -m ruff check src tests scripts
-	$(PY) -m pytest -q
+	OMP_NUM_THREADS=1 $(PY) -m pytest -q
 
 lint: setup
 	$(PY) -m ruff check src tests scripts
