@@ -1,0 +1,1 @@
+"""ShapesWorld: procedural videos with known ground truth, their prompt grammar, a pixel detector and metrics."""
