@@ -177,7 +177,7 @@ class StreamingGenerator:
             return
         frames = self.history[:, -n:]
         t = torch.full((self.batch, n), self.cfg.context_noise, device=self.device)
-        self.model(frames, t, self.prompt, self.cache, self.frame - n, sink_recache=reanchor)
+        self.model(frames, t, self.prompt, self.cache, self.frame - n, sink_recache=reanchor, cache_only=True)
 
     @torch.no_grad()
     def step(self, num_frames: int | None = None) -> torch.Tensor:
@@ -199,7 +199,7 @@ class StreamingGenerator:
                 nxt = torch.full((b, n), self.timesteps[j + 1], device=self.device)
                 x = self.schedule.add_noise(x0, eps.view(shape), nxt)
         clean_t = torch.full((b, n), self.cfg.context_noise, device=self.device)
-        self.model(x0, clean_t, self.prompt, self.cache, start)
+        self.model(x0, clean_t, self.prompt, self.cache, start, cache_only=True)
         self.history = torch.cat((self.history, x0), dim=1)[:, -self.cfg.window :]
         self.frame += n
         self.emitted += n

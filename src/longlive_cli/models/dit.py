@@ -172,10 +172,12 @@ class CausalWanDiT(nn.Module):
         cache: KVCache | None = None,
         start_frame: int = 0,
         sink_recache: bool = False,
-    ) -> torch.Tensor:
+        cache_only: bool = False,
+    ) -> torch.Tensor | None:
         """Flow prediction for latents x [B, F, C, H, W] at per-frame timesteps t [B, F].
 
         ``start_frame`` is the absolute latent index of x's first frame (its RoPE position and cache slot).
+        ``cache_only`` runs the blocks for their cache writes and skips the head (the clean pass, recache).
         """
         b, frames, _, height, width = x.shape
         _, ph, pw = self.cfg.patch_size
@@ -194,6 +196,8 @@ class CausalWanDiT(nn.Module):
             tokens = blk(tokens, e0, i, ctx, prompt.layers[i])
         if cache is not None:
             cache.commit(ctx.plan)
+        if cache_only:
+            return None
         out = self.head(tokens, e.unflatten(0, (b, frames)))
         return self.unpatchify(out, frames, gh, gw)
 
