@@ -495,6 +495,82 @@ def _live_summary(session) -> None:
         err.print(f"[green]recorded[/] {escape(files)}; replay: {escape(session.sidecar['replay'])}")
 
 
+@app.command("eval")
+def eval_cmd(
+    video: Annotated[Path | None, typer.Argument(help="An MP4 rendered from --timeline.")] = None,
+    timeline: Annotated[Path | None, typer.Option(help="The timeline the video was rendered from.")] = None,
+    suite: Annotated[str | None, typer.Option(help="'shapes': render and score the held-out suite.")] = None,
+    model: Annotated[str, typer.Option(help="Model for --suite.")] = EMBEDDED,
+    policy: Annotated[str, typer.Option(help="Switch policy for --suite: recache | keep | clear")] = "recache",
+    long: Annotated[bool, typer.Option(help="Include the 240 s run in --suite.")] = True,
+    json_out: Annotated[Path | None, typer.Option("--json", help="Write every figure here.")] = None,
+) -> None:
+    """ShapesWorld metrics: adherence, switch latency, continuity and drift, for one video or a model."""
+    from .engine import SwitchPolicy
+    from .evaluate import eval_video, run_suite
+
+    if (video is None) == (suite is None):
+        raise typer.BadParameter("give a VIDEO with --timeline, or --suite shapes")
+    if suite is not None and suite != "shapes":
+        raise typer.BadParameter("the only suite is 'shapes'", param_hint="--suite")
+    if policy not in ("recache", "keep", "clear"):
+        raise typer.BadParameter("choose recache, keep or clear", param_hint="--policy")
+    try:
+        if video is not None:
+            if timeline is None:
+                raise typer.BadParameter("--timeline is needed to know what the video should show")
+            report = eval_video(video, load_timeline(timeline))
+            _print_video_metrics(report)
+        else:
+            bundle = load_bundle(model)
+            report = run_suite(bundle, SwitchPolicy(policy), long=long)
+            _print_suite(report, bundle.spec.name)
+    except USER_ERRORS as e:
+        raise fail(str(e)) from None
+    if json_out is not None:
+        json_out.write_text(json.dumps(report, indent=2) + "\n")
+
+
+def _pct(v: float | None) -> str:
+    return "-" if v is None else f"{100 * v:.1f} %"
+
+
+def _print_video_metrics(report: dict) -> None:
+    steady = report["adherence"]["steady"]
+    table = Table(title=f"{report['seconds']:.1f} s, object found in {_pct(report['detected'])} of frames")
+    for col in ("segment", "at", "adherence", "latency", "continuity"):
+        table.add_column(col)
+    for i, seg in enumerate(report["segments"]):
+        latency = f"{seg['latency_s']:.2f} s" + ("" if seg["settled"] else " (never)") if i else "-"
+        continuity = f"{seg['continuity']:.2f}" if i and seg["continuity"] is not None else "-"
+        table.add_row(str(i), f"{seg['at_s']:g} s", _pct(seg["adherence_all"]), latency, continuity)
+    out.print(table)
+    out.print("steady adherence: " + ", ".join(f"{k} {_pct(v)}" for k, v in steady.items()))
+
+
+def _print_suite(report: dict, name: str) -> None:
+    table = Table(title=f"ShapesWorld held-out suite: {name}, switch policy {report['policy']}")
+    cols = ("part", "runs", "all", "shape", "color", "size", "motion", "background", "latency med / p95",
+            "unsettled", "continuity med / max")  # fmt: skip
+    for c in cols:
+        table.add_column(c)
+    for part, row in report["rows"].items():
+        fps = report["runs"][part][0]["fps"]
+        lat = row["latency_frames_median"]
+        latency = "-" if lat is None else f"{lat / fps:.2f} / {row['latency_frames_p95'] / fps:.2f} s"
+        cont = row["continuity_median"]
+        continuity = "-" if cont is None else f"{cont:.2f} / {row['continuity_max']:.2f}"
+        table.add_row(
+            part,
+            str(row["runs"]),
+            *(_pct(row[f"adherence_{k}"]) for k in ("all", "shape", "color", "size", "motion", "background")),
+            latency,
+            f"{row['unsettled']} of {row['changes']}",
+            continuity,
+        )
+    out.print(table)
+
+
 def main() -> None:
     """Console entry point."""
     try:

@@ -1,0 +1,59 @@
+"""`longlive eval`: one video against its timeline, and the held-out suite's shape."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+from typer.testing import CliRunner
+
+from longlive_cli import evaluate
+from longlive_cli.bundle import load_bundle
+from longlive_cli.cli import app
+from longlive_cli.video import VideoWriter
+from longlive_cli.world.grammar import Attributes, describe
+from longlive_cli.world.timelines import render_timeline
+
+from .fakes import FAST_SPEC, write_converted
+
+runner = CliRunner()
+
+
+def test_ground_truth_video_scores_full_marks(tmp_path):
+    rng = np.random.default_rng(0)
+    first = Attributes("circle", "red", "large", "horizontal", "gray")
+    second = Attributes("square", "blue", "large", "horizontal", "gray")
+    texts = [describe(first, rng), describe(second, rng)]
+    frames, _ = render_timeline([(0.0, first), (3.0, second)], 6.0, size=96, seed=1)
+    video = tmp_path / "gt.mp4"
+    with VideoWriter(video, 16, (96, 96)) as writer:
+        writer.write(frames)
+    timeline = tmp_path / "gt.yaml"
+    timeline.write_text(
+        f"duration: 6s\nprompts:\n  - at: 0s\n    text: {texts[0]}\n  - at: 3s\n    text: {texts[1]}\n"
+    )
+    out = tmp_path / "m.json"
+    result = runner.invoke(app, ["eval", str(video), "--timeline", str(timeline), "--json", str(out)])
+    assert result.exit_code == 0, result.output
+    report = json.loads(out.read_text())
+    assert report["adherence"]["steady"]["all"] >= 0.99
+    change = report["segments"][1]
+    assert change["settled"] and change["latency_frames"] <= 2 and change["continuity"] < 2
+
+
+def test_suite_renders_and_summarises(tmp_path, monkeypatch):
+    monkeypatch.setattr(
+        evaluate, "SUITE", (evaluate.SuitePart("tiny part", runs=2, duration_s=5.0, changes=1, seed=5),)
+    )
+    bundle = load_bundle(write_converted(tmp_path / "m.safetensors", FAST_SPEC))
+    report = evaluate.run_suite(bundle)
+    row = report["rows"]["tiny part"]
+    assert row["runs"] == 2 and row["changes"] == 2 and row["frames"] == 160
+    a = evaluate.suite_timelines(evaluate.SUITE[0])
+    assert a == evaluate.suite_timelines(evaluate.SUITE[0])
+
+
+def test_eval_usage_errors(tmp_path):
+    assert runner.invoke(app, ["eval"]).exit_code == 2
+    assert runner.invoke(app, ["eval", "--suite", "cars"]).exit_code == 2
+    assert runner.invoke(app, ["eval", str(tmp_path / "x.mp4")]).exit_code == 2
