@@ -38,6 +38,8 @@ class WanVAEConfig:
     num_res_blocks: int = 2
     attn_scales: tuple[float, ...] = ()
     temperal_downsample: tuple[bool, ...] = (False, True, True)
+    latent_mean: tuple[float, ...] | None = None  # per-channel latent statistics; None means Wan's
+    latent_std: tuple[float, ...] | None = None
 
     @property
     def time_stride(self) -> int:
@@ -311,12 +313,13 @@ class WanVAE(nn.Module):
         mean, inv_std = self._latent_stats(z)
         return z / inv_std + mean
 
-    @staticmethod
-    def _latent_stats(like: Tensor) -> tuple[Tensor, Tensor]:
-        """Constants rather than buffers, so that a model built on the meta device keeps them."""
-        mean = LATENT_MEAN.to(like.device, like.dtype).view(1, -1, 1, 1, 1)
-        inv_std = (1.0 / LATENT_STD).to(like.device, like.dtype).view(1, -1, 1, 1, 1)
-        return mean, inv_std
+    def _latent_stats(self, like: Tensor) -> tuple[Tensor, Tensor]:
+        """Config values rather than buffers, so that a model built on the meta device keeps them."""
+        cfg = self.cfg
+        mean = LATENT_MEAN if cfg.latent_mean is None else torch.tensor(cfg.latent_mean)
+        std = LATENT_STD if cfg.latent_std is None else torch.tensor(cfg.latent_std)
+        shape = (1, -1, 1, 1, 1)
+        return mean.to(like.device, like.dtype).view(shape), (1.0 / std).to(like.device, like.dtype).view(shape)
 
     @torch.no_grad()
     def encode(self, video: Tensor) -> Tensor:

@@ -1,0 +1,1 @@
+"""Training the embedded model: recipes, resumable checkpoints, logs and one module per stage."""

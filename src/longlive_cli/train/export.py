@@ -1,0 +1,201 @@
+"""Export a finished run as the embedded ``tiny`` model: one bundle file in the package and its model card."""
+
+from __future__ import annotations
+
+import json
+import platform
+from importlib import resources
+from pathlib import Path
+
+import torch
+
+from longlive_cli.bundle import ModelSpec, load_converted, save_bundle
+from longlive_cli.engine import EngineConfig
+from longlive_cli.models.world_text import build_tokenizer
+from longlive_cli.train.artifacts import FINAL, read_summary
+from longlive_cli.train.decoder import load_fast_decoder
+from longlive_cli.train.evaluate import evaluate
+from longlive_cli.train.teacher import load_dit_and_text
+from longlive_cli.train.vae import load_vae
+from longlive_cli.world.grammar import HELD_OUT
+from longlive_cli.world.scene import FPS
+
+MAX_BYTES = 30 * 2**20
+BUNDLE = "tiny.safetensors"
+CARD = "MODEL_CARD.md"
+STAGES = ("vae", "decoder", "teacher", "student")
+
+
+def package_assets() -> Path:
+    """The package's assets folder, where ``bundle.embedded_path`` looks."""
+    return Path(str(resources.files("longlive_cli") / "assets"))
+
+
+def build_spec(run_dir: Path) -> tuple[ModelSpec, dict[str, dict[str, torch.Tensor]]]:
+    """The tiny model's spec and state dicts from the run's vae, decoder and student results."""
+    run_dir = Path(run_dir)
+    vae = load_vae(run_dir)
+    taehv, taehv_cfg = load_fast_decoder(run_dir)
+    dit, text, config = load_dit_and_text(run_dir / "student" / FINAL)
+    engine = EngineConfig(**{**config["engine"], "steps": tuple(config["engine"]["steps"])})
+    size = read_summary(run_dir / "student")["recipe"]["size"]
+    spec = ModelSpec(
+        name="tiny",
+        dit=dit.cfg,
+        vae=vae.cfg,
+        text=text.model.cfg,
+        text_len=config["text_len"],
+        engine=engine,
+        fps=FPS,
+        size=(size, size),
+        fast_decoder=taehv_cfg,
+        decoder="fast",
+    )
+    states = {
+        "dit": dit.state_dict(),
+        "vae": vae.state_dict(),
+        "text": text.model.state_dict(),
+        "fast": taehv.state_dict(),
+    }
+    return spec, states
+
+
+def write_bundle(path: Path, spec: ModelSpec, states: dict[str, dict[str, torch.Tensor]]) -> torch.dtype:
+    """Float32 when it fits the size budget, else float16; returns the dtype written."""
+    for dtype in (torch.float32, torch.float16):
+        save_bundle(
+            path,
+            spec,
+            states["dit"],
+            states["vae"],
+            states["text"],
+            build_tokenizer().to_str(),
+            dtype=dtype,
+            fast_decoder=states["fast"],
+        )
+        if path.stat().st_size <= MAX_BYTES:
+            return dtype
+    raise ValueError(f"{path}: {path.stat().st_size / 2**20:.1f} MiB exceeds the {MAX_BYTES // 2**20} MiB budget")
+
+
+CARD_COLUMNS = (
+    "adherence_shape",
+    "adherence_color",
+    "adherence_size",
+    "adherence_motion",
+    "adherence_background",
+    "adherence_all",
+    "latency_frames_median",
+    "continuity_median",
+)
+
+
+def _cell(value: float | None) -> str:
+    return "-" if value is None else f"{value:.2f}"
+
+
+def _minutes(seconds: float) -> str:
+    return f"{seconds / 60:.1f} min"
+
+
+def model_card(spec: ModelSpec, summaries: dict[str, dict], scores: dict, command: str, total_s: float | None) -> str:
+    """Markdown: what the model is, how it was made (command, steps, wall time), and how it scores."""
+    s = summaries
+    dit, vae, text = spec.dit, spec.vae, spec.text
+    rows = "\n".join(
+        f"| {name} | {summary['steps']} | {_minutes(summary['wall_s'])} | {summary['params'] / 1e6:.2f} M |"
+        for name, summary in s.items()
+    )
+    table = "\n".join(
+        f"| {part} | " + " | ".join(_cell(row.get(key)) for key in CARD_COLUMNS) + " |"
+        for part, row in scores["rows"].items()
+    )
+    total = f"{_minutes(sum(summary['wall_s'] for summary in s.values()))} for the four stages"
+    if total_s:
+        total += f"; the last run of the command took {_minutes(total_s)} (finished stages only rewrite their results)"
+    return f"""# tiny: the embedded ShapesWorld model
+
+A LongLive-configured causal video model trained from scratch on ShapesWorld (one coloured shape moving on a flat
+background), small enough to render faster than real time on a laptop CPU. It knows only the ShapesWorld
+vocabulary; `longlive render timelines/demo.yaml` uses it by default.
+
+| part | what |
+|---|---|
+| DiT | Wan layout, dim {dit.dim}, {dit.num_layers} layers, {dit.num_heads} heads, FFN {dit.ffn_dim}, \
+{s["student"]["params"] / 1e6:.2f} M params |
+| text encoder | umT5 layout, dim {text.dim}, {text.num_layers} layers, word-level vocabulary of {text.vocab}, \
+{spec.text_len} tokens |
+| VAE | Wan layout, width {vae.dim}, widths x{list(vae.dim_mult)}, {vae.num_res_blocks} res block per stage, \
+16 latent channels, 8x space, 4x time, its own latent mean/std |
+| fast decoder | TAEHV layout, widths {list(spec.fast_decoder.decoder_widths)} (the default decoder) |
+| video | {spec.size[0]}x{spec.size[1]} at {spec.fps} fps |
+| streaming | chunks of {spec.engine.chunk_frames} latent frames, window {spec.engine.window} with sink \
+{spec.engine.sink}, warped steps {list(spec.engine.steps)}, KV recache at prompt changes |
+
+## How it was made
+
+```
+{command or "scripts/train_tiny.sh"}
+```
+
+The recipes are `recipes/tiny/*.yaml`; each stage resumes from its checkpoint when the command is run again.
+Wall time on {platform.processor() or platform.machine()} ({torch.get_num_threads()} thread(s) per process, \
+a CPU shared with other work): {total}.
+
+| stage | steps | wall time | params |
+|---|---|---|---|
+{rows}
+
+- **latent space**: fixed block statistics of the pixels (`train/latents.py`: 4x4-quarter colours of the group's
+last frame, brightness of its three earlier frames, colourfulness), normalised by per-channel mean/std.
+- **vae**: Wan-layout encoder regresses that space and its decoder reconstructs frames from it (latent noise \
+{s["vae"]["recipe"]["latent_noise"]}, object pixels weighted {s["vae"]["recipe"]["foreground_weight"]}x), on random \
+{s["vae"]["recipe"]["crop"]}px crops of {s["vae"]["recipe"]["frames"]}-frame clips. Latent RMSE of its encoder: \
+{s["decoder"]["latent_rmse_wan_encoder"]}; reconstruction PSNR of its decoder: {s["decoder"]["psnr_wan_decoder"]} dB.
+- **decoder**: TAEHV decoder from the latents (+ noise {s["decoder"]["recipe"]["latent_noise"]}) to frames, object \
+pixels weighted {s["decoder"]["recipe"]["foreground_weight"]}x; its encoder to the latents (latent RMSE \
+{s["decoder"]["latent_rmse_fast_encoder"]}). Reconstruction PSNR \
+{s["decoder"]["psnr_fast_decoder"]} dB. This is the decoder `tiny` renders with.
+- **data**: {s["teacher"]["recipe"]["pool"]["clips"]} pre-rendered clips of \
+{s["teacher"]["recipe"]["pool"]["latent_frames"]} latent frames, {s["teacher"]["recipe"]["pool"]["change_prob"]:.0%} \
+with one prompt change on a chunk boundary; every object starts at the frame centre (heading right or down, \
+circling clockwise), so a prompt's first chunk is determined by its text; fresh wording every batch. Latent cells \
+on and around the object weigh {s["teacher"]["recipe"]["foreground_weight"]}x in the DiT losses.
+- **teacher**: bidirectional flow matching (shift {s["teacher"]["recipe"]["shift"]}) on the first \
+{s["teacher"]["recipe"]["frames"]} latent frames of each clip, text encoder trained jointly.
+- **student**: initialised from the teacher; {s["student"]["objective"]}, on whole \
+{s["student"]["recipe"]["pool"]["latent_frames"]}-latent-frame clips with chunk-aligned prompt changes and KV \
+recache. No DMD or ODE-pair distillation in this version.
+
+## Evaluation
+
+The project's held-out ShapesWorld suite (`longlive eval`'s, without its 240 s run): 20 s renders of attribute
+combinations never seen in training ({HELD_OUT}), read back by the pixel detector. Adherence is the share of
+steady frames whose detected attribute matches the active prompt; latency is in frames after a change; continuity
+is the centroid jump at a change over the median per-frame motion (1 is seamless). Rendering runs at \
+{scores["realtime_factor"]}x real time on this CPU (DiT + fast decoder, one timeline with changes).
+
+| suite part | {" | ".join(CARD_COLUMNS)} |
+|---|{"---|" * len(CARD_COLUMNS)}
+{table}
+"""
+
+
+def export(
+    run_dir: Path, assets: Path | None = None, command: str = "", total_s: float | None = None, console=None
+) -> Path:
+    """Write ``tiny.safetensors`` and ``MODEL_CARD.md`` into ``assets`` (default: the package's) from a run."""
+    run_dir = Path(run_dir)
+    assets = Path(assets) if assets else package_assets()
+    assets.mkdir(parents=True, exist_ok=True)
+    summaries = {stage: read_summary(run_dir / stage) for stage in STAGES}
+    spec, states = build_spec(run_dir)
+    path = assets / BUNDLE
+    dtype = write_bundle(path, spec, states)
+    scores = evaluate(load_converted(path))
+    (assets / CARD).write_text(model_card(spec, summaries, scores, command, total_s))
+    (run_dir / "export.json").write_text(json.dumps({"bundle": str(path), "dtype": str(dtype), **scores}, indent=2))
+    if console is not None:
+        console.print(f"wrote {path} ({path.stat().st_size / 2**20:.1f} MiB, {dtype}) and {assets / CARD}")
+        console.print(json.dumps(scores["rows"], indent=2))
+    return path

@@ -1,0 +1,68 @@
+"""Training logs: one JSON line per logged step for programs, a rich progress bar (or plain lines) for people."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+
+class TrainLog:
+    """Appends ``log.jsonl`` in the stage folder and shows steps/s and losses; wall time adds up across resumes."""
+
+    def __init__(self, folder: Path, stage: str, total: int, start: int = 0, wall_s: float = 0.0, console=None):
+        self.path = Path(folder) / "log.jsonl"
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.stage = stage
+        self.total = total
+        self.console = console or Console(stderr=True, highlight=False)
+        self.wall_before = wall_s
+        self.started = time.perf_counter()
+        self.mark = (start, self.started)
+        self.progress = Progress(
+            TextColumn(f"[bold]{stage}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TextColumn("{task.fields[rate]}"),
+            TextColumn("{task.fields[metrics]}"),
+            TimeElapsedColumn(),
+            TimeRemainingColumn(),
+            console=self.console,
+            disable=not self.console.is_terminal,
+        )
+        self.task = self.progress.add_task(stage, total=total, completed=start, rate="", metrics="")
+
+    @property
+    def wall_s(self) -> float:
+        """Seconds spent in this stage, over every run that contributed to it."""
+        return self.wall_before + time.perf_counter() - self.started
+
+    def __enter__(self) -> TrainLog:
+        self.progress.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.progress.stop()
+
+    def step(self, step: int, metrics: dict[str, float]) -> None:
+        """Record ``metrics`` at ``step`` (steps done so far) with the speed since the previous record."""
+        now = time.perf_counter()
+        done, then = self.mark
+        rate = (step - done) / max(now - then, 1e-9)
+        self.mark = (step, now)
+        record = {"stage": self.stage, "step": step, **metrics, "steps_per_s": rate, "wall_s": self.wall_s}
+        with self.path.open("a") as f:
+            f.write(json.dumps({k: round(v, 6) if isinstance(v, float) else v for k, v in record.items()}) + "\n")
+        shown = "  ".join(f"{k} {v:.4g}" for k, v in metrics.items())
+        self.progress.update(self.task, completed=step, rate=f"{rate:.2f} steps/s", metrics=shown)
+        if not self.console.is_terminal:
+            self.console.print(f"{self.stage} {step}/{self.total}  {rate:.2f} steps/s  {shown}  {self.wall_s:.0f}s")
+
+    def note(self, message: str) -> None:
+        """A line for people (and the JSONL log): phases, files written, resumes."""
+        self.console.print(f"[bold]{self.stage}:[/] {message}")
+        with self.path.open("a") as f:
+            f.write(json.dumps({"stage": self.stage, "note": message, "wall_s": round(self.wall_s, 3)}) + "\n")

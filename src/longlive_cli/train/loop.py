@@ -1,0 +1,125 @@
+"""The step loop every stage shares: resume from the checkpoint, log, checkpoint, and time the whole stage."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from longlive_cli.train.checkpoint import CHECKPOINT, Randomness, load_checkpoint, save_checkpoint
+from longlive_cli.train.log import TrainLog
+from longlive_cli.train.optim import EMA
+from longlive_cli.train.recipe import Recipe, recipe_dict
+
+
+class TrainError(RuntimeError):
+    """A run that cannot start as asked (an existing checkpoint without --resume, a missing earlier stage)."""
+
+
+def pick_device() -> torch.device:
+    """The GPU when there is one, else the CPU."""
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+class TrainState:
+    """Everything a resumed run needs to continue bit-exactly."""
+
+    def __init__(
+        self,
+        modules: dict[str, nn.Module],
+        optimizer: torch.optim.Optimizer,
+        scheduler: torch.optim.lr_scheduler.LRScheduler,
+        rand: Randomness,
+        emas: dict[str, EMA] | None = None,
+    ):
+        self.modules = modules
+        self.optimizer = optimizer
+        self.scheduler = scheduler
+        self.rand = rand
+        self.emas = emas or {}
+
+    def state_dict(self) -> dict:
+        return {
+            "modules": {name: m.state_dict() for name, m in self.modules.items()},
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "rand": self.rand.state_dict(),
+            "ema": {name: e.state_dict() for name, e in self.emas.items()},
+        }
+
+    def load_state_dict(self, state: dict) -> None:
+        for name, module in self.modules.items():
+            module.load_state_dict(state["modules"][name])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        self.rand.load_state_dict(state["rand"])
+        for name, ema in self.emas.items():
+            ema.load_state_dict(state["ema"][name])
+
+    def step(self, params: list[nn.Parameter], grad_clip: float | None = None) -> float:
+        """Clip, step, schedule, average; returns the gradient norm before clipping."""
+        norm = torch.nn.utils.clip_grad_norm_(params, grad_clip or float("inf"))
+        self.optimizer.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        self.scheduler.step()
+        for name, ema in self.emas.items():
+            ema.update(self.modules[name])
+        return float(norm)
+
+
+class Session:
+    """One run of one stage in ``run_dir/<stage>``: its log, its checkpoint and its wall time across resumes."""
+
+    def __init__(self, run_dir: Path, stage: str, recipe: Recipe, resume: bool, console=None):
+        self.folder = Path(run_dir) / stage
+        self.recipe = recipe
+        self.checkpoint = self.folder / CHECKPOINT
+        self.saved: dict | None = None
+        if self.checkpoint.exists():
+            if not resume:
+                raise TrainError(
+                    f"{self.checkpoint} exists: pass --resume to continue that run, or choose another --out"
+                )
+            self.saved = load_checkpoint(self.checkpoint)
+        start = self.saved["step"] if self.saved else 0
+        wall = self.saved["wall_s"] if self.saved else 0.0
+        self.log = TrainLog(self.folder, stage, recipe.steps, start, wall, console)
+
+    def __enter__(self) -> Session:
+        self.log.__enter__()
+        if self.saved:
+            self.log.note(f"resuming from step {self.saved['step']} ({self.checkpoint})")
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.log.__exit__(*exc)
+
+    def train(self, state: TrainState, step_fn: Callable[[int], dict[str, float]]) -> None:
+        """Run ``step_fn`` for the remaining steps; metrics are averaged between log records."""
+        recipe = self.recipe
+        start = 0
+        if self.saved:
+            state.load_state_dict(self.saved["state"])
+            start = self.saved["step"]
+        sums: dict[str, float] = {}
+        count = 0
+        for step in range(start, recipe.steps):
+            for key, value in step_fn(step).items():
+                sums[key] = sums.get(key, 0.0) + value
+            count += 1
+            done = step + 1
+            if done % recipe.log_every == 0 or done == recipe.steps:
+                self.log.step(done, {k: v / count for k, v in sums.items()})
+                sums, count = {}, 0
+            if done % recipe.checkpoint_every == 0 or done == recipe.steps:
+                save_checkpoint(
+                    self.checkpoint,
+                    {
+                        "step": done,
+                        "wall_s": self.log.wall_s,
+                        "state": state.state_dict(),
+                        "recipe": recipe_dict(recipe),
+                    },
+                )

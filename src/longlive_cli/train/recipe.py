@@ -1,0 +1,216 @@
+"""Training recipes: one YAML file per stage, read into a frozen dataclass; every error names the file and key."""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import yaml
+
+
+class RecipeError(ValueError):
+    """A recipe file that cannot be used, with the file and key in the message."""
+
+
+@dataclass(frozen=True)
+class PoolRecipe:
+    """Pre-rendered, VAE-encoded training clips shared by the teacher and the student (cached per settings)."""
+
+    clips: int = 320
+    latent_frames: int = 21
+    change_prob: float = 0.6  # share of clips with one prompt change, landing on a chunk boundary
+    first_change_chunk: int = 2  # earliest chunk a change may land on; the teacher trains on the frames before
+    centred_start: bool = True  # every clip starts its object at the frame centre (see data.centred_start)
+    seed: int = 1
+
+
+@dataclass(frozen=True)
+class VAERecipe:
+    """Narrow Wan-layout VAE into and out of the tiny latent space, on short ShapesWorld clips."""
+
+    steps: int
+    vae: dict  # WanVAEConfig fields (z_dim stays 16)
+    seed: int = 0
+    size: int = 96
+    batch: int = 2
+    frames: int = 9  # pixel frames per clip: 1 + 4k
+    crop: int = 64  # random square crop the VAE trains on (it is fully convolutional)
+    lr: float = 1e-3
+    latent_noise: float = 0.05  # std of the noise on the (raw) latents the decoder learns from
+    encoder_weight: float = 1.0
+    foreground_weight: float = 10.0  # loss weight of object pixels relative to background ones
+    stats_clips: int = 16
+    log_every: int = 10
+    checkpoint_every: int = 50
+
+
+@dataclass(frozen=True)
+class DecoderRecipe:
+    """TAEHV-class fast decoder (and encoder) for the trained VAE's normalised latent space."""
+
+    steps: int
+    taehv: dict  # TAEHVConfig fields
+    seed: int = 0
+    size: int = 96
+    batch: int = 4
+    frames: int = 9
+    lr: float = 1e-3
+    latent_noise: float = 0.05  # decoder robustness to imperfect generated latents
+    foreground_weight: float = 10.0  # loss weight of object pixels relative to background ones
+    encoder_weight: float = 1.0
+    log_every: int = 10
+    checkpoint_every: int = 50
+
+
+@dataclass(frozen=True)
+class TeacherRecipe:
+    """Bidirectional DiT + tiny umT5 trained jointly with flow matching on ground-truth latent clips."""
+
+    steps: int
+    dit: dict  # DiTConfig fields; text_dim, text_len and in/out channels are filled in
+    text: dict  # UMT5Config fields; vocab comes from the tokenizer
+    seed: int = 0
+    size: int = 96
+    text_len: int = 24
+    frames: int = 6  # latent frames per clip: the part before any prompt change
+    batch: int = 8
+    lr: float = 3e-4
+    warmup: int = 50
+    grad_clip: float = 1.0
+    ema: float = 0.995
+    shift: float = 5.0
+    foreground_weight: float = 10.0  # loss weight of latent cells on and around the object
+    pool: PoolRecipe = field(default_factory=PoolRecipe)
+    log_every: int = 10
+    checkpoint_every: int = 50
+
+
+@dataclass(frozen=True)
+class StudentRecipe:
+    """Causal few-step student trained in streaming mode over the real KV cache, initialised from the teacher."""
+
+    steps: int
+    seed: int = 0
+    size: int = 96
+    batch: int = 4
+    lr: float = 2e-4
+    warmup: int = 20
+    grad_clip: float = 1.0
+    ema: float = 0.99
+    chunk_frames: int = 3
+    window: int = 12
+    sink: int = 3
+    timesteps: list = field(default_factory=lambda: [1000, 750, 500, 250])
+    shift: float = 5.0
+    context_noise: float = 0.05  # noise on the clean frames written to the cache, against exposure bias
+    own_context_prob: float = 0.0  # share of samples whose cache gets the model's own prediction of each chunk
+    describe_change_prob: float = 0.5  # share of changes prompted as "the red ball turns blue" rather than in full
+    foreground_weight: float = 10.0  # loss weight of latent cells on and around the object
+    pool: PoolRecipe = field(default_factory=PoolRecipe)
+    log_every: int = 5
+    checkpoint_every: int = 20
+
+
+STAGES: dict[str, type] = {
+    "vae": VAERecipe,
+    "decoder": DecoderRecipe,
+    "teacher": TeacherRecipe,
+    "student": StudentRecipe,
+}
+Recipe = VAERecipe | DecoderRecipe | TeacherRecipe | StudentRecipe
+
+
+def _check_type(value: object, kind: object, where: str) -> object:
+    if dataclasses.is_dataclass(kind):
+        return _build(kind, value, where)
+    if kind is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    expected = {int: int, float: float, str: str, bool: bool, dict: dict, list: list}[kind]
+    if not isinstance(value, expected) or (expected is int and isinstance(value, bool)):
+        raise RecipeError(f"{where}: expected {expected.__name__}, got {type(value).__name__} {value!r}")
+    return value
+
+
+def _build(cls: type, data: object, where: str) -> object:
+    if not isinstance(data, dict):
+        raise RecipeError(f"{where}: expected a mapping of settings, got {type(data).__name__}")
+    hints = typing.get_type_hints(cls)
+    names = [f.name for f in dataclasses.fields(cls)]
+    for key in data:
+        if key not in names:
+            close = difflib.get_close_matches(str(key), names, n=1)
+            hint = f"; did you mean '{close[0]}'?" if close else f"; expected one of {', '.join(names)}"
+            raise RecipeError(f"{where}: unknown key '{key}'{hint}")
+    missing = [
+        f.name
+        for f in dataclasses.fields(cls)
+        if f.name not in data and f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
+    ]
+    if missing:
+        raise RecipeError(f"{where}: missing key '{missing[0]}'")
+    return cls(**{k: _check_type(v, hints[k], f"{where}.{k}") for k, v in data.items()})
+
+
+def _validate(recipe: Recipe, where: str) -> None:
+    positive = [name for name in ("steps", "batch", "lr") if getattr(recipe, name) <= 0]
+    if positive:
+        raise RecipeError(f"{where}.{positive[0]}: must be positive, got {getattr(recipe, positive[0])}")
+    if recipe.size % 16:
+        raise RecipeError(f"{where}.size: must be a multiple of 16, got {recipe.size}")
+    if isinstance(recipe, VAERecipe | DecoderRecipe) and (recipe.frames - 1) % 4:
+        raise RecipeError(f"{where}.frames: pixel frames must be 1 + 4k, got {recipe.frames}")
+    if isinstance(recipe, VAERecipe) and not (8 <= recipe.crop <= recipe.size and recipe.crop % 8 == 0):
+        raise RecipeError(f"{where}.crop: must be a multiple of 8 between 8 and size {recipe.size}, got {recipe.crop}")
+    if isinstance(recipe, TeacherRecipe | StudentRecipe):
+        pool = recipe.pool
+        if pool.first_change_chunk < 1:
+            raise RecipeError(f"{where}.pool.first_change_chunk: must be at least 1, got {pool.first_change_chunk}")
+        if not 0.0 <= pool.change_prob <= 1.0:
+            raise RecipeError(f"{where}.pool.change_prob: must be between 0 and 1, got {pool.change_prob}")
+    if isinstance(recipe, TeacherRecipe) and recipe.frames > 3 * recipe.pool.first_change_chunk:
+        raise RecipeError(
+            f"{where}.frames: {recipe.frames} latent frames reach past the earliest prompt change "
+            f"(chunk {recipe.pool.first_change_chunk}, frame {3 * recipe.pool.first_change_chunk})"
+        )
+    if isinstance(recipe, StudentRecipe):
+        if recipe.pool.latent_frames % recipe.chunk_frames:
+            raise RecipeError(
+                f"{where}.pool.latent_frames: {recipe.pool.latent_frames} is not a whole number of "
+                f"{recipe.chunk_frames}-frame chunks"
+            )
+        if not 0 <= recipe.sink < recipe.window or recipe.window - recipe.sink < recipe.chunk_frames:
+            raise RecipeError(f"{where}.window: need 0 <= sink < window and room for a chunk beside the sink")
+        if not recipe.timesteps or any(not 0 < t <= 1000 for t in recipe.timesteps):
+            raise RecipeError(f"{where}.timesteps: need one or more steps in 1..1000, got {recipe.timesteps}")
+
+
+def load_recipe(path: str | Path, stage: str) -> Recipe:
+    """Read and check ``path`` as the recipe of ``stage``; the file's own ``stage:`` key must agree."""
+    path = Path(path)
+    if stage not in STAGES:
+        raise RecipeError(f"unknown stage '{stage}'; expected one of {', '.join(STAGES)}")
+    try:
+        data = yaml.safe_load(path.read_text())
+    except OSError as e:
+        raise RecipeError(f"{path}: cannot read recipe ({e.strerror})") from None
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        line = f" line {mark.line + 1}" if mark else ""
+        raise RecipeError(f"{path}{line}: not valid YAML ({getattr(e, 'problem', e)})") from None
+    if not isinstance(data, dict):
+        raise RecipeError(f"{path}: a recipe is a mapping of settings")
+    data = dict(data)
+    declared = data.pop("stage", None)
+    if declared != stage:
+        raise RecipeError(f"{path}: stage: the file is a '{declared}' recipe, not '{stage}'")
+    recipe = _build(STAGES[stage], data, f"{path}: {stage}")
+    _validate(recipe, f"{path}: {stage}")
+    return recipe
+
+
+def recipe_dict(recipe: Recipe) -> dict:
+    """Plain dict of a recipe, for checkpoints, logs and the model card."""
+    return dataclasses.asdict(recipe)

@@ -1,0 +1,189 @@
+"""Stage ``student``: the causal few-step generator, trained in streaming mode over the real KV cache.
+
+Teacher forcing, chunk by chunk as the engine generates: the chunk is noised to one of the four warped timesteps
+(fresh noise per sample) and trained on the flow target with the cache as context; then the clean ground-truth
+chunk is written to the cache by a t=0 pass without gradients, as the engine's cache pass does. For a share of the
+samples the cache gets the model's own prediction of the chunk instead, so it learns to continue (and correct)
+imperfect context as it meets it when generating, rather than letting blobs spread chunk after chunk. Clips that
+change prompt switch at a chunk boundary, the whole batch at once, with the engine's KV recache. Gradients of a clip's
+chunks add up to one optimizer step. Initialised from the teacher (same architecture).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+from torch import Tensor
+
+from longlive_cli.models.dit import CausalWanDiT, PromptKV
+from longlive_cli.models.kv_cache import CachePlan, KVCache
+from longlive_cli.models.text import UMT5TextEncoder
+from longlive_cli.schedule import FlowMatchSchedule
+from longlive_cli.train import text as text_lib
+from longlive_cli.train.artifacts import FINAL, save_weights, write_summary
+from longlive_cli.train.checkpoint import Randomness
+from longlive_cli.train.data import prompts_for
+from longlive_cli.train.loop import Session, TrainState, pick_device
+from longlive_cli.train.optim import EMA, adamw
+from longlive_cli.train.recipe import StudentRecipe, recipe_dict
+from longlive_cli.train.teacher import load_dit_and_text, load_pool
+
+
+class TrainingKVCache(KVCache):
+    """The engine's cache, handing attention copies rather than views of the shared buffer.
+
+    Every layer writes into one buffer, so a view saved for backward by one layer would be invalidated by the
+    next layer's write; copies keep autograd's saved tensors intact.
+    """
+
+    def update_and_view(self, layer: int, plan: CachePlan, k: Tensor, v: Tensor) -> tuple[Tensor, Tensor]:
+        keys, values = super().update_and_view(layer, plan, k, v)
+        return keys.clone(), values.clone()
+
+    def detach(self) -> None:
+        """Cut the graph of the chunk just trained, so the next chunk's gradients stop at the cached context."""
+        self.k = self.k.detach()
+        self.v = self.v.detach()
+
+
+def engine_settings(recipe: StudentRecipe) -> dict:
+    """The streaming settings the student is trained for and ships with (``EngineConfig`` fields)."""
+    return {
+        "chunk_frames": recipe.chunk_frames,
+        "window": recipe.window,
+        "sink": recipe.sink,
+        "steps": list(recipe.timesteps),
+        "shift": recipe.shift,
+    }
+
+
+def detached(prompt: PromptKV) -> PromptKV:
+    """The same keys and values cut from the graph, for passes that write the cache without gradients."""
+    return PromptKV([(k.detach(), v.detach()) for k, v in prompt.layers])
+
+
+class StreamingTrainer:
+    """One clip-batch of streaming teacher forcing; mirrors ``StreamingGenerator``'s cache calls."""
+
+    def __init__(self, dit: CausalWanDiT, text: UMT5TextEncoder, recipe: StudentRecipe, rand: Randomness):
+        self.dit = dit
+        self.text = text
+        self.recipe = recipe
+        self.rand = rand
+        self.schedule = FlowMatchSchedule(recipe.shift)
+        self.timesteps = self.schedule.warped(recipe.timesteps)
+
+    def new_cache(self, batch: int, height: int, width: int) -> TrainingKVCache:
+        cfg, device = self.dit.cfg, next(self.dit.parameters()).device
+        return TrainingKVCache(
+            cfg.num_layers,
+            batch,
+            cfg.num_heads,
+            cfg.head_dim,
+            self.dit.frame_tokens(height, width),
+            capacity_frames=self.recipe.window,
+            sink_frames=self.recipe.sink,
+            device=device,
+        )
+
+    def clip(self, x0: Tensor, prompts: list[list[str]], change: int, weights: Callable[[Tensor], Tensor]) -> float:
+        """Backpropagate the mean flow loss over the chunks of clean latents x0 [B, F, C, h, w]; returns it.
+
+        ``weights`` gives the per-cell loss weights [B, n, h, w] of a chunk's latents.
+        """
+        recipe, dit = self.recipe, self.dit
+        b, frames, _, height, width = x0.shape
+        n = recipe.chunk_frames
+        chunks = frames // n
+        cache = self.new_cache(b, height, width)
+        history = x0[:, :0]
+        segment = 0
+        total = 0.0
+        for c in range(chunks):
+            start = c * n
+            if start == change:
+                segment = 1
+                with torch.no_grad():
+                    prompt = dit.encode_prompt(text_lib.encode(self.text, [p[segment] for p in prompts]))
+                    self.recache(cache, history, prompt, start)
+            prompt = dit.encode_prompt(text_lib.encode(self.text, [p[segment] for p in prompts]))
+            target = x0[:, start : start + n]
+            t = self.timesteps[self.rand.np.integers(0, len(self.timesteps), size=b)].to(x0.device)
+            t = t[:, None].expand(-1, n)
+            noise = self.rand.randn(*target.shape).to(x0.device)
+            noisy = self.schedule.add_noise(target, noise, t)
+            flow = dit(noisy, t, prompt, cache, start)
+            weight = weights(target)[:, :, None]
+            loss = (weight * (flow - self.schedule.flow_target(target, noise)).pow(2)).mean() / weight.mean()
+            (loss / chunks).backward()
+            total += loss.item() / chunks
+            cache.detach()
+            clean = target + recipe.context_noise * self.rand.randn(*target.shape).to(x0.device)
+            if recipe.own_context_prob:
+                own = torch.from_numpy(self.rand.np.random(b) < recipe.own_context_prob).to(x0.device)
+                predicted = self.schedule.x0_from_flow(flow.detach(), noisy, t)
+                clean = torch.where(own[:, None, None, None, None], predicted, clean)
+            with torch.no_grad():
+                dit(clean, torch.zeros_like(t), detached(prompt), cache, start, cache_only=True)
+            history = torch.cat((history, clean), dim=1)[:, -recipe.window :]
+        return total
+
+    def recache(self, cache: KVCache, history: Tensor, prompt: PromptKV, frame: int) -> None:
+        """The engine's recache (original sink kept): re-encode the clean window under the new prompt."""
+        n = min(self.recipe.window, frame)
+        t = torch.zeros(history.shape[0], n, device=history.device)
+        self.dit(history[:, -n:], t, prompt, cache, frame - n, cache_only=True)
+
+
+def run(recipe: StudentRecipe, run_dir: Path, resume: bool = False, console=None) -> Path:
+    """Train the student from the teacher of ``run_dir`` and write ``student/final.safetensors`` (EMA weights)."""
+    device = pick_device()
+    dit, text, config = load_dit_and_text(Path(run_dir) / "teacher" / FINAL, device)
+    dit.train().requires_grad_(True)
+    text.model.train().requires_grad_(True)
+    params = [*dit.parameters(), *text.model.parameters()]
+    optimizer, scheduler = adamw(params, recipe.lr, recipe.warmup, recipe.steps)
+    emas = {"dit": EMA(dit, recipe.ema), "text": EMA(text.model, recipe.ema)}
+    rand = Randomness(recipe.seed)
+    state = TrainState({"dit": dit, "text": text.model}, optimizer, scheduler, rand, emas)
+    trainer = StreamingTrainer(dit, text, recipe, rand)
+
+    with Session(run_dir, "student", recipe, resume, console) as session:
+        pool = load_pool(run_dir, recipe.pool, recipe.size, session.log.note)
+        groups = {change: pool.indices(change) for change in pool.change_frames()}
+        keys = sorted(groups)
+        weights = [len(groups[k]) / len(pool.change) for k in keys]
+
+        def step(_: int) -> dict[str, float]:
+            change = keys[rand.np.choice(len(keys), p=weights)]
+            idx = rand.np.choice(groups[change], size=recipe.batch)
+            prompts = [prompts_for(rand.np, pool.attributes[i], recipe.describe_change_prob) for i in idx]
+            loss = trainer.clip(
+                pool.latents[idx].to(device), prompts, change, lambda x: pool.weights(x, recipe.foreground_weight)
+            )
+            grad = state.step(params, recipe.grad_clip)
+            return {"loss": loss, "grad": grad}
+
+        session.train(state, step)
+        path = session.folder / FINAL
+        config = {**config, "engine": engine_settings(recipe)}
+        save_weights(path, {"dit": emas["dit"].weights(dit), "text": emas["text"].weights(text.model)}, config)
+        write_summary(
+            session.folder,
+            {
+                "stage": "student",
+                "steps": recipe.steps,
+                "wall_s": round(session.log.wall_s, 1),
+                "params": sum(p.numel() for p in dit.parameters()),
+                "recipe": recipe_dict(recipe),
+                "objective": "streaming teacher forcing (flow matching at the 4 warped timesteps over the KV cache"
+                + (
+                    f"; {recipe.own_context_prob:.0%} of samples cache their own predictions)"
+                    if recipe.own_context_prob
+                    else ")"
+                ),
+            },
+        )
+    return path

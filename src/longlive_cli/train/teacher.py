@@ -1,0 +1,111 @@
+"""Stage ``teacher``: the bidirectional Wan DiT and the tiny umT5, trained jointly by flow matching.
+
+Clips are the pool's first latent frames (before any prompt change) under their first prompt, freshly worded each
+time. The object covers a few latent cells, so its cells weigh more in the loss (else backgrounds come first and
+the object much later). Timesteps are drawn uniformly from the shift-5 table, which puts most of the weight on
+high noise, where the student's four warped steps live.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from longlive_cli.models.dit import CausalWanDiT, DiTConfig
+from longlive_cli.models.text import UMT5TextEncoder
+from longlive_cli.schedule import FlowMatchSchedule
+from longlive_cli.train import text as text_lib
+from longlive_cli.train.artifacts import FINAL, load_weights, save_weights, write_summary
+from longlive_cli.train.checkpoint import Randomness
+from longlive_cli.train.data import LatentPool, build_pool, pool_path
+from longlive_cli.train.loop import Session, TrainState, pick_device
+from longlive_cli.train.optim import EMA, adamw
+from longlive_cli.train.recipe import PoolRecipe, TeacherRecipe, recipe_dict
+from longlive_cli.train.vae import load_vae
+from longlive_cli.world.grammar import describe
+
+
+def init_dit(dit: CausalWanDiT) -> None:
+    """Wan's initialisation: xavier linears, small text/time embeddings, a zero output head."""
+    for module in dit.modules():
+        if isinstance(module, nn.Linear):
+            nn.init.xavier_uniform_(module.weight)
+            nn.init.zeros_(module.bias)
+    nn.init.xavier_uniform_(dit.patch_embedding.weight.flatten(1))
+    for module in (*dit.text_embedding, *dit.time_embedding):
+        if isinstance(module, nn.Linear):
+            nn.init.normal_(module.weight, std=0.02)
+    nn.init.zeros_(dit.head.head.weight)
+
+
+def load_pool(run_dir: Path, pool: PoolRecipe, size: int, note) -> LatentPool:
+    """The run's latent pool for these settings, normalised with the run's VAE statistics, made on first use."""
+    cfg = load_vae(run_dir).cfg
+    return build_pool(pool_path(Path(run_dir), pool, size, cfg), pool, size, cfg, note)
+
+
+def load_dit_and_text(path: Path, device: torch.device | str = "cpu") -> tuple[CausalWanDiT, UMT5TextEncoder, dict]:
+    """A trained DiT and text encoder from a ``teacher`` or ``student`` weights file, with the stored configs."""
+    parts, config = load_weights(path)
+    dit = CausalWanDiT(DiTConfig.from_dict(config["dit"]))
+    dit.load_state_dict(parts["dit"])
+    text = text_lib.load_text_encoder(config["text"], config["text_len"], parts["text"])
+    text.model.to(device)
+    return dit.to(device), text, config
+
+
+def run(recipe: TeacherRecipe, run_dir: Path, resume: bool = False, console=None) -> Path:
+    """Train the teacher on the run's pool and write ``teacher/final.safetensors`` (EMA weights)."""
+    device = pick_device()
+    torch.manual_seed(recipe.seed)
+    text = text_lib.text_encoder(recipe.text, recipe.text_len)
+    text.model.to(device)
+    dit_cfg = DiTConfig.from_dict(
+        {**recipe.dit, "text_dim": text.text_dim, "text_len": recipe.text_len, "in_dim": 16, "out_dim": 16}
+    )
+    dit = CausalWanDiT(dit_cfg)
+    init_dit(dit)
+    dit.to(device)
+    params = [*dit.parameters(), *text.model.parameters()]
+    optimizer, scheduler = adamw(params, recipe.lr, recipe.warmup, recipe.steps)
+    emas = {"dit": EMA(dit, recipe.ema), "text": EMA(text.model, recipe.ema)}
+    rand = Randomness(recipe.seed)
+    state = TrainState({"dit": dit, "text": text.model}, optimizer, scheduler, rand, emas)
+    schedule = FlowMatchSchedule(recipe.shift)
+
+    with Session(run_dir, "teacher", recipe, resume, console) as session:
+        pool = load_pool(run_dir, recipe.pool, recipe.size, session.log.note)
+
+        def step(_: int) -> dict[str, float]:
+            idx = rand.np.integers(0, len(pool.change), size=recipe.batch)
+            x0 = pool.latents[idx, : recipe.frames].to(device)
+            prompts = [describe(pool.attributes[i][0], rand.np) for i in idx]
+            t = schedule.timesteps[rand.np.integers(0, schedule.num_train_timesteps, size=recipe.batch)]
+            t = t[:, None].expand(-1, recipe.frames).to(device)
+            noise = rand.randn(*x0.shape).to(device)
+            flow = dit(schedule.add_noise(x0, noise, t), t, dit.encode_prompt(text_lib.encode(text, prompts)))
+            weight = pool.weights(x0, recipe.foreground_weight)[:, :, None]
+            loss = (weight * (flow - schedule.flow_target(x0, noise)).pow(2)).mean() / weight.mean()
+            loss.backward()
+            grad = state.step(params, recipe.grad_clip)
+            return {"loss": loss.item(), "grad": grad}
+
+        session.train(state, step)
+        path = session.folder / FINAL
+        config = {"dit": dit_cfg.to_dict(), "text": asdict(text.model.cfg), "text_len": recipe.text_len}
+        save_weights(path, {"dit": emas["dit"].weights(dit), "text": emas["text"].weights(text.model)}, config)
+        write_summary(
+            session.folder,
+            {
+                "stage": "teacher",
+                "steps": recipe.steps,
+                "wall_s": round(session.log.wall_s, 1),
+                "params": sum(p.numel() for p in dit.parameters()),
+                "text_params": sum(p.numel() for p in text.model.parameters()),
+                "recipe": recipe_dict(recipe),
+            },
+        )
+    return path

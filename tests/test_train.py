@@ -1,0 +1,234 @@
+"""Training stack: recipes, every stage on a tiny config, bit-exact resume, and the export the renderer loads."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import yaml
+from typer.testing import CliRunner
+
+from longlive_cli.bundle import load_bundle
+from longlive_cli.engine import SeededNoise, Segment, StreamingGenerator
+from longlive_cli.models.dit import CausalWanDiT, DiTConfig
+from longlive_cli.models.world_text import build_tokenizer, unknown_words, unknown_words_message
+from longlive_cli.schedule import FlowMatchSchedule
+from longlive_cli.train import text as text_lib
+from longlive_cli.train.checkpoint import Randomness
+from longlive_cli.train.cli import run_stage, train_app
+from longlive_cli.train.export import export
+from longlive_cli.train.latents import world_latents
+from longlive_cli.train.loop import TrainError
+from longlive_cli.train.recipe import RecipeError, StudentRecipe, load_recipe
+from longlive_cli.train.student import StreamingTrainer
+from longlive_cli.train.teacher import init_dit
+from longlive_cli.world.grammar import describe, describe_change
+from longlive_cli.world.timelines import random_attributes, random_change
+
+SIZE = 32
+POOL = {"clips": 4, "latent_frames": 9, "change_prob": 0.5, "first_change_chunk": 1, "seed": 3}
+DIT = {"dim": 32, "ffn_dim": 64, "num_heads": 2, "num_layers": 1, "freq_dim": 16}
+TEXT = {"dim": 16, "dim_attn": 16, "dim_ffn": 32, "num_heads": 2, "num_layers": 1, "num_buckets": 8, "max_distance": 16}
+RECIPES = {
+    "vae": {
+        "steps": 2,
+        "size": SIZE,
+        "batch": 1,
+        "frames": 5,
+        "crop": 24,
+        "stats_clips": 1,
+        "vae": {"dim": 2, "dim_mult": [1, 2, 2, 2], "num_res_blocks": 1, "temperal_downsample": [True, True, False]},
+    },
+    "decoder": {
+        "steps": 2,
+        "size": SIZE,
+        "batch": 1,
+        "frames": 5,
+        "taehv": {"decoder_widths": [8, 8, 4], "encoder_width": 4},
+    },
+    "teacher": {
+        "steps": 3,
+        "size": SIZE,
+        "batch": 2,
+        "frames": 3,
+        "text_len": 24,
+        "dit": DIT,
+        "text": TEXT,
+        "pool": POOL,
+        "log_every": 1,
+        "checkpoint_every": 2,
+    },
+    "student": {
+        "steps": 2,
+        "size": SIZE,
+        "batch": 2,
+        "window": 6,
+        "sink": 3,
+        "own_context_prob": 0.5,
+        "pool": POOL,
+        "log_every": 1,
+    },
+}
+
+
+def write_recipe(folder: Path, stage: str, **changes) -> Path:
+    path = folder / f"{stage}.yaml"
+    path.write_text(yaml.safe_dump({"stage": stage, **RECIPES[stage], **changes}))
+    return path
+
+
+def losses(folder: Path) -> dict[int, float]:
+    records = [json.loads(line) for line in (folder / "log.jsonl").read_text().splitlines()]
+    return {r["step"]: r["loss"] for r in records if "loss" in r}
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory) -> Path:
+    """Every stage of the recipe, in order, on a tiny configuration."""
+    root = tmp_path_factory.mktemp("train")
+    for stage in ("vae", "decoder", "teacher", "student"):
+        run_stage(stage, write_recipe(root, stage), root / "run")
+    return root / "run"
+
+
+def test_every_stage_leaves_weights_and_a_summary(run_dir: Path) -> None:
+    for stage in ("vae", "decoder", "teacher", "student"):
+        summary = json.loads((run_dir / stage / "summary.json").read_text())
+        assert summary["steps"] == RECIPES[stage]["steps"]
+        assert (run_dir / stage / "final.safetensors").is_file()
+        assert all(np.isfinite(loss) for loss in losses(run_dir / stage).values())
+    std = json.loads((run_dir / "vae" / "summary.json").read_text())["latent_std"]
+    assert len(std) == 16 and min(std) > 0
+
+
+def test_resume_continues_bit_exactly(run_dir: Path, tmp_path: Path) -> None:
+    """Two steps, stop, resume to three: the same losses as the uninterrupted run of the fixture."""
+    for part in ("vae", "pool"):
+        shutil.copytree(run_dir / part, tmp_path / "run" / part)
+    recipe = write_recipe(tmp_path, "teacher")
+    run_stage("teacher", recipe, tmp_path / "run", steps=2)
+    with pytest.raises(TrainError, match="--resume"):
+        run_stage("teacher", recipe, tmp_path / "run")
+    run_stage("teacher", recipe, tmp_path / "run", resume=True)
+    assert losses(tmp_path / "run" / "teacher") == losses(run_dir / "teacher")
+
+
+def test_export_writes_a_bundle_the_renderer_streams(run_dir: Path, tmp_path: Path) -> None:
+    path = export(run_dir, tmp_path, command="scripts/train_tiny.sh")
+    card = (tmp_path / "MODEL_CARD.md").read_text()
+    assert "scripts/train_tiny.sh" in card and "| student | 2 |" in card
+    bundle = load_bundle(path)
+    assert bundle.spec.name == "tiny" and bundle.spec.size == (SIZE, SIZE) and bundle.spec.decoder == "fast"
+    context = bundle.text.encode(["a red ball moving left and right on a gray background", "the red ball turns blue"])
+    gen = StreamingGenerator(bundle.dit, bundle.spec.engine, bundle.spec.latent_shape, SeededNoise(0))
+    stream = bundle.decoder().stream()
+    chunks = list(gen.stream([Segment(0, context[:1]), Segment(3, context[1:])], 9))
+    assert [c.switched for c in chunks] == [False, True, False]
+    video = torch.cat([stream(c.latents.transpose(1, 2)) for c in chunks], 2)
+    assert video.shape == (1, 3, 33, SIZE, SIZE) and torch.isfinite(video).all()
+
+
+def test_teacher_loss_falls_on_a_fixed_batch() -> None:
+    torch.manual_seed(0)
+    text = text_lib.text_encoder(TEXT, 24)
+    dit = CausalWanDiT(DiTConfig(**DIT, text_dim=16, text_len=24))
+    init_dit(dit)
+    opt = torch.optim.AdamW([*dit.parameters(), *text.model.parameters()], lr=3e-3)
+    schedule = FlowMatchSchedule(5.0)
+    g = torch.Generator().manual_seed(0)
+    x0, noise = torch.randn(2, 3, 16, 4, 4, generator=g), torch.randn(2, 3, 16, 4, 4, generator=g)
+    t = torch.tensor([[900.0] * 3, [500.0] * 3])
+    prompts = ["a red ball sitting still on a dark backdrop", "a big blue box circling over a pale canvas"]
+    history = []
+    for _ in range(15):
+        flow = dit(schedule.add_noise(x0, noise, t), t, dit.encode_prompt(text_lib.encode(text, prompts)))
+        loss = torch.nn.functional.mse_loss(flow, schedule.flow_target(x0, noise))
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        history.append(loss.item())
+    assert history[-1] < 0.7 * history[0]
+
+
+def test_student_loss_falls_on_a_fixed_batch_with_a_switch() -> None:
+    torch.manual_seed(0)
+    text = text_lib.text_encoder(TEXT, 24)
+    dit = CausalWanDiT(DiTConfig(**DIT, text_dim=16, text_len=24))
+    init_dit(dit)
+    recipe = StudentRecipe(steps=1, window=6, sink=3)
+    opt = torch.optim.AdamW([*dit.parameters(), *text.model.parameters()], lr=3e-3)
+    x0 = torch.randn(2, 9, 16, 4, 4, generator=torch.Generator().manual_seed(1))
+    prompts = [["a red ball sitting still", "the red ball turns blue"], ["a green box", "the green box turns yellow"]]
+    history = []
+    for _ in range(20):
+        trainer = StreamingTrainer(dit, text, recipe, Randomness(0))
+        history.append(trainer.clip(x0, prompts, 6, lambda x: torch.ones(x.shape[:2] + x.shape[3:])))
+        opt.step()
+        opt.zero_grad()
+    assert history[-1] < 0.8 * history[0]
+
+
+def test_recipe_errors_name_the_file_and_key(tmp_path: Path) -> None:
+    path = write_recipe(tmp_path, "teacher", stpes=4)
+    with pytest.raises(RecipeError, match=r"teacher\.yaml: teacher: unknown key 'stpes'; did you mean 'steps'\?"):
+        load_recipe(path, "teacher")
+    path = write_recipe(tmp_path, "teacher", batch="eight")
+    with pytest.raises(RecipeError, match=r"teacher\.yaml: teacher\.batch: expected int, got str"):
+        load_recipe(path, "teacher")
+    path = write_recipe(tmp_path, "teacher", pool={**POOL, "change_prob": 2})
+    with pytest.raises(RecipeError, match=r"teacher\.pool\.change_prob: must be between 0 and 1"):
+        load_recipe(path, "teacher")
+    with pytest.raises(RecipeError, match=r"teacher\.yaml: stage: the file is a 'teacher' recipe, not 'student'"):
+        load_recipe(path, "student")
+    path = write_recipe(tmp_path, "student", pool={**POOL, "latent_frames": 10})
+    with pytest.raises(RecipeError, match=r"student\.pool\.latent_frames: 10 is not a whole number of 3-frame"):
+        load_recipe(path, "student")
+
+
+def test_cli_reports_a_bad_recipe_with_exit_code_1(tmp_path: Path) -> None:
+    path = write_recipe(tmp_path, "vae", crop=20)
+    result = CliRunner().invoke(train_app, ["--stage", "vae", "--config", str(path), "--out", str(tmp_path)])
+    assert result.exit_code == 1
+    assert "vae.crop: must be a multiple of 8" in result.output
+
+
+def test_world_prompts_fit_the_tokenizer_without_unknown_words() -> None:
+    tokenizer = build_tokenizer()
+    rng = np.random.default_rng(0)
+    for _ in range(300):
+        first = random_attributes(rng)
+        second = random_change(first, rng)
+        for text in (describe(first, rng), describe_change(first, second, rng)):
+            assert unknown_words(tokenizer, text) == []
+            assert len(tokenizer.encode(text).ids) <= 24
+
+
+def test_unknown_words_are_listed_once_with_what_the_model_knows() -> None:
+    tokenizer = build_tokenizer()
+    assert unknown_words(tokenizer, "A Crimsn ball, drifting left over a dark backdrop; crimsn!") == ["crimsn"]
+    message = unknown_words_message(["crimsn"])
+    assert message.startswith("unknown words: 'crimsn' (the tiny model understands")
+    assert "crimson" in message and "circling" in message
+
+
+def test_subword_tokenizers_have_no_unknown_words() -> None:
+    from tokenizers import Tokenizer, models, pre_tokenizers
+
+    tokenizer = Tokenizer(models.BPE(unk_token="<unk>"))
+    tokenizer.pre_tokenizer = pre_tokenizers.Whitespace()
+    assert unknown_words(tokenizer, "a crimsn ball") == []
+
+
+def test_world_latents_follow_wan_layout_and_read_colour() -> None:
+    video = torch.full((1, 3, 9, 16, 16), -1.0)
+    video[:, 0, :, :8, :8] = 1.0  # a red top-left block in every frame
+    latents = world_latents(video)
+    assert latents.shape == (1, 16, 3, 2, 2)
+    red, green = latents[0, 0:4], latents[0, 4:8]  # colour-major quarters of the group's last frame
+    assert torch.all(red[:, :, 0, 0] == 1.0) and torch.all(red[:, :, 1, 1] == -1.0)
+    assert torch.all(green == -1.0)
+    assert torch.allclose(latents[0, 15, :, 0, 0], torch.tensor(2.0))  # colourfulness: max minus min
