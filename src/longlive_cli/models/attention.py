@@ -44,8 +44,8 @@ class SelfAttnContext:
     plan: CachePlan | None = None
 
 
-class SelfAttention(nn.Module):
-    """Wan self-attention: q/k/v/o with bias, RMS q/k norms, 3-axis RoPE, keys cached after rotation."""
+class Projections(nn.Module):
+    """q/k/v/o Linears with bias and RMS q/k norms, laid out (and named) as Wan's attention modules."""
 
     def __init__(self, dim: int, num_heads: int, qk_norm: bool = True, eps: float = 1e-6):
         super().__init__()
@@ -57,6 +57,10 @@ class SelfAttention(nn.Module):
         self.o = nn.Linear(dim, dim)
         self.norm_q = RMSNorm(dim, eps) if qk_norm else nn.Identity()
         self.norm_k = RMSNorm(dim, eps) if qk_norm else nn.Identity()
+
+
+class SelfAttention(Projections):
+    """Wan self-attention: q/k/v/o with bias, RMS q/k norms, 3-axis RoPE, keys cached after rotation."""
 
     def forward(self, x: torch.Tensor, layer: int, ctx: SelfAttnContext) -> torch.Tensor:
         b, n, _ = x.shape
@@ -70,19 +74,8 @@ class SelfAttention(nn.Module):
         return self.o(out.transpose(1, 2).reshape(b, n, -1).to(x.dtype))
 
 
-class CrossAttention(nn.Module):
+class CrossAttention(Projections):
     """Wan text cross-attention; K/V come from ``project_context`` once per prompt, all positions attended."""
-
-    def __init__(self, dim: int, num_heads: int, qk_norm: bool = True, eps: float = 1e-6):
-        super().__init__()
-        self.num_heads = num_heads
-        self.head_dim = dim // num_heads
-        self.q = nn.Linear(dim, dim)
-        self.k = nn.Linear(dim, dim)
-        self.v = nn.Linear(dim, dim)
-        self.o = nn.Linear(dim, dim)
-        self.norm_q = RMSNorm(dim, eps) if qk_norm else nn.Identity()
-        self.norm_k = RMSNorm(dim, eps) if qk_norm else nn.Identity()
 
     def project_context(self, context: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """K and V [B, H, text_len, D] of an embedded prompt; computed once and reused every forward."""
