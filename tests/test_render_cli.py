@@ -244,3 +244,12 @@ def test_info_describes_the_model(model):
     result = runner.invoke(app, ["info", str(model)])
     assert result.exit_code == 0, result.output
     assert "test-tiny" in result.output and "32x32 at 16 fps" in result.output
+
+
+def test_unknown_words_are_warned_about(tmp_path, model):
+    out = tmp_path / "u.mp4"
+    args = ["render", "--prompt", "a red zebra", "--duration", "1s", "--model", str(model), "-o", str(out)]
+    result = runner.invoke(app, [*args, "--progress", "json"])
+    assert result.exit_code == 0, result.output
+    warnings = [json.loads(line) for line in result.stdout.splitlines() if '"warning"' in line]
+    assert any("'zebra'" in w["message"] for w in warnings)

@@ -17,6 +17,7 @@ import torch
 from . import __version__
 from .bundle import Bundle
 from .engine import EngineConfig, SeededNoise, Segment, StreamingGenerator, SwitchPolicy
+from .models.world_text import unknown_words, unknown_words_message
 from .timeline import Timeline, plan_changes, video_frame_of_latent
 from .video import VideoWriter, sidecar_path, to_uint8_frames, write_sidecar
 
@@ -63,6 +64,16 @@ class RenderSettings:
     def latent_shape(self, bundle: Bundle) -> tuple[int, int, int]:
         s = bundle.spec.vae.space_stride
         return bundle.spec.vae.z_dim, self.size[1] // s, self.size[0] // s
+
+
+def _vocabulary_warnings(bundle: Bundle, timeline: Timeline) -> list[str]:
+    """Words a small closed-vocabulary model would silently read as unknown."""
+    out = []
+    for i, p in enumerate(timeline.prompts):
+        words = unknown_words(bundle.text.tokenizer, p.text)
+        if words:
+            out.append(f"prompts[{i}]: {unknown_words_message(words)}")
+    return out
 
 
 def render(
@@ -131,7 +142,7 @@ def render(
         "warnings": list(plan.warnings),
     }
     emit({"event": "start", "frames": total, "chunks": -(-plan.latent_frames // chunk), **sidecar["settings"]})
-    for w in plan.warnings:
+    for w in [*plan.warnings, *_vocabulary_warnings(bundle, timeline)]:
         emit({"event": "warning", "message": w})
     written = 0
     chunk_times: list[float] = []

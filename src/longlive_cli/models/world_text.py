@@ -37,7 +37,11 @@ def unknown_words(tokenizer: Tokenizer, text: str) -> list[str]:
     unk = tokenizer.token_to_id("<unk>")
     if not isinstance(tokenizer.model, models.WordLevel) or unk is None:
         return []
-    pieces = tokenizer.pre_tokenizer.pre_tokenize_str(tokenizer.normalizer.normalize_str(text))
+    if tokenizer.normalizer is not None:
+        text = tokenizer.normalizer.normalize_str(text)
+    pieces = (
+        tokenizer.pre_tokenizer.pre_tokenize_str(text) if tokenizer.pre_tokenizer else [(w, None) for w in text.split()]
+    )
     found = [word for word, _ in pieces if re.search(r"\w", word) and tokenizer.token_to_id(word) in (None, unk)]
     return list(dict.fromkeys(found))
 
