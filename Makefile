@@ -12,6 +12,7 @@ $(PY):
 setup: $(PY)
 
 demo: setup
+	mkdir -p out
 	$(PY) -m longlive_cli render timelines/demo.yaml --overwrite
 	@echo "open out/demo.mp4 (settings and timings in out/demo.json)"
 
