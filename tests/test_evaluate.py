@@ -29,9 +29,7 @@ def test_ground_truth_video_scores_full_marks(tmp_path):
     with VideoWriter(video, 16, (96, 96)) as writer:
         writer.write(frames)
     timeline = tmp_path / "gt.yaml"
-    timeline.write_text(
-        f"duration: 6s\nprompts:\n  - at: 0s\n    text: {texts[0]}\n  - at: 3s\n    text: {texts[1]}\n"
-    )
+    timeline.write_text(f"duration: 6s\nprompts:\n  - at: 0s\n    text: {texts[0]}\n  - at: 3s\n    text: {texts[1]}\n")
     out = tmp_path / "m.json"
     result = runner.invoke(app, ["eval", str(video), "--timeline", str(timeline), "--json", str(out)])
     assert result.exit_code == 0, result.output

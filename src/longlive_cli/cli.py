@@ -504,13 +504,20 @@ def eval_cmd(
     suite: Annotated[str | None, typer.Option(help="'shapes': render and score the held-out suite.")] = None,
     model: Annotated[str, typer.Option(help="Model for --suite.")] = EMBEDDED,
     policy: Annotated[str, typer.Option(help="Switch policy for --suite: recache | keep | clear")] = "recache",
-    long: Annotated[bool, typer.Option(help="Include the 240 s run in --suite.")] = True,
+    long: Annotated[bool, typer.Option(help="Include the 240 s runs in --suite.")] = True,
+    part: Annotated[
+        list[str] | None, typer.Option(help="Only this suite part, by name (repeatable), e.g. 'long 240 s'.")
+    ] = None,
     json_out: Annotated[Path | None, typer.Option("--json", help="Write every figure here.")] = None,
 ) -> None:
     """ShapesWorld metrics: adherence, switch latency, continuity and drift, for one video or a model."""
     from .engine import SwitchPolicy
-    from .evaluate import eval_video, run_suite
+    from .evaluate import SUITE, eval_video, run_suite
 
+    names = [p.name for p in SUITE]
+    if any(name not in names for name in part or ()):
+        bad = next(name for name in part if name not in names)
+        raise typer.BadParameter(f"unknown part '{bad}'; the parts are: {', '.join(names)}", param_hint="--part")
     if (video is None) == (suite is None):
         raise typer.BadParameter("give a VIDEO with --timeline, or --suite shapes")
     if suite is not None and suite != "shapes":
@@ -525,7 +532,7 @@ def eval_cmd(
             _print_video_metrics(report)
         else:
             bundle = load_bundle(model)
-            report = run_suite(bundle, SwitchPolicy(policy), long=long)
+            report = run_suite(bundle, SwitchPolicy(policy), long=long, parts=part or ())
             _print_suite(report, bundle.spec.name)
     except USER_ERRORS as e:
         raise fail(str(e)) from None
@@ -553,7 +560,7 @@ def _print_video_metrics(report: dict) -> None:
 def _print_suite(report: dict, name: str) -> None:
     table = Table(title=f"ShapesWorld held-out suite: {name}, switch policy {report['policy']}")
     cols = ("part", "runs", "all", "shape", "color", "size", "motion", "background", "latency med / p95",
-            "unsettled", "continuity med / max")  # fmt: skip
+            "unsettled", "continuity med / max", "all: first / last 20 %", "colour drift")  # fmt: skip
     for c in cols:
         table.add_column(c)
     for part, row in report["rows"].items():
@@ -569,6 +576,8 @@ def _print_suite(report: dict, name: str) -> None:
             latency,
             f"{row['unsettled']} of {row['changes']}",
             continuity,
+            f"{_pct(row['drift_first_all'])} / {_pct(row['drift_last_all'])}",
+            "-" if row["drift_color_shift"] is None else f"{row['drift_color_shift']:.1f}",
         )
     out.print(table)
 

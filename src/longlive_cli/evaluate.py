@@ -25,19 +25,21 @@ from .world.timelines import random_timeline
 
 @dataclass(frozen=True)
 class SuitePart:
-    """A family of held-out timelines: how many, how long, how many changes."""
+    """A family of timelines: how many, how long, how many changes, held-out combinations or trained ones."""
 
     name: str
     runs: int
     duration_s: float
     changes: int
     seed: int
+    held_out: bool = True
 
 
 SUITE = (
     SuitePart("single 20 s", runs=8, duration_s=20.0, changes=0, seed=100),
+    SuitePart("single 20 s, seen", runs=8, duration_s=20.0, changes=0, seed=150, held_out=False),
     SuitePart("changes 20 s", runs=8, duration_s=20.0, changes=3, seed=200),
-    SuitePart("long 240 s", runs=1, duration_s=240.0, changes=5, seed=300),
+    SuitePart("long 240 s", runs=2, duration_s=240.0, changes=5, seed=300),
 )
 
 
@@ -48,11 +50,12 @@ def eval_video(path: Path, timeline: Timeline) -> dict:
 
 
 def suite_timelines(part: SuitePart) -> list[list[tuple[float, str]]]:
-    """The part's timelines as (seconds, prompt text), held-out attribute combinations only."""
+    """The part's timelines as (seconds, prompt text): held-out attribute combinations, or trained ones (new wording,
+    new seed) for a ``seen`` part."""
     rng = np.random.default_rng(part.seed)
     out = []
     for _ in range(part.runs):
-        changes = random_timeline(rng, part.duration_s, part.changes, held_out=True)
+        changes = random_timeline(rng, part.duration_s, part.changes, held_out=part.held_out)
         out.append([(at, describe(attrs, rng)) for at, attrs in changes])
     return out
 
@@ -79,12 +82,19 @@ def render_frames(
 
 
 def run_suite(
-    bundle: Bundle, policy: SwitchPolicy = SwitchPolicy.RECACHE, long: bool = True, progress=None
+    bundle: Bundle,
+    policy: SwitchPolicy = SwitchPolicy.RECACHE,
+    long: bool = True,
+    progress=None,
+    parts: Sequence[str] = (),
 ) -> dict[str, dict]:
-    """One summary row per suite part, plus every run's full metrics."""
+    """One summary row per suite part (all, or those named in ``parts``), plus every run's full metrics."""
+    unknown = [name for name in parts if name not in {p.name for p in SUITE}]
+    if unknown:
+        raise ValueError(f"unknown suite part '{unknown[0]}'; the parts are: {', '.join(p.name for p in SUITE)}")
     rows, runs = {}, {}
     for part in SUITE:
-        if part.changes and part.duration_s > 60 and not long:
+        if (part.changes and part.duration_s > 60 and not long) or (parts and part.name not in parts):
             continue
         results = []
         for i, prompts in enumerate(suite_timelines(part)):

@@ -200,4 +200,6 @@ def summarise(results: Sequence[dict]) -> dict[str, float | int | None]:
             row[f"{label}_{stat}"] = float(fn(values)) if values.size else None
     for key in ("adherence_delta", "color_shift", "area_ratio", "sharpness_ratio"):
         row[f"drift_{key}"] = _mean([r["drift"][key] for r in results])
+    for end in ("first", "last"):
+        row[f"drift_{end}_all"] = _mean([r["drift"][end]["adherence_all"] for r in results])
     return row
