@@ -75,7 +75,7 @@ class TeacherRecipe:
     seed: int = 0
     size: int = 96
     text_len: int = 24
-    frames: int = 6  # latent frames per clip: the part before any prompt change
+    frames: int = 6  # latent frames per clip, from clips that keep their first prompt at least this long
     batch: int = 8
     lr: float = 3e-4
     warmup: int = 50
@@ -83,6 +83,7 @@ class TeacherRecipe:
     ema: float = 0.995
     shift: float = 5.0
     foreground_weight: float = 10.0  # loss weight of latent cells on and around the object
+    uncond_prob: float = 0.0  # share of clips trained on the empty prompt, for classifier-free guidance
     pool: PoolRecipe = field(default_factory=PoolRecipe)
     log_every: int = 10
     checkpoint_every: int = 50
@@ -114,13 +115,49 @@ class StudentRecipe:
     checkpoint_every: int = 20
 
 
+@dataclass(frozen=True)
+class LongRecipe:
+    """Streaming long tuning: the student rolled out over long sequences, trained by DMD against the teacher."""
+
+    steps: int
+    seed: int = 0
+    size: int = 96
+    batch: int = 1  # sequences per step over all processes
+    lr: float = 1e-5  # generator
+    lr_critic: float = 2e-6
+    betas: list = field(default_factory=lambda: [0.0, 0.999])
+    weight_decay: float = 0.01
+    grad_clip: float = 10.0
+    ema: float = 0.0  # generator EMA decay; 0 keeps the live weights
+    ema_start: int = 200
+    critic_steps: int = 5  # the generator steps once every this many steps; the critic every step
+    guidance: float = 3.0  # classifier-free guidance of the teacher's (real) score
+    chunk_frames: int = 3
+    window: int = 12
+    sink: int = 3
+    timesteps: list = field(default_factory=lambda: [1000, 750, 500, 250])
+    shift: float = 5.0
+    max_length: int = 240  # latent frames per rolled-out sequence
+    first_chunk: int = 21  # latent frames of a sequence's first chunk
+    new_frames: int = 18  # new latent frames of every later chunk
+    loss_window: int = 21  # latent frames the teacher and critic score; new frames carry the gradient
+    min_timestep: float = 20.0  # DMD noise level range, after the shift
+    max_timestep: float = 980.0
+    switch_prob: float = 1.0  # share of sequences that change prompt once, at a random chunk boundary
+    describe_change_prob: float = 0.5  # share of changes prompted as "the red ball turns blue" rather than in full
+    lora: dict = field(default_factory=dict)  # {rank, alpha}: LoRA on every block Linear; empty: full fine-tuning
+    log_every: int = 1
+    checkpoint_every: int = 50
+
+
 STAGES: dict[str, type] = {
     "vae": VAERecipe,
     "decoder": DecoderRecipe,
     "teacher": TeacherRecipe,
     "student": StudentRecipe,
+    "long": LongRecipe,
 }
-Recipe = VAERecipe | DecoderRecipe | TeacherRecipe | StudentRecipe
+Recipe = VAERecipe | DecoderRecipe | TeacherRecipe | StudentRecipe | LongRecipe
 
 
 def _check_type(value: object, kind: object, where: str) -> object:
@@ -170,11 +207,13 @@ def _validate(recipe: Recipe, where: str) -> None:
             raise RecipeError(f"{where}.pool.first_change_chunk: must be at least 1, got {pool.first_change_chunk}")
         if not 0.0 <= pool.change_prob <= 1.0:
             raise RecipeError(f"{where}.pool.change_prob: must be between 0 and 1, got {pool.change_prob}")
-    if isinstance(recipe, TeacherRecipe) and recipe.frames > 3 * recipe.pool.first_change_chunk:
+    if isinstance(recipe, TeacherRecipe) and not 1 <= recipe.frames <= recipe.pool.latent_frames:
         raise RecipeError(
-            f"{where}.frames: {recipe.frames} latent frames reach past the earliest prompt change "
-            f"(chunk {recipe.pool.first_change_chunk}, frame {3 * recipe.pool.first_change_chunk})"
+            f"{where}.frames: must be between 1 and the pool's {recipe.pool.latent_frames} latent frames, "
+            f"got {recipe.frames}"
         )
+    if isinstance(recipe, LongRecipe):
+        _validate_long(recipe, where)
     if isinstance(recipe, StudentRecipe):
         if recipe.pool.latent_frames % recipe.chunk_frames:
             raise RecipeError(
@@ -185,6 +224,31 @@ def _validate(recipe: Recipe, where: str) -> None:
             raise RecipeError(f"{where}.window: need 0 <= sink < window and room for a chunk beside the sink")
         if not recipe.timesteps or any(not 0 < t <= 1000 for t in recipe.timesteps):
             raise RecipeError(f"{where}.timesteps: need one or more steps in 1..1000, got {recipe.timesteps}")
+
+
+def _validate_long(recipe: LongRecipe, where: str) -> None:
+    n = recipe.chunk_frames
+    for name in ("first_chunk", "new_frames"):
+        if getattr(recipe, name) <= 0 or getattr(recipe, name) % n:
+            raise RecipeError(f"{where}.{name}: must be a positive multiple of chunk_frames {n}")
+    if recipe.first_chunk != recipe.loss_window:
+        raise RecipeError(f"{where}.first_chunk: must equal loss_window ({recipe.loss_window}): it is trained whole")
+    if not recipe.new_frames < recipe.loss_window:
+        raise RecipeError(f"{where}.new_frames: must be below loss_window ({recipe.loss_window}) to leave context")
+    if recipe.max_length < recipe.first_chunk:
+        raise RecipeError(f"{where}.max_length: shorter than first_chunk ({recipe.first_chunk})")
+    if not 0 <= recipe.sink < recipe.window or recipe.window - recipe.sink < n:
+        raise RecipeError(f"{where}.window: need 0 <= sink < window and room for a chunk beside the sink")
+    if recipe.critic_steps < 1:
+        raise RecipeError(f"{where}.critic_steps: must be at least 1, got {recipe.critic_steps}")
+    if len(recipe.betas) != 2:
+        raise RecipeError(f"{where}.betas: need two numbers, got {recipe.betas}")
+    if recipe.lora and (set(recipe.lora) != {"rank", "alpha"} or recipe.lora["rank"] < 1):
+        raise RecipeError(f"{where}.lora: give rank (>= 1) and alpha, or leave it out for full fine-tuning")
+    if recipe.lora and recipe.ema:
+        raise RecipeError(f"{where}.ema: LoRA training keeps no EMA (as LongLive's); set ema: 0 or drop lora")
+    if not 0 <= recipe.min_timestep < recipe.max_timestep <= 1000:
+        raise RecipeError(f"{where}.min_timestep: need 0 <= min_timestep < max_timestep <= 1000")
 
 
 def load_recipe(path: str | Path, stage: str) -> Recipe:

@@ -1,9 +1,10 @@
 """Stage ``teacher``: the bidirectional Wan DiT and the tiny umT5, trained jointly by flow matching.
 
-Clips are the pool's first latent frames (before any prompt change) under their first prompt, freshly worded each
-time. The object covers a few latent cells, so its cells weigh more in the loss (else backgrounds come first and
-the object much later). Timesteps are drawn uniformly from the shift-5 table, which puts most of the weight on
-high noise, where the student's four warped steps live.
+Clips are the pool's first latent frames under their first prompt (from clips that keep it that long), freshly
+worded each time, or the empty prompt for a share of them so that classifier-free guidance has an unconditional
+model to push away from. The object covers a few latent cells, so its cells weigh more in the loss (else
+backgrounds come first and the object much later). Timesteps are drawn uniformly from the shift-5 table, which puts
+most of the weight on high noise, where the student's four warped steps live.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from __future__ import annotations
 from dataclasses import asdict
 from pathlib import Path
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -26,6 +28,8 @@ from longlive_cli.train.optim import EMA, adamw
 from longlive_cli.train.recipe import PoolRecipe, TeacherRecipe, recipe_dict
 from longlive_cli.train.vae import load_vae
 from longlive_cli.world.grammar import describe
+
+UNCOND = ""  # the unconditional prompt of classifier-free guidance
 
 
 def init_dit(dit: CausalWanDiT) -> None:
@@ -78,11 +82,15 @@ def run(recipe: TeacherRecipe, run_dir: Path, resume: bool = False, console=None
 
     with Session(run_dir, "teacher", recipe, resume, console) as session:
         pool = load_pool(run_dir, recipe.pool, recipe.size, session.log.note)
+        single = np.array([i for i, c in enumerate(pool.change) if c < 0 or c >= recipe.frames])
 
         def step(_: int) -> dict[str, float]:
-            idx = rand.np.integers(0, len(pool.change), size=recipe.batch)
+            idx = single[rand.np.integers(0, len(single), size=recipe.batch)]
             x0 = pool.latents[idx, : recipe.frames].to(device)
             prompts = [describe(pool.attributes[i][0], rand.np) for i in idx]
+            if recipe.uncond_prob:
+                drop = rand.np.random(recipe.batch) < recipe.uncond_prob
+                prompts = [UNCOND if d else p for p, d in zip(prompts, drop, strict=True)]
             t = schedule.timesteps[rand.np.integers(0, schedule.num_train_timesteps, size=recipe.batch)]
             t = t[:, None].expand(-1, recipe.frames).to(device)
             noise = rand.randn(*x0.shape).to(device)
