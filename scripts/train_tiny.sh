@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Reproduce the embedded tiny model from a clean clone: four training stages, then export into the package
+# Reproduce the embedded tiny model from a clean clone: five training stages, then export into the package
 # (src/longlive_cli/assets/tiny.safetensors and MODEL_CARD.md).
 #
 #   scripts/train_tiny.sh [RUN_DIR]      # default runs/tiny; run it again to resume after an interruption
@@ -12,7 +12,7 @@ RUN=${1:-runs/tiny}
 PY=${PYTHON:-.venv/bin/python}
 THREADS=${THREADS:-1}
 start=$(date +%s)
-for stage in vae decoder teacher student; do
+for stage in vae decoder teacher student long; do
   "$PY" -m longlive_cli.train.cli --stage "$stage" --config "recipes/tiny/$stage.yaml" --out "$RUN" \
     --resume --threads "$THREADS"
 done

@@ -44,11 +44,17 @@ def train(
     total_s: Annotated[
         float | None, typer.Option(help="Export: wall time of the whole recipe, for the model card.")
     ] = None,
+    generator: Annotated[
+        str | None, typer.Option(help="Export: the DiT to ship, student | long (default: long once it has run).")
+    ] = None,
     threads: Annotated[
         int, typer.Option(help="CPU threads (0: PyTorch's default); 1 avoids OpenMP stalls on a busy shared CPU.")
     ] = 0,
 ) -> None:
-    """Train a stage (vae, decoder, teacher, student) or export a finished run as the embedded model."""
+    """Train a stage (vae, decoder, teacher, student, long) or export a finished run as the embedded model.
+
+    Every stage runs under ``torchrun`` too; ``long`` then splits its batch over the processes.
+    """
     if threads:
         import torch
 
@@ -57,14 +63,14 @@ def train(
         if stage == EXPORT:
             from longlive_cli.train.export import export
 
-            path = export(out, assets, command=command, total_s=total_s, console=err)
+            path = export(out, assets, command=command, total_s=total_s, console=err, generator=generator)
         elif stage in STAGES:
             if config is None:
                 raise typer.BadParameter("give the stage's recipe file", param_hint="--config")
             path = run_stage(stage, config, out, resume, steps)
         else:
             raise typer.BadParameter(f"choose one of {', '.join(STAGES)}, {EXPORT}", param_hint="--stage")
-    except (RecipeError, TrainError, FileNotFoundError) as e:
+    except (RecipeError, TrainError, FileNotFoundError, ValueError) as e:
         err.print(f"[bold red]error:[/] {e}", soft_wrap=True)
         raise typer.Exit(1) from None
     except KeyboardInterrupt:

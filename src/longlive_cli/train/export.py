@@ -24,6 +24,16 @@ MAX_BYTES = 30 * 2**20
 BUNDLE = "tiny.safetensors"
 CARD = "MODEL_CARD.md"
 STAGES = ("vae", "decoder", "teacher", "student")
+GENERATORS = ("student", "long")
+
+
+def generator_stage(run_dir: Path, choice: str | None = None) -> str:
+    """The stage whose DiT ships: ``choice``, else ``long`` once long tuning has finished, else ``student``."""
+    if choice is not None:
+        if choice not in GENERATORS:
+            raise ValueError(f"generator: choose one of {', '.join(GENERATORS)}, got '{choice}'")
+        return choice
+    return "long" if (Path(run_dir) / "long" / FINAL).is_file() else "student"
 
 
 def package_assets() -> Path:
@@ -31,12 +41,12 @@ def package_assets() -> Path:
     return Path(str(resources.files("longlive_cli") / "assets"))
 
 
-def build_spec(run_dir: Path) -> tuple[ModelSpec, dict[str, dict[str, torch.Tensor]]]:
-    """The tiny model's spec and state dicts from the run's vae, decoder and student results."""
+def build_spec(run_dir: Path, generator: str = "student") -> tuple[ModelSpec, dict[str, dict[str, torch.Tensor]]]:
+    """The tiny model's spec and state dicts from the run's vae, decoder and generator (student or long) results."""
     run_dir = Path(run_dir)
     vae = load_vae(run_dir)
     taehv, taehv_cfg = load_fast_decoder(run_dir)
-    dit, text, config = load_dit_and_text(run_dir / "student" / FINAL)
+    dit, text, config = load_dit_and_text(run_dir / generator / FINAL)
     engine = EngineConfig(**{**config["engine"], "steps": tuple(config["engine"]["steps"])})
     size = read_summary(run_dir / "student")["recipe"]["size"]
     spec = ModelSpec(
@@ -110,7 +120,7 @@ def model_card(spec: ModelSpec, summaries: dict[str, dict], scores: dict, comman
         f"| {part} | " + " | ".join(_cell(row.get(key)) for key in CARD_COLUMNS) + " |"
         for part, row in scores["rows"].items()
     )
-    total = f"{_minutes(sum(summary['wall_s'] for summary in s.values()))} for the four stages"
+    total = f"{_minutes(sum(summary['wall_s'] for summary in s.values()))} for the {len(s)} stages"
     if total_s:
         total += f"; the last run of the command took {_minutes(total_s)} (finished stages only rewrite their results)"
     return f"""# tiny: the embedded ShapesWorld model
@@ -165,7 +175,8 @@ on and around the object weigh {s["teacher"]["recipe"]["foreground_weight"]}x in
 {s["teacher"]["recipe"]["frames"]} latent frames of each clip, text encoder trained jointly.
 - **student**: initialised from the teacher; {s["student"]["objective"]}, on whole \
 {s["student"]["recipe"]["pool"]["latent_frames"]}-latent-frame clips with chunk-aligned prompt changes and KV \
-recache. No DMD or ODE-pair distillation in this version.
+recache.
+{_long_line(s.get("long"))}
 
 ## Evaluation
 
@@ -181,15 +192,34 @@ is the centroid jump at a change over the median per-frame motion (1 is seamless
 """
 
 
+def _long_line(summary: dict | None) -> str:
+    if summary is None:
+        return "- No long tuning in this version: the student ships as trained."
+    r = summary["recipe"]
+    tuning = f"LoRA rank {r['lora']['rank']}" if r["lora"] else "full fine-tuning"
+    return f"""- **long**: streaming long tuning of the student ({tuning}): rollouts of {r["max_length"]} latent \
+frames in chunks of {r["first_chunk"]} then {r["new_frames"]} new frames over the KV cache (window {r["window"]}, sink \
+{r["sink"]}), DMD on {r["loss_window"]}-frame windows against the teacher (guidance {r["guidance"]}) and a critic \
+initialised from it, the generator stepping every {r["critic_steps"]} critic steps; one prompt change per sequence \
+with KV recache."""
+
+
 def export(
-    run_dir: Path, assets: Path | None = None, command: str = "", total_s: float | None = None, console=None
+    run_dir: Path,
+    assets: Path | None = None,
+    command: str = "",
+    total_s: float | None = None,
+    console=None,
+    generator: str | None = None,
 ) -> Path:
     """Write ``tiny.safetensors`` and ``MODEL_CARD.md`` into ``assets`` (default: the package's) from a run."""
     run_dir = Path(run_dir)
     assets = Path(assets) if assets else package_assets()
     assets.mkdir(parents=True, exist_ok=True)
-    summaries = {stage: read_summary(run_dir / stage) for stage in STAGES}
-    spec, states = build_spec(run_dir)
+    generator = generator_stage(run_dir, generator)
+    stages = STAGES + (("long",) if generator == "long" else ())
+    summaries = {stage: read_summary(run_dir / stage) for stage in stages}
+    spec, states = build_spec(run_dir, generator)
     path = assets / BUNDLE
     dtype = write_bundle(path, spec, states)
     scores = evaluate(load_converted(path))

@@ -13,7 +13,17 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 class TrainLog:
     """Appends ``log.jsonl`` in the stage folder and shows steps/s and losses; wall time adds up across resumes."""
 
-    def __init__(self, folder: Path, stage: str, total: int, start: int = 0, wall_s: float = 0.0, console=None):
+    def __init__(
+        self,
+        folder: Path,
+        stage: str,
+        total: int,
+        start: int = 0,
+        wall_s: float = 0.0,
+        console=None,
+        enabled: bool = True,
+    ):
+        self.enabled = enabled  # False on the other processes of a distributed run: they only keep time
         self.path = Path(folder) / "log.jsonl"
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self.stage = stage
@@ -31,7 +41,7 @@ class TrainLog:
             TimeElapsedColumn(),
             TimeRemainingColumn(),
             console=self.console,
-            disable=not self.console.is_terminal,
+            disable=not (enabled and self.console.is_terminal),
         )
         self.task = self.progress.add_task(stage, total=total, completed=start, rate="", metrics="")
 
@@ -53,6 +63,8 @@ class TrainLog:
         done, then = self.mark
         rate = (step - done) / max(now - then, 1e-9)
         self.mark = (step, now)
+        if not self.enabled:
+            return
         record = {"stage": self.stage, "step": step, **metrics, "steps_per_s": rate, "wall_s": self.wall_s}
         with self.path.open("a") as f:
             f.write(json.dumps({k: round(v, 6) if isinstance(v, float) else v for k, v in record.items()}) + "\n")
@@ -63,6 +75,8 @@ class TrainLog:
 
     def note(self, message: str) -> None:
         """A line for people (and the JSONL log): phases, files written, resumes."""
+        if not self.enabled:
+            return
         self.console.print(f"[bold]{self.stage}:[/] {message}")
         with self.path.open("a") as f:
             f.write(json.dumps({"stage": self.stage, "note": message, "wall_s": round(self.wall_s, 3)}) + "\n")

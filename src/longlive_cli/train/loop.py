@@ -72,9 +72,10 @@ class TrainState:
 class Session:
     """One run of one stage in ``run_dir/<stage>``: its log, its checkpoint and its wall time across resumes."""
 
-    def __init__(self, run_dir: Path, stage: str, recipe: Recipe, resume: bool, console=None):
+    def __init__(self, run_dir: Path, stage: str, recipe: Recipe, resume: bool, console=None, main: bool = True):
         self.folder = Path(run_dir) / stage
         self.recipe = recipe
+        self.main = main  # only the main process of a distributed run logs and writes checkpoints
         self.checkpoint = self.folder / CHECKPOINT
         self.saved: dict | None = None
         if self.checkpoint.exists():
@@ -85,7 +86,7 @@ class Session:
             self.saved = load_checkpoint(self.checkpoint)
         start = self.saved["step"] if self.saved else 0
         wall = self.saved["wall_s"] if self.saved else 0.0
-        self.log = TrainLog(self.folder, stage, recipe.steps, start, wall, console)
+        self.log = TrainLog(self.folder, stage, recipe.steps, start, wall, console, enabled=main)
 
     def __enter__(self) -> Session:
         self.log.__enter__()
@@ -113,7 +114,7 @@ class Session:
             if done % recipe.log_every == 0 or done == recipe.steps:
                 self.log.step(done, {k: v / count for k, v in sums.items()})
                 sums, count = {}, 0
-            if done % recipe.checkpoint_every == 0 or done == recipe.steps:
+            if self.main and (done % recipe.checkpoint_every == 0 or done == recipe.steps):
                 save_checkpoint(
                     self.checkpoint,
                     {

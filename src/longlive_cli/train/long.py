@@ -1,0 +1,410 @@
+"""Stage ``long``: streaming long tuning, LongLive's second training stage (train long, test long).
+
+Each sequence is rolled out by the student exactly as the engine generates: chunks of 3 latent frames, 4 warped
+steps with fresh re-noising, a clean cache-write pass, window + frame-sink KV cache carried across chunks without
+gradient. A sequence is produced in training chunks (the first ``first_chunk`` frames, then ``new_frames`` at a
+time up to ``max_length``), one or two per optimizer step, and persists across steps. Every block of a chunk stops
+at one random exit step shared by the chunk; only that forward runs with autograd.
+
+Each chunk is scored on a ``loss_window`` of latents: [the last pixel frame before the window, re-encoded as a
+first-frame latent; the overlap frames; the new frames], with gradient on the new frames only. The loss is DMD:
+a frozen bidirectional teacher (real score, classifier-free guidance) and a critic initialised from it (fake score,
+trained on the generator's chunks by flow matching), the generator pulled along their normalised difference. The
+generator steps once every ``critic_steps`` steps, the critic every step. One prompt change per sequence lands on a
+chunk boundary with the engine's KV recache (the sink kept); the teacher and critic follow the new prompt from it.
+
+Randomness is drawn per slot of the global batch and once for all (exit step, switch frame), so ``torchrun`` with N
+processes trains on the same numbers as one process with the whole batch.
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+from torch import Tensor, nn
+
+from longlive_cli.checkpoints import save_safetensors
+from longlive_cli.models.dit import CausalWanDiT, PromptKV
+from longlive_cli.models.taehv import TAEHV
+from longlive_cli.schedule import FlowMatchSchedule
+from longlive_cli.train import text as text_lib
+from longlive_cli.train.artifacts import FINAL, save_weights, write_summary
+from longlive_cli.train.checkpoint import Randomness
+from longlive_cli.train.data import prompts_for
+from longlive_cli.train.decoder import load_fast_decoder
+from longlive_cli.train.distributed import World, init_world, local_device, shutdown
+from longlive_cli.train.loop import Session, pick_device
+from longlive_cli.train.lora import add_lora, merged_state, peft_state
+from longlive_cli.train.optim import EMA
+from longlive_cli.train.recipe import LongRecipe, recipe_dict
+from longlive_cli.train.student import TrainingKVCache, detached, engine_settings
+from longlive_cli.train.teacher import UNCOND, load_dit_and_text
+from longlive_cli.world.grammar import describe
+from longlive_cli.world.timelines import random_attributes, random_change
+
+LORA_FILE = "lora.safetensors"
+
+
+def slot_randomness(seed: int, slot: int) -> Randomness:
+    """The generators of one slot of the global batch: the same on whichever process trains that slot."""
+    return Randomness(seed * 1_000_003 + 1 + slot)
+
+
+def switch_frames(recipe: LongRecipe) -> list[int]:
+    """Chunk starts after the first chunk where a sequence may change prompt (21, 39, 57, ... for the defaults)."""
+    return list(range(recipe.first_chunk, recipe.max_length - recipe.new_frames + 1, recipe.new_frames))
+
+
+def chunk_starts(recipe: LongRecipe) -> list[int]:
+    """First latent frame of every training chunk of a sequence."""
+    return [0, *switch_frames(recipe)]
+
+
+@dataclass
+class Sequence:
+    """What a rolled-out sequence needs besides the cache: prompts, change frame, and the frames kept as context."""
+
+    texts: list[list[str]]  # per local slot: the generator's prompt per segment
+    teacher_texts: list[list[str]]  # per local slot: full descriptions the teacher and critic read
+    switch: int  # latent frame of the prompt change; -1 for none
+    frame: int = 0
+    segment: int = 0
+    history: Tensor | None = None  # the last ``window`` clean frames (for recache)
+    previous: Tensor | None = None  # the last ``loss_window`` frames (for the next loss window)
+
+
+class Rollout:
+    """The student generating long sequences chunk by chunk, as ``StreamingGenerator`` does, for training."""
+
+    def __init__(
+        self,
+        dit: CausalWanDiT,
+        text,
+        decoder: TAEHV,
+        recipe: LongRecipe,
+        latent_shape: tuple[int, int, int],
+        slots: list[Randomness],
+        shared: Randomness,
+        device: torch.device,
+    ):
+        self.dit, self.text, self.decoder, self.recipe = dit, text, decoder, recipe
+        self.latent_shape = latent_shape
+        self.slots, self.shared, self.device = slots, shared, device
+        self.schedule = FlowMatchSchedule(recipe.shift)
+        self.timesteps = self.schedule.warped(recipe.timesteps)
+        cfg = dit.cfg
+        self.cache = TrainingKVCache(
+            cfg.num_layers,
+            len(slots),
+            cfg.num_heads,
+            cfg.head_dim,
+            dit.frame_tokens(*latent_shape[1:]),
+            capacity_frames=recipe.window,
+            sink_frames=recipe.sink,
+            device=device,
+        )
+        self.seq: Sequence | None = None
+
+    @property
+    def finished(self) -> bool:
+        """No sequence under way, or the current one has no room for another chunk."""
+        return self.seq is None or self.seq.frame + self.recipe.new_frames > self.recipe.max_length
+
+    def start(self) -> None:
+        """A new sequence: fresh prompts per slot, one shared change frame (or none), an empty cache."""
+        recipe = self.recipe
+        choices = switch_frames(recipe)
+        switch = -1
+        if choices and self.shared.np.random() < recipe.switch_prob:
+            switch = int(choices[self.shared.np.integers(len(choices))])
+        texts, teacher_texts = [], []
+        for rand in self.slots:
+            first = random_attributes(rand.np, held_out=False)
+            attrs = [first, random_change(first, rand.np, held_out=False)]
+            texts.append(prompts_for(rand.np, attrs, recipe.describe_change_prob))
+            teacher_texts.append([describe(a, rand.np) for a in attrs])
+        self.cache.reset()
+        self.seq = Sequence(texts, teacher_texts, switch)
+
+    def noise(self, frames: int) -> Tensor:
+        """Standard Gaussian [B, frames, C, h, w], each slot from its own generator."""
+        return torch.stack([r.randn(frames, *self.latent_shape) for r in self.slots]).to(self.device)
+
+    def prompt(self, segment: int) -> PromptKV:
+        feats = text_lib.encode(self.text, [t[segment] for t in self.seq.texts])
+        return self.dit.encode_prompt(feats)
+
+    def teacher_prompts(self) -> list[str]:
+        """What the teacher and critic read for the chunk just made."""
+        return [t[self.seq.segment] for t in self.seq.teacher_texts]
+
+    @torch.no_grad()
+    def recache(self) -> None:
+        """The engine's recache at a change: the clean window re-encoded under the new prompt, sink kept."""
+        seq = self.seq
+        n = min(self.recipe.window, seq.frame)
+        t = torch.zeros(len(self.slots), n, device=self.device)
+        self.dit(seq.history[:, -n:], t, detached(self.prompt(seq.segment)), self.cache, seq.frame - n, cache_only=True)
+
+    def chunk(self, grad: bool) -> tuple[Tensor, Tensor]:
+        """Generate the next training chunk; returns its loss window [B, W, C, h, w] and gradient mask [W]."""
+        recipe, seq, dit = self.recipe, self.seq, self.dit
+        start = seq.frame
+        n = recipe.first_chunk if start == 0 else recipe.new_frames
+        if start == seq.switch:
+            seq.segment = 1
+            self.recache()
+        exit_step = int(self.shared.np.integers(len(self.timesteps)))
+        b, k = len(self.slots), recipe.chunk_frames
+        with torch.set_grad_enabled(grad):
+            prompt = self.prompt(seq.segment)
+        frozen = detached(prompt)
+        outputs = []
+        for block in range(start, start + n, k):
+            x = self.noise(k)
+            for j in range(exit_step + 1):
+                t = torch.full((b, k), float(self.timesteps[j]), device=self.device)
+                live = grad and j == exit_step
+                with torch.set_grad_enabled(live):
+                    flow = dit(x, t, prompt if live else frozen, self.cache, block)
+                    x0 = self.schedule.x0_from_flow(flow, x, t)
+                if j < exit_step:
+                    nxt = torch.full((b, k), float(self.timesteps[j + 1]), device=self.device)
+                    x = self.schedule.add_noise(x0, self.noise(k), nxt)
+            outputs.append(x0)
+            with torch.no_grad():
+                zero = torch.zeros(b, k, device=self.device)
+                clean = self.schedule.add_noise(x0.detach(), self.noise(k), zero)  # the reference's sigma(0) ~ 0.005
+                dit(clean, zero, frozen, self.cache, block, cache_only=True)
+            self.cache.detach()
+            past = x0.detach() if seq.history is None else torch.cat((seq.history, x0.detach()), 1)
+            seq.history = past[:, -recipe.window :]
+        new = torch.cat(outputs, 1)
+        seq.frame += n
+        return self.loss_window(new)
+
+    def loss_window(self, new: Tensor) -> tuple[Tensor, Tensor]:
+        """[re-encoded last frame before the window, overlap, new] and the mask of the new frames."""
+        seq, w = self.seq, self.recipe.loss_window
+        n = new.shape[1]
+        if seq.previous is None:
+            window = new
+        else:
+            joined = torch.cat((seq.previous, new), 1)
+            with torch.no_grad():
+                pixels = self.decoder.decode(joined[:, : n + 1].transpose(1, 2).float())
+                image = self.decoder.encode(pixels[:, :, -1:]).transpose(1, 2).to(new.dtype)
+            window = torch.cat((image, joined[:, n + 1 :]), 1)
+        seq.previous = torch.cat((seq.previous, new.detach()), 1)[:, -w:] if seq.previous is not None else new.detach()
+        mask = torch.zeros(w, dtype=torch.bool, device=new.device)
+        mask[w - n :] = True
+        return window, mask
+
+    def state_dict(self) -> dict:
+        seq = self.seq
+        return {
+            "cache": {
+                "k": self.cache.k,
+                "v": self.cache.v,
+                "global_end": self.cache.global_end,
+                "local_end": self.cache.local_end,
+            },
+            "seq": None if seq is None else asdict(seq),
+        }
+
+    def load_state_dict(self, state: dict) -> None:
+        cache = state["cache"]
+        self.cache.k.copy_(cache["k"])
+        self.cache.v.copy_(cache["v"])
+        self.cache.global_end = cache["global_end"]
+        self.cache.local_end = cache["local_end"]
+        seq = state["seq"]
+        self.seq = None if seq is None else Sequence(**seq)
+
+
+class DMD:
+    """Distribution matching: teacher (real score, with CFG) and critic (fake score) on a noised loss window."""
+
+    def __init__(self, teacher: CausalWanDiT, critic: CausalWanDiT, text, recipe: LongRecipe):
+        self.teacher, self.critic, self.text, self.recipe = teacher, critic, text, recipe
+        self.schedule = FlowMatchSchedule(recipe.shift)
+
+    def features(self, prompts: list[str]) -> Tensor:
+        with torch.no_grad():
+            return text_lib.encode(self.text, prompts)
+
+    def noised(self, x: Tensor, slots: list[Randomness]) -> tuple[Tensor, Tensor, Tensor]:
+        """x_t, t [B, F] and the noise: per sample, t uniform then shifted, clamped, shared by all frames."""
+        recipe = self.recipe
+        u = torch.tensor([float(r.np.integers(0, 1000)) for r in slots]) / 1000
+        t = 1000 * recipe.shift * u / (1 + (recipe.shift - 1) * u)
+        t = t.clamp(recipe.min_timestep, recipe.max_timestep).to(x.device)[:, None].expand(-1, x.shape[1])
+        noise = torch.stack([r.randn(*x.shape[1:]) for r in slots]).to(x.device, x.dtype)
+        return self.schedule.add_noise(x.detach(), noise, t), t, noise
+
+    def generator_loss(self, x: Tensor, mask: Tensor, prompts: list[str], slots: list[Randomness]) -> Tensor:
+        """0.5 * MSE(x, stopgrad(x - grad)) over the masked frames, grad the normalised fake - real score."""
+        xt, t, _ = self.noised(x, slots)
+        with torch.no_grad():
+            cond = self.teacher.encode_prompt(self.features(prompts))
+            uncond = self.teacher.encode_prompt(self.features([UNCOND] * len(prompts)))
+            critic_cond = self.critic.encode_prompt(self.features(prompts))
+            fake = self.schedule.x0_from_flow(self.critic(xt, t, critic_cond), xt, t)
+            real_cond = self.schedule.x0_from_flow(self.teacher(xt, t, cond), xt, t)
+            real_uncond = self.schedule.x0_from_flow(self.teacher(xt, t, uncond), xt, t)
+            real = real_cond + self.recipe.guidance * (real_cond - real_uncond)
+            scale = (x.detach() - real).abs().mean(dim=(1, 2, 3, 4), keepdim=True)
+            grad = torch.nan_to_num((fake - real) / scale)
+        target = (x.detach() - grad).double()
+        return 0.5 * (x.double() - target)[:, mask].pow(2).mean()
+
+    def critic_loss(self, x: Tensor, mask: Tensor, prompts: list[str], slots: list[Randomness]) -> Tensor:
+        """Flow matching of the critic on the generator's (detached) frames, over the masked frames."""
+        x = x.detach()
+        xt, t, noise = self.noised(x, slots)
+        flow = self.critic(xt, t, self.critic.encode_prompt(self.features(prompts)))
+        return (flow - self.schedule.flow_target(x, noise))[:, mask].pow(2).mean()
+
+
+def trainable(module: nn.Module) -> list[nn.Parameter]:
+    return [p for p in module.parameters() if p.requires_grad]
+
+
+class LongState:
+    """Both models, optimizers, EMA, every generator of randomness and the sequence under way: a bit-exact resume."""
+
+    def __init__(self, gen, critic, gen_opt, critic_opt, rollout: Rollout, shared, slots, ema_decay: float):
+        self.gen, self.critic = gen, critic
+        self.gen_opt, self.critic_opt = gen_opt, critic_opt
+        self.rollout, self.shared, self.slots = rollout, shared, slots
+        self.ema_decay = ema_decay
+        self.ema: EMA | None = None
+
+    def state_dict(self) -> dict:
+        return {
+            "gen": self.gen.state_dict(),
+            "critic": self.critic.state_dict(),
+            "gen_opt": self.gen_opt.state_dict(),
+            "critic_opt": self.critic_opt.state_dict(),
+            "ema": None if self.ema is None else self.ema.state_dict(),
+            "shared": self.shared.state_dict(),
+            "slots": [r.state_dict() for r in self.slots],
+            "rollout": self.rollout.state_dict(),
+        }
+
+    def load_state_dict(self, state: dict) -> None:
+        self.gen.load_state_dict(state["gen"])
+        self.critic.load_state_dict(state["critic"])
+        self.gen_opt.load_state_dict(state["gen_opt"])
+        self.critic_opt.load_state_dict(state["critic_opt"])
+        if state["ema"] is not None:
+            self.ema = EMA(self.gen, self.ema_decay)
+            self.ema.load_state_dict(state["ema"])
+        self.shared.load_state_dict(state["shared"])
+        for rand, saved in zip(self.slots, state["slots"], strict=True):
+            rand.load_state_dict(saved)
+        self.rollout.load_state_dict(state["rollout"])
+
+
+def optimizer(params: list[nn.Parameter], lr: float, recipe: LongRecipe) -> torch.optim.AdamW:
+    return torch.optim.AdamW(params, lr=lr, betas=tuple(recipe.betas), weight_decay=recipe.weight_decay)
+
+
+def apply_step(params: list[nn.Parameter], opt: torch.optim.Optimizer, world: World, clip: float) -> float:
+    """Average gradients over the processes, clip, step; returns the gradient norm before clipping."""
+    world.average_gradients(params)
+    norm = torch.nn.utils.clip_grad_norm_(params, clip)
+    opt.step()
+    opt.zero_grad(set_to_none=True)
+    return float(norm)
+
+
+def run(recipe: LongRecipe, run_dir: Path, resume: bool = False, console=None) -> Path:
+    """Long-tune the student of ``run_dir`` against its teacher and write ``long/final.safetensors``."""
+    device = pick_device()
+    world = init_world(device)
+    device = local_device(device)
+    try:
+        return _run(recipe, Path(run_dir), resume, console, world, device)
+    finally:
+        shutdown()
+
+
+def _run(recipe: LongRecipe, run_dir: Path, resume: bool, console, world: World, device: torch.device) -> Path:
+    torch.manual_seed(recipe.seed)
+    gen, gen_text, config = load_dit_and_text(run_dir / "student" / FINAL, device)
+    teacher, teacher_text, _ = load_dit_and_text(run_dir / "teacher" / FINAL, device)
+    decoder = load_fast_decoder(run_dir)[0].to(device)
+    for module in (teacher, gen_text.model, teacher_text.model):
+        module.eval().requires_grad_(False)
+    critic = copy.deepcopy(teacher).requires_grad_(True)
+    if recipe.lora:
+        add_lora(gen, recipe.lora["rank"], recipe.lora["alpha"])
+        add_lora(critic, recipe.lora["rank"], recipe.lora["alpha"])
+    gen_params, critic_params = trainable(gen), trainable(critic)
+    gen_opt = optimizer(gen_params, recipe.lr, recipe)
+    critic_opt = optimizer(critic_params, recipe.lr_critic, recipe)
+
+    shared = Randomness(recipe.seed)
+    slots = [slot_randomness(recipe.seed, i) for i in world.split(recipe.batch)]
+    side = recipe.size // 8
+    rollout = Rollout(gen, gen_text, decoder, recipe, (gen.cfg.in_dim, side, side), slots, shared, device)
+    dmd = DMD(teacher, critic, teacher_text, recipe)
+    state = LongState(gen, critic, gen_opt, critic_opt, rollout, shared, slots, recipe.ema)
+
+    def step(i: int) -> dict[str, float]:
+        metrics: dict[str, float] = {}
+        if i % recipe.critic_steps == 0:
+            if rollout.finished:
+                rollout.start()
+            window, mask = rollout.chunk(grad=True)
+            loss = dmd.generator_loss(window, mask, rollout.teacher_prompts(), slots)
+            loss.backward()
+            metrics["gen_grad"] = apply_step(gen_params, gen_opt, world, recipe.grad_clip)
+            metrics["gen_loss"] = world.average(loss.item())
+            if recipe.ema and i >= recipe.ema_start:
+                if state.ema is None:
+                    state.ema = EMA(gen, recipe.ema)
+                state.ema.update(gen)
+        if rollout.finished:
+            rollout.start()
+        with torch.no_grad():
+            window, mask = rollout.chunk(grad=False)
+        loss = dmd.critic_loss(window, mask, rollout.teacher_prompts(), slots)
+        loss.backward()
+        metrics["critic_grad"] = apply_step(critic_params, critic_opt, world, recipe.grad_clip)
+        metrics["critic_loss"] = world.average(loss.item())
+        metrics["frame"] = float(rollout.seq.frame)
+        return metrics
+
+    with Session(run_dir, "long", recipe, resume, console, main=world.main) as session:
+        if world.size > 1:
+            session.log.note(f"{world.size} processes, {recipe.batch // world.size} sequences each per step")
+        session.train(state, step)
+        path = session.folder / FINAL
+        if world.main:
+            weights = state.ema.weights(gen) if state.ema is not None else gen.state_dict()
+            if recipe.lora:
+                weights = merged_state(gen)
+                save_safetensors(peft_state(gen), session.folder / LORA_FILE, {"alpha": str(recipe.lora["alpha"])})
+            engine = engine_settings(recipe)
+            save_weights(path, {"dit": weights, "text": gen_text.model.state_dict()}, {**config, "engine": engine})
+            write_summary(
+                session.folder,
+                {
+                    "stage": "long",
+                    "steps": recipe.steps,
+                    "wall_s": round(session.log.wall_s, 1),
+                    "processes": world.size,
+                    "params": sum(v.numel() for v in weights.values()),
+                    "trained_params": sum(p.numel() for p in gen_params),
+                    "recipe": recipe_dict(recipe),
+                    "objective": "streaming long tuning: DMD against the teacher (CFG "
+                    f"{recipe.guidance}) on {recipe.loss_window}-frame windows of {recipe.max_length}-frame rollouts",
+                },
+            )
+        world.barrier()
+    return path
