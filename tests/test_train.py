@@ -20,14 +20,15 @@ from longlive_cli.schedule import FlowMatchSchedule
 from longlive_cli.train import text as text_lib
 from longlive_cli.train.checkpoint import Randomness
 from longlive_cli.train.cli import run_stage, train_app
+from longlive_cli.train.data import to_video
 from longlive_cli.train.export import export
-from longlive_cli.train.latents import world_latents
+from longlive_cli.train.latents import image_latent, normalize, world_latents
 from longlive_cli.train.loop import TrainError
 from longlive_cli.train.recipe import RecipeError, StudentRecipe, load_recipe
 from longlive_cli.train.student import StreamingTrainer
 from longlive_cli.train.teacher import init_dit
 from longlive_cli.world.grammar import describe, describe_change
-from longlive_cli.world.timelines import random_attributes, random_change
+from longlive_cli.world.timelines import random_attributes, random_change, training_clip
 
 SIZE = 32
 POOL = {"clips": 4, "latent_frames": 9, "change_prob": 0.5, "first_change_chunk": 1, "seed": 3}
@@ -59,6 +60,8 @@ RECIPES = {
         "dit": DIT,
         "text": TEXT,
         "pool": POOL,
+        "uncond_prob": 0.5,
+        "offset_prob": 0.5,
         "log_every": 1,
         "checkpoint_every": 2,
     },
@@ -232,3 +235,14 @@ def test_world_latents_follow_wan_layout_and_read_colour() -> None:
     assert torch.all(red[:, :, 0, 0] == 1.0) and torch.all(red[:, :, 1, 1] == -1.0)
     assert torch.all(green == -1.0)
     assert torch.allclose(latents[0, 15, :, 0, 0], torch.tensor(2.0))  # colourfulness: max minus min
+
+
+def test_image_latent_is_the_latent_of_the_lone_frame() -> None:
+    """A window of a video starts with its first frame's lone-frame latent: the teacher and the long stage agree."""
+    frames = training_clip(np.random.default_rng(4), frames=21, size=32, change_prob=0.0).frames
+    mean, std = tuple(float(v) for v in np.linspace(-0.2, 0.3, 16)), tuple(float(v) for v in np.linspace(0.4, 0.9, 16))
+    clip = normalize(world_latents(to_video(frames)[None]), mean, std).transpose(1, 2)[0]
+    lone = normalize(world_latents(to_video(frames[8:9])[None]), mean, std).transpose(1, 2)[0, 0]
+    assert torch.allclose(image_latent(clip[2:3], mean, std)[0], lone, atol=1e-5)  # latent 2 ends at frame 8
+    assert not torch.allclose(clip[2], lone, atol=1e-2)  # the group's own latent carries the frames before it
+    assert torch.allclose(image_latent(clip[:1], mean, std), clip[:1], atol=1e-5)  # frame 0 is already alone

@@ -43,6 +43,20 @@ def normalize(raw: Tensor, mean: tuple[float, ...], std: tuple[float, ...]) -> T
     return (raw - torch.tensor(mean, device=raw.device).view(shape)) / torch.tensor(std, device=raw.device).view(shape)
 
 
+def image_latent(latents: Tensor, mean: tuple[float, ...], std: tuple[float, ...]) -> Tensor:
+    """The latent a lone frame gets (Wan's first-latent layout) from normalised latents [..., 16, h, w] of the
+    groups that frame ends: its quarters and colourfulness as they are, its brightness (the mean of the quarters)
+    in place of the three earlier frames'. A window of a video starts with such a latent, as a clip does."""
+    shape = (-1, 1, 1)
+    m, s = torch.tensor(mean, device=latents.device).view(shape), torch.tensor(std, device=latents.device).view(shape)
+    raw = latents * s + m
+    brightness = raw[..., :12, :, :].mean(-3, keepdim=True)
+    raw = torch.cat(
+        [raw[..., :12, :, :], brightness.expand(*raw.shape[:-3], 3, *raw.shape[-2:]), raw[..., 15:, :, :]], -3
+    )
+    return (raw - m) / s
+
+
 COLOURFUL = 15  # channel index of the colourfulness statistic
 OBJECT_THRESHOLD = 0.1  # raw colourfulness above which a latent cell holds part of the object
 

@@ -1,10 +1,12 @@
 """Stage ``teacher``: the bidirectional Wan DiT and the tiny umT5, trained jointly by flow matching.
 
-Clips are the pool's first latent frames under their first prompt (from clips that keep it that long), freshly
-worded each time, or the empty prompt for a share of them so that classifier-free guidance has an unconditional
-model to push away from. The object covers a few latent cells, so its cells weigh more in the loss (else
-backgrounds come first and the object much later). Timesteps are drawn uniformly from the shift-5 table, which puts
-most of the weight on high noise, where the student's four warped steps live.
+Clips are latent frames of the pool under their first prompt (from clips that keep it that long), freshly worded
+each time, or the empty prompt for a share of them so that classifier-free guidance has an unconditional model to
+push away from. A share of the clips start later than frame 0, their first latent made into a lone frame's (as a
+window of a long video is scored in the ``long`` stage), so the teacher knows objects anywhere and moving from the
+first frame, not only the pool's centred starts. The object covers a few latent cells, so its cells weigh more in
+the loss (else backgrounds come first and the object much later). Timesteps are drawn uniformly from the shift-5
+table, which puts most of the weight on high noise, where the student's four warped steps live.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from longlive_cli.train import text as text_lib
 from longlive_cli.train.artifacts import FINAL, load_weights, save_weights, write_summary
 from longlive_cli.train.checkpoint import Randomness
 from longlive_cli.train.data import LatentPool, build_pool, pool_path
+from longlive_cli.train.latents import image_latent
 from longlive_cli.train.loop import Session, TrainState, pick_device
 from longlive_cli.train.optim import EMA, adamw
 from longlive_cli.train.recipe import PoolRecipe, TeacherRecipe, recipe_dict
@@ -83,10 +86,18 @@ def run(recipe: TeacherRecipe, run_dir: Path, resume: bool = False, console=None
     with Session(run_dir, "teacher", recipe, resume, console) as session:
         pool = load_pool(run_dir, recipe.pool, recipe.size, session.log.note)
         single = np.array([i for i, c in enumerate(pool.change) if c < 0 or c >= recipe.frames])
+        length = pool.latents.shape[1]
+
+        def window(i: int) -> torch.Tensor:
+            """``frames`` latents of clip i under its first prompt, from the start or (offset_prob) a later frame."""
+            last = (pool.change[i] if pool.change[i] >= 0 else length) - recipe.frames
+            start = int(rand.np.integers(0, last + 1)) if rand.np.random() < recipe.offset_prob else 0
+            clip = pool.latents[i, start : start + recipe.frames]
+            return torch.cat([image_latent(clip[:1], pool.mean, pool.std), clip[1:]])
 
         def step(_: int) -> dict[str, float]:
             idx = single[rand.np.integers(0, len(single), size=recipe.batch)]
-            x0 = pool.latents[idx, : recipe.frames].to(device)
+            x0 = torch.stack([window(i) for i in idx]).to(device)
             prompts = [describe(pool.attributes[i][0], rand.np) for i in idx]
             if recipe.uncond_prob:
                 drop = rand.np.random(recipe.batch) < recipe.uncond_prob
