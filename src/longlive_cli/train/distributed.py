@@ -55,6 +55,14 @@ class World:
         dist.all_reduce(t)
         return float(t.item() / self.size)
 
+    def gather(self, obj: object) -> list[object]:
+        """Every process's ``obj``, in rank order, on every process."""
+        if self.size == 1:
+            return [obj]
+        out: list[object] = [None] * self.size
+        dist.all_gather_object(out, obj)
+        return out
+
     def barrier(self) -> None:
         if self.size > 1:
             dist.barrier()

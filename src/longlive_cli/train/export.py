@@ -180,8 +180,9 @@ recache.
 
 ## Evaluation
 
-The project's held-out ShapesWorld suite (`longlive eval`'s, without its 240 s run): 20 s renders of the held-out
-combinations, {HELD_OUT}, read back by the pixel detector. Adherence is the share of steady frames whose
+The project's ShapesWorld suite (`longlive eval`'s, without its 240 s runs): 20 s renders of the held-out
+combinations, {HELD_OUT}, and ("seen") of combinations the model trained on, with new seeds and wording, read back
+by the pixel detector. Adherence is the share of steady frames whose
 detected attribute matches the active prompt; latency is in frames after a change; continuity
 is the centroid jump at a change over the median per-frame motion (1 is seamless). Rendering runs at \
 {scores["realtime_factor"]}x real time on this CPU (DiT + fast decoder, one timeline with changes).

@@ -67,7 +67,7 @@ class TrainLog:
             return
         record = {"stage": self.stage, "step": step, **metrics, "steps_per_s": rate, "wall_s": self.wall_s}
         with self.path.open("a") as f:
-            f.write(json.dumps({k: round(v, 6) if isinstance(v, float) else v for k, v in record.items()}) + "\n")
+            f.write(json.dumps({k: float(f"{v:.7g}") if isinstance(v, float) else v for k, v in record.items()}) + "\n")
         shown = "  ".join(f"{k} {v:.4g}" for k, v in metrics.items())
         self.progress.update(self.task, completed=step, rate=f"{rate:.2f} steps/s", metrics=shown)
         if not self.console.is_terminal:

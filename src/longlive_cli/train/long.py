@@ -273,17 +273,52 @@ def trainable(module: nn.Module) -> list[nn.Parameter]:
     return [p for p in module.parameters() if p.requires_grad]
 
 
-class LongState:
-    """Both models, optimizers, EMA, every generator of randomness and the sequence under way: a bit-exact resume."""
+def join_rollouts(parts: list[dict]) -> dict:
+    """The rollout states of the processes as one state of the whole batch (batch dimensions concatenated)."""
+    first = parts[0]
+    cache = {**first["cache"], "k": torch.cat([p["cache"]["k"] for p in parts], 1)}
+    cache["v"] = torch.cat([p["cache"]["v"] for p in parts], 1)
+    if first["seq"] is None:
+        return {"cache": cache, "seq": None}
+    seq = dict(first["seq"])
+    for key in ("texts", "teacher_texts"):
+        seq[key] = [t for p in parts for t in p["seq"][key]]
+    for key in ("history", "previous"):
+        seq[key] = None if seq[key] is None else torch.cat([p["seq"][key] for p in parts])
+    return {"cache": cache, "seq": seq}
 
-    def __init__(self, gen, critic, gen_opt, critic_opt, rollout: Rollout, shared, slots, ema_decay: float):
+
+def rollout_share(state: dict, share: range) -> dict:
+    """This process's slots of a whole-batch rollout state."""
+    cut = slice(share.start, share.stop)
+    cache = {**state["cache"], "k": state["cache"]["k"][:, cut], "v": state["cache"]["v"][:, cut]}
+    if state["seq"] is None:
+        return {"cache": cache, "seq": None}
+    seq = dict(state["seq"])
+    for key in ("texts", "teacher_texts"):
+        seq[key] = seq[key][cut]
+    for key in ("history", "previous"):
+        seq[key] = None if seq[key] is None else seq[key][cut]
+    return {"cache": cache, "seq": seq}
+
+
+class LongState:
+    """Both models, optimizers, EMA, every generator of randomness and the sequence under way: a bit-exact resume.
+
+    The per-slot parts are gathered from every process into one whole-batch state, so a checkpoint resumes with
+    any number of processes that divides the batch.
+    """
+
+    def __init__(self, gen, critic, gen_opt, critic_opt, rollout: Rollout, shared, slots, ema_decay: float, world):
         self.gen, self.critic = gen, critic
         self.gen_opt, self.critic_opt = gen_opt, critic_opt
         self.rollout, self.shared, self.slots = rollout, shared, slots
         self.ema_decay = ema_decay
         self.ema: EMA | None = None
+        self.world = world
 
     def state_dict(self) -> dict:
+        parts = self.world.gather({"slots": [r.state_dict() for r in self.slots], "rollout": self.rollout.state_dict()})
         return {
             "gen": self.gen.state_dict(),
             "critic": self.critic.state_dict(),
@@ -291,8 +326,8 @@ class LongState:
             "critic_opt": self.critic_opt.state_dict(),
             "ema": None if self.ema is None else self.ema.state_dict(),
             "shared": self.shared.state_dict(),
-            "slots": [r.state_dict() for r in self.slots],
-            "rollout": self.rollout.state_dict(),
+            "slots": [s for p in parts for s in p["slots"]],
+            "rollout": join_rollouts([p["rollout"] for p in parts]),
         }
 
     def load_state_dict(self, state: dict) -> None:
@@ -304,9 +339,10 @@ class LongState:
             self.ema = EMA(self.gen, self.ema_decay)
             self.ema.load_state_dict(state["ema"])
         self.shared.load_state_dict(state["shared"])
-        for rand, saved in zip(self.slots, state["slots"], strict=True):
+        share = self.world.split(len(state["slots"]))
+        for rand, saved in zip(self.slots, state["slots"][share.start : share.stop], strict=True):
             rand.load_state_dict(saved)
-        self.rollout.load_state_dict(state["rollout"])
+        self.rollout.load_state_dict(rollout_share(state["rollout"], share))
 
 
 def optimizer(params: list[nn.Parameter], lr: float, recipe: LongRecipe) -> torch.optim.AdamW:
@@ -353,7 +389,7 @@ def _run(recipe: LongRecipe, run_dir: Path, resume: bool, console, world: World,
     side = recipe.size // 8
     rollout = Rollout(gen, gen_text, decoder, recipe, (gen.cfg.in_dim, side, side), slots, shared, device)
     dmd = DMD(teacher, critic, teacher_text, recipe)
-    state = LongState(gen, critic, gen_opt, critic_opt, rollout, shared, slots, recipe.ema)
+    state = LongState(gen, critic, gen_opt, critic_opt, rollout, shared, slots, recipe.ema, world)
 
     def step(i: int) -> dict[str, float]:
         metrics: dict[str, float] = {}
@@ -382,7 +418,7 @@ def _run(recipe: LongRecipe, run_dir: Path, resume: bool, console, world: World,
 
     with Session(run_dir, "long", recipe, resume, console, main=world.main) as session:
         if world.size > 1:
-            session.log.note(f"{world.size} processes, {recipe.batch // world.size} sequences each per step")
+            session.log.note(f"{world.size} processes; sequences per process and step: {recipe.batch // world.size}")
         session.train(state, step)
         path = session.folder / FINAL
         if world.main:

@@ -98,29 +98,26 @@ class Session:
         self.log.__exit__(*exc)
 
     def train(self, state: TrainState, step_fn: Callable[[int], dict[str, float]]) -> None:
-        """Run ``step_fn`` for the remaining steps; metrics are averaged between log records."""
+        """Run ``step_fn`` for the remaining steps; each metric is averaged over the steps that reported it."""
         recipe = self.recipe
         start = 0
         if self.saved:
             state.load_state_dict(self.saved["state"])
             start = self.saved["step"]
         sums: dict[str, float] = {}
-        count = 0
+        counts: dict[str, int] = {}
         for step in range(start, recipe.steps):
             for key, value in step_fn(step).items():
                 sums[key] = sums.get(key, 0.0) + value
-            count += 1
+                counts[key] = counts.get(key, 0) + 1
             done = step + 1
             if done % recipe.log_every == 0 or done == recipe.steps:
-                self.log.step(done, {k: v / count for k, v in sums.items()})
-                sums, count = {}, 0
-            if self.main and (done % recipe.checkpoint_every == 0 or done == recipe.steps):
-                save_checkpoint(
-                    self.checkpoint,
-                    {
-                        "step": done,
-                        "wall_s": self.log.wall_s,
-                        "state": state.state_dict(),
-                        "recipe": recipe_dict(recipe),
-                    },
-                )
+                self.log.step(done, {k: v / counts[k] for k, v in sums.items()})
+                sums, counts = {}, {}
+            if done % recipe.checkpoint_every == 0 or done == recipe.steps:
+                snapshot = state.state_dict()  # on every process: a distributed state gathers its parts
+                if self.main:
+                    save_checkpoint(
+                        self.checkpoint,
+                        {"step": done, "wall_s": self.log.wall_s, "state": snapshot, "recipe": recipe_dict(recipe)},
+                    )

@@ -1,0 +1,273 @@
+"""Stage ``long``: DMD long tuning on the tiny config, its resume, its data parallelism and its LoRA export."""
+
+from __future__ import annotations
+
+import copy
+import json
+import math
+import os
+import shutil
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+
+from longlive_cli.checkpoints import merge_lora, read_lora, read_tensors
+from longlive_cli.train.artifacts import FINAL, load_weights
+from longlive_cli.train.checkpoint import Randomness
+from longlive_cli.train.cli import run_stage
+from longlive_cli.train.decoder import load_fast_decoder
+from longlive_cli.train.long import DMD, LORA_FILE, Rollout, optimizer, trainable
+from longlive_cli.train.loop import TrainError
+from longlive_cli.train.recipe import LongRecipe, RecipeError, load_recipe
+from longlive_cli.train.teacher import UNCOND, load_dit_and_text
+from tests.test_train import RECIPES, SIZE, write_recipe
+
+LONG = {
+    "steps": 4,
+    "size": SIZE,
+    "batch": 2,
+    "lr": 1e-4,
+    "lr_critic": 1e-4,
+    "weight_decay": 0.0,  # without decay, generator weights move only if gradients reach them
+    "critic_steps": 2,
+    "window": RECIPES["student"]["window"],  # the cache the student was trained with
+    "sink": RECIPES["student"]["sink"],
+    "first_chunk": 6,
+    "new_frames": 3,
+    "loss_window": 6,
+    "max_length": 15,
+    "log_every": 1,
+    "checkpoint_every": 2,
+}
+# Live weights after a fast start: an EMA over three steps would leave the zero-initialised head near zero, and with
+# it every gradient that reaches the blocks through it.
+GROWN = {"lr": 1e-2, "warmup": 1, "ema": 0.0}
+READS = ("decoder", "teacher", "student")  # the stages whose results the long stage reads
+
+
+def write_long(folder: Path, name: str = "long", **changes) -> Path:
+    """A long recipe under its own file name, so several can sit side by side."""
+    path = folder / f"{name}.yaml"
+    path.write_text(yaml.safe_dump({"stage": "long", **LONG, **changes}))
+    return path
+
+
+def fresh_run(run_dir: Path, folder: Path) -> Path:
+    """A run folder with the earlier stages of ``run_dir`` and no long stage yet."""
+    for stage in READS:
+        shutil.copytree(run_dir / stage, folder / stage)
+    return folder
+
+
+def records(stage_dir: Path) -> dict[int, dict[str, float]]:
+    """The logged losses, gradient norms and frame by step, without timings (which differ between runs)."""
+    lines = (stage_dir / "log.jsonl").read_text().splitlines()
+    timing = ("stage", "step", "steps_per_s", "wall_s")
+    return {r["step"]: {k: v for k, v in r.items() if k not in timing} for r in map(json.loads, lines) if "step" in r}
+
+
+def dit_weights(path: Path) -> dict[str, torch.Tensor]:
+    """The DiT part of a stage's weights file, as the renderer would load it."""
+    return load_weights(path)[0]["dit"]
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory) -> Path:
+    """The stages before ``long`` on the tiny config, then ``long`` itself with the base recipe."""
+    root = tmp_path_factory.mktemp("long")
+    for stage in ("vae", "decoder"):
+        run_stage(stage, write_recipe(root, stage), root / "run")
+    for stage in ("teacher", "student"):
+        run_stage(stage, write_recipe(root, stage, **GROWN), root / "run")
+    run_stage("long", write_long(root), root / "run")
+    return root / "run"
+
+
+def test_long_run_leaves_finite_losses_and_tuned_weights(run_dir: Path) -> None:
+    """The generator steps every critic_steps steps and is tuned; the frozen text encoder ships unchanged."""
+    logged = records(run_dir / "long")
+    assert sorted(logged) == [1, 2, 3, 4]
+    assert [s for s, r in logged.items() if "gen_loss" in r] == [1, 3]
+    assert all(math.isfinite(v) for r in logged.values() for v in r.values())
+    assert [r["frame"] for r in logged.values()] == [9, 12, 6, 9]  # a sequence spans steps, then starts over
+    dit, text, config = load_dit_and_text(run_dir / "long" / FINAL)
+    engine = {"chunk_frames": 3, "window": LONG["window"], "sink": LONG["sink"], "steps": [1000, 750, 500, 250]}
+    assert config["engine"] == {**engine, "shift": 5.0}
+    student, _ = load_weights(run_dir / "student" / FINAL)
+    assert any(not torch.equal(v, student["dit"][k]) for k, v in dit.state_dict().items())
+    assert all(torch.equal(v, student["text"][k]) for k, v in text.model.state_dict().items())
+    summary = json.loads((run_dir / "long" / "summary.json").read_text())
+    assert summary["steps"] == LONG["steps"] and summary["processes"] == 1
+
+
+def test_critic_fits_a_fixed_window_and_generator_follows_the_score_difference(run_dir: Path) -> None:
+    """The critic learns the generator's frames; a plain gradient step moves the window towards real minus fake."""
+    gen, gen_text, _ = load_dit_and_text(run_dir / "student" / FINAL)
+    teacher, teacher_text, _ = load_dit_and_text(run_dir / "teacher" / FINAL)
+    decoder = load_fast_decoder(run_dir)[0]
+    for module in (teacher, gen_text.model, teacher_text.model):
+        module.eval().requires_grad_(False)
+    critic = copy.deepcopy(teacher).requires_grad_(True)
+    recipe = LongRecipe(**LONG)
+    shared, slots = Randomness(0), [Randomness(1), Randomness(2)]
+    latent_shape = (gen.cfg.in_dim, SIZE // 8, SIZE // 8)
+    rollout = Rollout(gen, gen_text, decoder, recipe, latent_shape, slots, shared, torch.device("cpu"))
+    dmd = DMD(teacher, critic, teacher_text, recipe)
+    rollout_start = [r.state_dict() for r in (shared, *slots)]
+
+    def window(grad: bool) -> tuple[torch.Tensor, torch.Tensor]:
+        """The first loss window of a sequence, from the same noise every time."""
+        for rand, state in zip((shared, *slots), rollout_start, strict=True):
+            rand.load_state_dict(state)
+        rollout.start()
+        with torch.set_grad_enabled(grad):
+            return rollout.chunk(grad=grad)
+
+    x, mask = window(grad=False)
+    prompts = rollout.teacher_prompts()
+    dmd_start = [r.state_dict() for r in slots]
+
+    def same_dmd_noise() -> None:
+        for rand, state in zip(slots, dmd_start, strict=True):
+            rand.load_state_dict(state)
+
+    critic_opt = optimizer(trainable(critic), 3e-3, recipe)
+    history = []
+    for _ in range(40):
+        same_dmd_noise()
+        loss = dmd.critic_loss(x, mask, prompts, slots)
+        loss.backward()
+        critic_opt.step()
+        critic_opt.zero_grad()
+        history.append(loss.item())
+    assert history[-1] < 0.7 * history[0]
+
+    same_dmd_noise()
+    xt, t, _ = dmd.noised(x, slots)
+    with torch.no_grad():
+        x0 = {
+            name: dmd.schedule.x0_from_flow(model(xt, t, model.encode_prompt(dmd.features(texts))), xt, t)
+            for name, model, texts in (
+                ("cond", teacher, prompts),
+                ("uncond", teacher, [UNCOND] * len(prompts)),
+                ("fake", critic, prompts),
+            )
+        }
+    real = x0["cond"] + recipe.guidance * (x0["cond"] - x0["uncond"])
+    gen_opt = torch.optim.SGD(trainable(gen), lr=1.0)
+    live, _ = window(grad=True)
+    same_dmd_noise()
+    dmd.generator_loss(live, mask, prompts, slots).backward()
+    gen_opt.step()
+    with torch.no_grad():
+        moved = window(grad=False)[0] - x
+    assert torch.cosine_similarity(moved.flatten(), (real - x0["fake"]).flatten(), dim=0) > 0.3
+
+
+def test_resume_continues_bit_exactly(run_dir: Path, tmp_path: Path) -> None:
+    """Two steps, stop, resume to four, mid-sequence: the same losses and weights as the uninterrupted run."""
+    run = fresh_run(run_dir, tmp_path / "run")
+    recipe = write_long(tmp_path)
+    run_stage("long", recipe, run, steps=2)
+    with pytest.raises(TrainError, match="--resume"):
+        run_stage("long", recipe, run)
+    run_stage("long", recipe, run, resume=True)
+    assert records(run / "long") == records(run_dir / "long")
+    resumed, straight = dit_weights(run / "long" / FINAL), dit_weights(run_dir / "long" / FINAL)
+    assert resumed.keys() == straight.keys()
+    assert all(torch.equal(resumed[k], straight[k]) for k in straight)
+
+
+def free_port() -> int:
+    """A port nobody listens on, so parallel test runs do not join each other's process group."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_two_processes_train_like_one_on_the_same_global_batch(run_dir: Path, tmp_path: Path) -> None:
+    """torchrun on gloo with a slot each trains as one process with both slots, and its checkpoint (gathered from
+    both processes) resumes in one process: the run matches the fixture's one-process run step for step."""
+    run = fresh_run(run_dir, tmp_path / "run")
+    recipe = write_long(tmp_path)
+    command = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--nproc-per-node",
+        "2",
+        "--master-port",
+        str(free_port()),
+        "-m",
+        "longlive_cli.train.cli",
+        "--stage",
+        "long",
+        "--config",
+        str(recipe),
+        "--out",
+        str(run),
+        "--threads",
+        "1",
+        "--steps",
+        "2",
+    ]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-3000:]
+    lines = (run / "long" / "log.jsonl").read_text().splitlines()
+    assert sum('"step"' in line for line in lines) == 2  # only rank 0 logs
+    assert any("2 processes; sequences per process and step: 1" in line for line in lines)
+    run_stage("long", recipe, run, resume=True)
+    two, one = records(run / "long"), records(run_dir / "long")
+    assert two.keys() == one.keys()
+    for step, logged in one.items():
+        assert two[step] == pytest.approx(logged, rel=1e-4, abs=2e-6)
+    split, whole = dit_weights(run / "long" / FINAL), dit_weights(run_dir / "long" / FINAL)
+    diff = torch.cat([(split[k] - whole[k]).abs().flatten() for k in whole])
+    # AdamW divides each gradient by its own running size, so the few weights whose gradients are at the level of
+    # rounding differ by more than rounding; a missing or wrong all-reduce moves most weights.
+    assert diff.max() < 2e-5 and (diff > 1e-6).float().mean() < 0.01
+
+
+def test_lora_run_ships_an_adapter_that_merges_into_the_final_weights(run_dir: Path, tmp_path: Path) -> None:
+    """The PEFT file and the merged final weights agree, and only the adapted block weights moved."""
+    run = fresh_run(run_dir, tmp_path / "run")
+    run_stage("long", write_long(tmp_path, lr=1e-3, lora={"rank": 2, "alpha": 4}, ema=0.0), run)
+    lora = read_lora(run / "long" / LORA_FILE, alpha=4)
+    assert lora.rank == 2 and lora.scale == 2.0
+    assert all(key.startswith("blocks.") for key in lora.targets)
+    assert set(read_tensors(run / "long" / LORA_FILE)) == {
+        f"base_model.model.{m}.lora_{part}.weight" for m in lora.targets for part in "AB"
+    }
+    student, final = dit_weights(run_dir / "student" / FINAL), dit_weights(run / "long" / FINAL)
+    merged = merge_lora(student, lora)
+    assert merged.keys() == final.keys()
+    assert all(torch.allclose(merged[k], final[k], rtol=0, atol=1e-6) for k in final)
+    changed = {k for k in final if not torch.equal(final[k], student[k])}
+    assert changed == {f"{m}.weight" for m in lora.targets}
+    assert torch.equal(final["patch_embedding.weight"], student["patch_embedding.weight"])
+    assert all(torch.equal(final[k], student[k]) for k in final if k.startswith("head."))
+
+
+@pytest.mark.parametrize(
+    ("changes", "message"),
+    [
+        ({"loss_window": 9}, r"long\.yaml: long\.first_chunk: must equal loss_window \(9\)"),
+        ({"new_frames": 4}, r"long\.yaml: long\.new_frames: must be a positive multiple of chunk_frames 3"),
+        ({"lora": {"rank": 2, "alpha": 4}, "ema": 0.99}, r"long\.yaml: long\.ema: LoRA training keeps no EMA"),
+    ],
+)
+def test_long_recipe_errors_name_the_file_and_key(tmp_path: Path, changes: dict, message: str) -> None:
+    """A bad long recipe is refused before any model loads, with the setting to fix."""
+    with pytest.raises(RecipeError, match=message):
+        load_recipe(write_long(tmp_path, **changes), "long")
+
+
+def test_base_recipe_is_valid(tmp_path: Path) -> None:
+    """The errors above come from the one changed key, not from the base recipe."""
+    assert load_recipe(write_long(tmp_path), "long") == LongRecipe(**LONG)
