@@ -16,15 +16,17 @@ import pytest
 import torch
 import yaml
 
+from longlive_cli.bundle import load_bundle
 from longlive_cli.checkpoints import merge_lora, read_lora, read_tensors
 from longlive_cli.train.artifacts import FINAL, load_weights
 from longlive_cli.train.checkpoint import Randomness
 from longlive_cli.train.cli import run_stage
 from longlive_cli.train.decoder import load_fast_decoder
-from longlive_cli.train.long import DMD, LORA_FILE, Rollout, optimizer, trainable
+from longlive_cli.train.long import DMD, LORA_FILE, Rollout, optimizer, read_prompt_pairs, trainable
 from longlive_cli.train.loop import TrainError
 from longlive_cli.train.recipe import LongRecipe, RecipeError, load_recipe
 from longlive_cli.train.teacher import UNCOND, load_dit_and_text
+from tests.fakes import FAST_SPEC, write_converted
 from tests.test_train import RECIPES, SIZE, write_recipe
 
 LONG = {
@@ -271,3 +273,40 @@ def test_long_recipe_errors_name_the_file_and_key(tmp_path: Path, changes: dict,
 def test_base_recipe_is_valid(tmp_path: Path) -> None:
     """The errors above come from the one changed key, not from the base recipe."""
     assert load_recipe(write_long(tmp_path), "long") == LongRecipe(**LONG)
+
+
+def test_models_and_prompts_from_files_tune_a_converted_model(tmp_path: Path) -> None:
+    """The real-scale path: generator and teacher from model files, prompts from a file; the result renders."""
+    gen = write_converted(tmp_path / "gen.safetensors", FAST_SPEC, seed=1)
+    teacher = write_converted(tmp_path / "teacher.safetensors", FAST_SPEC, seed=2)
+    prompts = tmp_path / "prompts.txt"
+    prompts.write_text("# a comment\na red ball\tthe red ball turns blue\n\na green square on a white background\n")
+    recipe = write_long(
+        tmp_path,
+        steps=2,
+        size=FAST_SPEC.size[0],
+        window=FAST_SPEC.engine.window,
+        models={"generator": str(gen), "teacher": str(teacher)},
+        prompts=str(prompts),
+        negative_prompt="a gray background",
+    )
+    run_stage("long", recipe, tmp_path / "run")
+    logged = records(tmp_path / "run" / "long")
+    assert sorted(logged) == [1, 2] and all(math.isfinite(v) for r in logged.values() for v in r.values())
+    tuned = load_bundle(tmp_path / "run" / "long" / FINAL)
+    before = load_bundle(gen)
+    assert tuned.spec.engine.window == FAST_SPEC.engine.window and tuned.fast_decoder is not None
+    dit, dit0 = tuned.dit.state_dict(), before.dit.state_dict()
+    assert dit.keys() == dit0.keys() and any(not torch.equal(dit[k], dit0[k]) for k in dit)
+    vae, vae0 = tuned.vae.state_dict(), before.vae.state_dict()
+    assert all(torch.equal(vae[k], vae0[k]) for k in vae)
+
+
+def test_prompts_file_errors_name_the_line(tmp_path: Path) -> None:
+    bad = tmp_path / "prompts.txt"
+    bad.write_text("a red ball\none\ttwo\tthree\n")
+    with pytest.raises(RecipeError, match=r"prompts.txt line 2"):
+        read_prompt_pairs(bad)
+    (tmp_path / "empty.txt").write_text("# nothing\n\n")
+    with pytest.raises(RecipeError, match="no prompts"):
+        read_prompt_pairs(tmp_path / "empty.txt")

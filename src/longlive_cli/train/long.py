@@ -20,15 +20,19 @@ processes trains on the same numbers as one process with the whole batch.
 from __future__ import annotations
 
 import copy
-from dataclasses import asdict, dataclass
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import torch
 from torch import Tensor, nn
 
+from longlive_cli.bundle import load_bundle, save_bundle
 from longlive_cli.checkpoints import save_safetensors
 from longlive_cli.models.dit import CausalWanDiT, PromptKV
 from longlive_cli.models.taehv import TAEHV
+from longlive_cli.models.text import UMT5TextEncoder
+from longlive_cli.models.vae import WanVAE
 from longlive_cli.schedule import FlowMatchSchedule
 from longlive_cli.train import text as text_lib
 from longlive_cli.train.artifacts import FINAL, save_weights, write_summary
@@ -39,9 +43,9 @@ from longlive_cli.train.distributed import World, init_world, local_device, shut
 from longlive_cli.train.loop import Session, pick_device
 from longlive_cli.train.lora import add_lora, merged_state, peft_state
 from longlive_cli.train.optim import EMA
-from longlive_cli.train.recipe import LongRecipe, recipe_dict
+from longlive_cli.train.recipe import LongRecipe, RecipeError, recipe_dict
 from longlive_cli.train.student import TrainingKVCache, detached, engine_settings
-from longlive_cli.train.teacher import UNCOND, load_dit_and_text
+from longlive_cli.train.teacher import load_dit_and_text
 from longlive_cli.world.grammar import describe
 from longlive_cli.world.timelines import random_attributes, random_change
 
@@ -89,8 +93,10 @@ class Rollout:
         slots: list[Randomness],
         shared: Randomness,
         device: torch.device,
+        pairs: list[tuple[str, str | None]] | None = None,
     ):
         self.dit, self.text, self.decoder, self.recipe = dit, text, decoder, recipe
+        self.pairs = pairs  # a prompts file's lines; None: ShapesWorld prompts
         self.latent_shape = latent_shape
         self.slots, self.shared, self.device = slots, shared, device
         self.schedule = FlowMatchSchedule(recipe.shift)
@@ -122,6 +128,12 @@ class Rollout:
             switch = int(choices[self.shared.np.integers(len(choices))])
         texts, teacher_texts = [], []
         for rand in self.slots:
+            if self.pairs is not None:
+                first, then = self.pairs[rand.np.integers(len(self.pairs))]
+                pair = [first, then or self.pairs[rand.np.integers(len(self.pairs))][0]]
+                texts.append(pair)
+                teacher_texts.append(pair)
+                continue
             first = random_attributes(rand.np, held_out=False)
             attrs = [first, random_change(first, rand.np, held_out=False)]
             texts.append(prompts_for(rand.np, attrs, recipe.describe_change_prob))
@@ -250,7 +262,7 @@ class DMD:
         xt, t, _ = self.noised(x, slots)
         with torch.no_grad():
             cond = self.teacher.encode_prompt(self.features(prompts))
-            uncond = self.teacher.encode_prompt(self.features([UNCOND] * len(prompts)))
+            uncond = self.teacher.encode_prompt(self.features([self.recipe.negative_prompt] * len(prompts)))
             critic_cond = self.critic.encode_prompt(self.features(prompts))
             fake = self.schedule.x0_from_flow(self.critic(xt, t, critic_cond), xt, t)
             real_cond = self.schedule.x0_from_flow(self.teacher(xt, t, cond), xt, t)
@@ -359,7 +371,7 @@ def apply_step(params: list[nn.Parameter], opt: torch.optim.Optimizer, world: Wo
 
 
 def run(recipe: LongRecipe, run_dir: Path, resume: bool = False, console=None) -> Path:
-    """Long-tune the student of ``run_dir`` against its teacher and write ``long/final.safetensors``."""
+    """Long-tune the student of ``run_dir`` (or the recipe's ``models``) and write ``long/final.safetensors``."""
     device = pick_device()
     world = init_world(device)
     device = local_device(device)
@@ -369,14 +381,86 @@ def run(recipe: LongRecipe, run_dir: Path, resume: bool = False, console=None) -
         shutdown()
 
 
-def _run(recipe: LongRecipe, run_dir: Path, resume: bool, console, world: World, device: torch.device) -> Path:
-    torch.manual_seed(recipe.seed)
+@dataclass
+class Models:
+    """What the stage tunes and scores with, and how the tuned generator is written back in its source's format."""
+
+    gen: CausalWanDiT
+    gen_text: UMT5TextEncoder
+    teacher: CausalWanDiT
+    teacher_text: UMT5TextEncoder
+    codec: TAEHV | WanVAE  # decode + encode: the loss window's first frame
+    latent_shape: tuple[int, int, int]
+    save: Callable[[Path, dict[str, Tensor], dict], None]  # (path, tuned DiT weights, engine settings)
+
+
+def run_models(run_dir: Path, recipe: LongRecipe, device: torch.device) -> Models:
+    """The run folder's student, teacher and fast decoder (the embedded model's recipe)."""
     gen, gen_text, config = load_dit_and_text(run_dir / "student" / FINAL, device)
     teacher, teacher_text, _ = load_dit_and_text(run_dir / "teacher" / FINAL, device)
-    decoder = load_fast_decoder(run_dir)[0].to(device)
+    codec = load_fast_decoder(run_dir)[0].to(device)
+    side = recipe.size // 8
+
+    def save(path: Path, weights: dict[str, Tensor], engine: dict) -> None:
+        save_weights(path, {"dit": weights, "text": gen_text.model.state_dict()}, {**config, "engine": engine})
+
+    return Models(gen, gen_text, teacher, teacher_text, codec, (gen.cfg.in_dim, side, side), save)
+
+
+def bundle_models(recipe: LongRecipe, device: torch.device) -> Models:
+    """Generator and teacher from model files or folders ``longlive`` loads (``models:`` in the recipe)."""
+    gen_bundle = load_bundle(recipe.models["generator"], device)
+    teacher_bundle = load_bundle(recipe.models["teacher"], device)
+    spec = gen_bundle.spec
+
+    def save(path: Path, weights: dict[str, Tensor], engine: dict) -> None:
+        tuned = replace(spec, engine=replace(spec.engine, **{**engine, "steps": tuple(engine["steps"])}))
+        fast = gen_bundle.fast_decoder.state_dict() if gen_bundle.fast_decoder is not None else None
+        text = gen_bundle.text
+        save_bundle(
+            path, tuned, weights, gen_bundle.vae.state_dict(), text.model.state_dict(), text.tokenizer.to_str(),
+            fast_decoder=fast,
+        )  # fmt: skip
+
+    return Models(
+        gen_bundle.dit,
+        gen_bundle.text,
+        teacher_bundle.dit,
+        teacher_bundle.text,
+        gen_bundle.decoder(),
+        spec.latent_shape,
+        save,
+    )
+
+
+def read_prompt_pairs(path: Path) -> list[tuple[str, str | None]]:
+    """A prompts file: one prompt a line, optionally a TAB and the prompt it changes to; blank and # lines skipped."""
+    try:
+        lines = Path(path).read_text().splitlines()
+    except OSError as e:
+        raise RecipeError(f"{path}: cannot read prompts ({e.strerror})") from None
+    pairs = []
+    for number, line in enumerate(lines, 1):
+        if not line.strip() or line.lstrip().startswith("#"):
+            continue
+        parts = [p.strip() for p in line.split("\t")]
+        if len(parts) > 2 or not all(parts):
+            raise RecipeError(f"{path} line {number}: expected 'prompt' or 'prompt<TAB>prompt after the change'")
+        pairs.append((parts[0], parts[1] if len(parts) == 2 else None))
+    if not pairs:
+        raise RecipeError(f"{path}: no prompts")
+    return pairs
+
+
+def _run(recipe: LongRecipe, run_dir: Path, resume: bool, console, world: World, device: torch.device) -> Path:
+    torch.manual_seed(recipe.seed)
+    models = bundle_models(recipe, device) if recipe.models else run_models(run_dir, recipe, device)
+    pairs = read_prompt_pairs(Path(recipe.prompts)) if recipe.prompts else None
+    gen, gen_text, teacher, teacher_text = models.gen, models.gen_text, models.teacher, models.teacher_text
     for module in (teacher, gen_text.model, teacher_text.model):
         module.eval().requires_grad_(False)
-    critic = copy.deepcopy(teacher).requires_grad_(True)
+    gen.train().requires_grad_(True)
+    critic = copy.deepcopy(teacher).train().requires_grad_(True)
     if recipe.lora:
         add_lora(gen, recipe.lora["rank"], recipe.lora["alpha"])
         add_lora(critic, recipe.lora["rank"], recipe.lora["alpha"])
@@ -386,8 +470,7 @@ def _run(recipe: LongRecipe, run_dir: Path, resume: bool, console, world: World,
 
     shared = Randomness(recipe.seed)
     slots = [slot_randomness(recipe.seed, i) for i in world.split(recipe.batch)]
-    side = recipe.size // 8
-    rollout = Rollout(gen, gen_text, decoder, recipe, (gen.cfg.in_dim, side, side), slots, shared, device)
+    rollout = Rollout(gen, gen_text, models.codec, recipe, models.latent_shape, slots, shared, device, pairs)
     dmd = DMD(teacher, critic, teacher_text, recipe)
     state = LongState(gen, critic, gen_opt, critic_opt, rollout, shared, slots, recipe.ema, world)
 
@@ -426,8 +509,7 @@ def _run(recipe: LongRecipe, run_dir: Path, resume: bool, console, world: World,
             if recipe.lora:
                 weights = merged_state(gen)
                 save_safetensors(peft_state(gen), session.folder / LORA_FILE, {"alpha": str(recipe.lora["alpha"])})
-            engine = engine_settings(recipe)
-            save_weights(path, {"dit": weights, "text": gen_text.model.state_dict()}, {**config, "engine": engine})
+            models.save(path, weights, engine_settings(recipe))
             write_summary(
                 session.folder,
                 {
