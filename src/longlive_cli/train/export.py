@@ -108,7 +108,14 @@ def _minutes(seconds: float) -> str:
     return f"{seconds / 60:.1f} min"
 
 
-def model_card(spec: ModelSpec, summaries: dict[str, dict], scores: dict, command: str, total_s: float | None) -> str:
+def model_card(
+    spec: ModelSpec,
+    summaries: dict[str, dict],
+    scores: dict,
+    command: str,
+    total_s: float | None,
+    generator: str = "student",
+) -> str:
     """Markdown: what the model is, how it was made (command, steps, wall time), and how it scores."""
     s = summaries
     dit, vae, text = spec.dit, spec.vae, spec.text
@@ -171,12 +178,14 @@ pixels weighted {s["decoder"]["recipe"]["foreground_weight"]}x; its encoder to t
 with one prompt change on a chunk boundary; every object starts at the frame centre (heading right or down, \
 circling clockwise), so a prompt's first chunk is determined by its text; fresh wording every batch. Latent cells \
 on and around the object weigh {s["teacher"]["recipe"]["foreground_weight"]}x in the DiT losses.
-- **teacher**: bidirectional flow matching (shift {s["teacher"]["recipe"]["shift"]}) on the first \
-{s["teacher"]["recipe"]["frames"]} latent frames of each clip, text encoder trained jointly.
+- **teacher**: bidirectional flow matching (shift {s["teacher"]["recipe"]["shift"]}) on \
+{s["teacher"]["recipe"]["frames"]}-latent-frame windows of the clips \
+({s["teacher"]["recipe"].get("offset_prob", 0):.0%} starting mid-clip, first latent re-made as a lone frame's), \
+{s["teacher"]["recipe"].get("uncond_prob", 0):.0%} with the empty prompt (for guidance), text encoder trained jointly.
 - **student**: initialised from the teacher; {s["student"]["objective"]}, on whole \
 {s["student"]["recipe"]["pool"]["latent_frames"]}-latent-frame clips with chunk-aligned prompt changes and KV \
 recache.
-{_long_line(s.get("long"))}
+{_long_line(s.get("long"), generator == "long")}
 
 ## Evaluation
 
@@ -193,9 +202,14 @@ is the centroid jump at a change over the median per-frame motion (1 is seamless
 """
 
 
-def _long_line(summary: dict | None) -> str:
+def _long_line(summary: dict | None, shipped: bool = True) -> str:
     if summary is None:
         return "- No long tuning in this version: the student ships as trained."
+    if not shipped:
+        return (
+            f"- **long**: streaming long tuning ran ({summary['steps']} steps, `recipes/tiny/long.yaml`) but this "
+            "model ships the student: the long-tuned DiT scored below it (`scripts/long_tuning_report.py`)."
+        )
     r = summary["recipe"]
     tuning = f"LoRA rank {r['lora']['rank']}" if r["lora"] else "full fine-tuning"
     return f"""- **long**: streaming long tuning of the student ({tuning}): rollouts of {r["max_length"]} latent \
@@ -218,13 +232,14 @@ def export(
     assets = Path(assets) if assets else package_assets()
     assets.mkdir(parents=True, exist_ok=True)
     generator = generator_stage(run_dir, generator)
-    stages = STAGES + (("long",) if generator == "long" else ())
-    summaries = {stage: read_summary(run_dir / stage) for stage in stages}
+    summaries = {stage: read_summary(run_dir / stage) for stage in STAGES}
+    if (run_dir / "long" / "summary.json").is_file():
+        summaries["long"] = read_summary(run_dir / "long")
     spec, states = build_spec(run_dir, generator)
     path = assets / BUNDLE
     dtype = write_bundle(path, spec, states)
     scores = evaluate(load_converted(path))
-    (assets / CARD).write_text(model_card(spec, summaries, scores, command, total_s))
+    (assets / CARD).write_text(model_card(spec, summaries, scores, command, total_s, generator))
     (run_dir / "export.json").write_text(json.dumps({"bundle": str(path), "dtype": str(dtype), **scores}, indent=2))
     if console is not None:
         console.print(f"wrote {path} ({path.stat().st_size / 2**20:.1f} MiB, {dtype}) and {assets / CARD}")
