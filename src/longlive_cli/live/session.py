@@ -111,6 +111,7 @@ class LiveSession:
         self._queue: deque[Change] = deque()
         self._paused = False
         self._in_flight = False
+        self._switching = False  # the chunk being made starts with a prompt change
         self._done = False
         self._compute: deque[float] = deque(maxlen=RECENT_CHUNKS)
         self._compute_total = 0.0
@@ -163,10 +164,17 @@ class LiveSession:
     # Waiting, for the line reader and tests.
 
     def wait_settled(self, timeout: float | None = None) -> bool:
-        """Until no chunk is being made and no prompt waits for one (or the session is paused), or it has stopped."""
+        """Until every submitted prompt has landed (paused: until the chunk being made is done), or it has stopped.
+
+        Running, the test is on prompts rather than on the gap between chunks, which an unpaced generator may
+        never leave open long enough for a waiting thread to see it.
+        """
         with self._cond:
             return self._cond.wait_for(
-                lambda: self._done or (not self._in_flight and (self._paused or not self._queue)), timeout
+                lambda: (
+                    self._done or (not self._in_flight if self._paused else not self._queue and not self._switching)
+                ),
+                timeout,
             )
 
     def wait_frames(self, frames: int, timeout: float | None = None) -> bool:
@@ -210,6 +218,7 @@ class LiveSession:
                 if self.stopped_by is not None:
                     return self.stopped_by
                 self._in_flight = True
+                self._switching = change is not None
             start = time.perf_counter()
             self._started_at = self._started_at or start
             if change is not None:
@@ -231,6 +240,7 @@ class LiveSession:
                 self.frames += len(frames)
                 self.latents = gen.emitted
                 self._in_flight = False
+                self._switching = False
                 self._compute.append(done - start)
                 self._compute_total += done - start
                 self._cond.notify_all()
