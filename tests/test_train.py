@@ -104,6 +104,9 @@ def test_every_stage_leaves_weights_and_a_summary(run_dir: Path) -> None:
         assert summary["steps"] == RECIPES[stage]["steps"]
         assert (run_dir / stage / "final.safetensors").is_file()
         assert all(np.isfinite(loss) for loss in losses(run_dir / stage).values())
+    assert {"ceiling_shape", "ceiling_all", "psnr_fast_decoder"} <= json.loads(
+        (run_dir / "decoder" / "summary.json").read_text()
+    ).keys()
     std = json.loads((run_dir / "vae" / "summary.json").read_text())["latent_std"]
     assert len(std) == 16 and min(std) > 0
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import asdict
 from pathlib import Path
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor
@@ -18,15 +19,22 @@ from longlive_cli.models.taehv import TAEHV, TAEHVConfig, apply_layers
 from longlive_cli.models.vae import WanVAE
 from longlive_cli.train.artifacts import FINAL, load_weights, save_weights, write_summary
 from longlive_cli.train.checkpoint import Randomness
-from longlive_cli.train.data import random_videos
+from longlive_cli.train.data import random_videos, to_video
 from longlive_cli.train.latents import normalize, world_latents
 from longlive_cli.train.loop import Session, TrainState, pick_device
 from longlive_cli.train.optim import adamw
 from longlive_cli.train.recipe import DecoderRecipe, recipe_dict
 from longlive_cli.train.vae import foreground, load_vae
+from longlive_cli.video import to_uint8_frames
+from longlive_cli.world.metrics import evaluate as score
+from longlive_cli.world.metrics import summarise
+from longlive_cli.world.scene import FPS
+from longlive_cli.world.timelines import random_timeline, render_timeline
 
 EVAL_CLIPS = 8
 EVAL_FRAMES = 21
+CEILING_CLIPS = 30
+CEILING_S = 4.0
 
 
 def taehv_config(recipe: DecoderRecipe) -> TAEHVConfig:
@@ -56,6 +64,22 @@ def psnr(a: Tensor, b: Tensor) -> float:
 
 
 @torch.no_grad()
+def detector_ceiling(taehv: TAEHV, mean: tuple[float, ...], std: tuple[float, ...], seed: int, size: int) -> dict:
+    """Adherence the detector reads from decoded ground truth: what no generator on this decoder can exceed."""
+    rng = np.random.default_rng(seed)
+    results = []
+    for i in range(CEILING_CLIPS):
+        timeline = random_timeline(rng, CEILING_S, 0)
+        frames, _ = render_timeline(timeline, CEILING_S, size=size, seed=i)
+        frames = frames[: 1 + 4 * ((len(frames) - 1) // 4)]
+        z = normalize(world_latents(to_video(frames)[None]), mean, std)
+        results.append(score(to_uint8_frames(taehv.decode(z)), FPS, timeline))
+    row = summarise(results)
+    values = {name: row[f"adherence_{name}"] for name in ("shape", "all")}
+    return {f"ceiling_{name}": None if v is None else round(v, 3) for name, v in values.items()}
+
+
+@torch.no_grad()
 def evaluate(vae: WanVAE, taehv: TAEHV, seed: int, size: int) -> dict[str, float]:
     """Reconstruction PSNR of both decoders and both encoders' latent error on fresh clips, for the model card."""
     video = random_videos(Randomness(seed).np, EVAL_CLIPS, EVAL_FRAMES, size).to(next(vae.parameters()).device)
@@ -65,6 +89,7 @@ def evaluate(vae: WanVAE, taehv: TAEHV, seed: int, size: int) -> dict[str, float
         "psnr_wan_decoder": round(psnr(vae.decode(z), video), 2),
         "latent_rmse_wan_encoder": round(F.mse_loss(vae.encode(video), z).sqrt().item(), 4),
         "latent_rmse_fast_encoder": round(F.mse_loss(taehv.encode(video), z).sqrt().item(), 4),
+        **detector_ceiling(taehv, vae.cfg.latent_mean, vae.cfg.latent_std, seed, size),
     }
 
 

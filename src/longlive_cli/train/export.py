@@ -172,7 +172,7 @@ last frame, brightness of its three earlier frames, colourfulness), normalised b
 - **decoder**: TAEHV decoder from the latents (+ noise {s["decoder"]["recipe"]["latent_noise"]}) to frames, object \
 pixels weighted {s["decoder"]["recipe"]["foreground_weight"]}x; its encoder to the latents (latent RMSE \
 {s["decoder"]["latent_rmse_fast_encoder"]}). Reconstruction PSNR \
-{s["decoder"]["psnr_fast_decoder"]} dB. This is the decoder `tiny` renders with.
+{s["decoder"]["psnr_fast_decoder"]} dB{_ceiling(s["decoder"])}. This is the decoder `tiny` renders with.
 - **data**: {s["teacher"]["recipe"]["pool"]["clips"]} pre-rendered clips of \
 {s["teacher"]["recipe"]["pool"]["latent_frames"]} latent frames, {s["teacher"]["recipe"]["pool"]["change_prob"]:.0%} \
 with one prompt change on a chunk boundary; every object starts at the frame centre (heading right or down, \
@@ -200,6 +200,15 @@ is the centroid jump at a change over the median per-frame motion (1 is seamless
 |---|{"---|" * len(CARD_COLUMNS)}
 {table}
 """
+
+
+def _ceiling(summary: dict) -> str:
+    if summary.get("ceiling_shape") is None or summary.get("ceiling_all") is None:
+        return ""
+    return (
+        f"; the detector reads ground truth through it (fixed latents, then this decoder) with shape adherence "
+        f"{summary['ceiling_shape']:.0%} and all-attribute {summary['ceiling_all']:.0%}, a ceiling for any generator"
+    )
 
 
 def _long_line(summary: dict | None, shipped: bool = True) -> str:
