@@ -261,9 +261,10 @@ class DMD:
         """0.5 * MSE(x, stopgrad(x - grad)) over the masked frames, grad the normalised fake - real score."""
         xt, t, _ = self.noised(x, slots)
         with torch.no_grad():
-            cond = self.teacher.encode_prompt(self.features(prompts))
+            features = self.features(prompts)
+            cond = self.teacher.encode_prompt(features)
             uncond = self.teacher.encode_prompt(self.features([self.recipe.negative_prompt] * len(prompts)))
-            critic_cond = self.critic.encode_prompt(self.features(prompts))
+            critic_cond = self.critic.encode_prompt(features)
             fake = self.schedule.x0_from_flow(self.critic(xt, t, critic_cond), xt, t)
             real_cond = self.schedule.x0_from_flow(self.teacher(xt, t, cond), xt, t)
             real_uncond = self.schedule.x0_from_flow(self.teacher(xt, t, uncond), xt, t)

@@ -32,7 +32,7 @@ from longlive_cli.train.teacher import load_dit_and_text, load_pool
 
 
 class TrainingKVCache(KVCache):
-    """The engine's cache, handing attention copies rather than views of the shared buffer.
+    """The engine's cache, handing attention copies rather than views of the shared buffer when autograd records.
 
     Every layer writes into one buffer, so a view saved for backward by one layer would be invalidated by the
     next layer's write; copies keep autograd's saved tensors intact.
@@ -40,6 +40,8 @@ class TrainingKVCache(KVCache):
 
     def update_and_view(self, layer: int, plan: CachePlan, k: Tensor, v: Tensor) -> tuple[Tensor, Tensor]:
         keys, values = super().update_and_view(layer, plan, k, v)
+        if not torch.is_grad_enabled():  # nothing is saved for backward: the views are safe
+            return keys, values
         return keys.clone(), values.clone()
 
     def detach(self) -> None:
