@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import itertools
 import json
-import time
 
 import numpy as np
 import pytest
@@ -149,14 +148,9 @@ def test_random_timeline_changes_one_or_two_attributes():
         assert 1 <= sum(getattr(a, n) != getattr(b, n) for n in ATTRIBUTE_NAMES) <= 2
 
 
-def test_training_clip_is_fast():
-    rng = np.random.default_rng(0)
-    training_clip(rng)
-    start = time.perf_counter()
-    for _ in range(10):
-        clip = training_clip(rng, frames=81, size=128)
-    assert clip.frames.shape == (81, 128, 128, 3)
-    assert (time.perf_counter() - start) / 10 < 0.05
+def test_training_clip_has_the_asked_length_and_size():
+    clip = training_clip(np.random.default_rng(0), frames=81, size=128)
+    assert clip.frames.shape == (81, 128, 128, 3) and clip.frames.dtype == np.uint8
 
 
 def _ground_truth_suite(size: int, damaged: bool, seed: int, runs: int, seconds: float) -> dict:
@@ -196,11 +190,12 @@ def test_detector_reads_ground_truth_per_frame():
     assert LABELS["motion"][det.motion[0]] == states[0].attrs.motion
 
 
-def test_detector_reads_a_long_render_quickly():
+def test_detector_reads_a_long_render_in_chunks():
     frames = np.repeat(render_frames(simulate([(0.0, RED_BALL)], 64), 128), 15, axis=0)  # 960 frames
-    start = time.perf_counter()
-    det = detect(frames)
-    assert time.perf_counter() - start < 5.0 and det.found.all()  # ~1 s on a laptop core
+    det, whole = detect(frames, chunk=100), detect(frames, chunk=len(frames))
+    assert det.found.all() and len(det) == 960
+    for name in ("shape", "color", "size", "motion", "background"):
+        assert np.array_equal(getattr(det, name), getattr(whole, name)), name
 
 
 def _two_prompt_video(seconds: float, at: float, second_rendered: Attributes, second_prompt: Attributes):
