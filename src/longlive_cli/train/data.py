@@ -21,7 +21,16 @@ from longlive_cli.train.checkpoint import load_checkpoint, save_checkpoint
 from longlive_cli.train.latents import normalize, object_weight, world_latents
 from longlive_cli.train.recipe import PoolRecipe
 from longlive_cli.world.grammar import Attributes, describe, describe_change
-from longlive_cli.world.scene import FPS, LINEAR_SPEED, ORBIT_RADIUS, RADIUS, SceneState, render_frames, step
+from longlive_cli.world.scene import (
+    FPS,
+    LINEAR_SPEED,
+    ORBIT_PERIOD,
+    ORBIT_RADIUS,
+    RADIUS,
+    SceneState,
+    render_frames,
+    step,
+)
 from longlive_cli.world.timelines import prompt_index, random_attributes, random_change, simulate, training_clip
 
 CHUNK_FRAMES = 3  # latent frames per streaming chunk: where pool clips may change prompt
@@ -55,7 +64,7 @@ def pool_clip(pool: PoolRecipe, index: int, size: int) -> tuple[np.ndarray, list
         timeline.append((first_pixel / FPS, random_change(first, rng, held_out=False)))
     frames = pixel_frames(pool.latent_frames)
     if pool.centred_start:
-        states = simulate_from(centred_start(first), timeline, frames)
+        states = simulate_from(centred_start(first), timeline, frames, pool.rest_frames)
     else:
         states = simulate(timeline, frames, FPS, seed=int(rng.integers(2**31)))
     return render_frames(states, size), [attrs for _, attrs in timeline], change
@@ -65,7 +74,10 @@ def centred_start(attrs: Attributes) -> SceneState:
     """The one start the tiny model learns: frame centre, heading right or down, circling clockwise from the right.
 
     With random starts, the first chunk's flow target at high noise averages over every position and the 4-step
-    sampler of a model that is not distribution-matched (no DMD) renders that average: a blank background.
+    sampler of a model that is not distribution-matched (no DMD) renders that average: a blank background. The
+    object may also rest for the first chunk (``PoolRecipe.rest_frames``): a causal model sees the frames of its
+    first chunk only relative to each other, through RoPE, so from pure noise it cannot tell which of them should
+    have moved furthest, and renders all of them at the average place; with context behind a chunk it can.
     """
     radius = RADIUS[attrs.size]
     if attrs.motion == "circling":
@@ -75,11 +87,13 @@ def centred_start(attrs: Attributes) -> SceneState:
     return SceneState(attrs, 0.5, 0.5, vx, vy, radius=radius)
 
 
-def simulate_from(start: SceneState, timeline: list[tuple[float, Attributes]], frames: int) -> list[SceneState]:
-    """``world.timelines.simulate`` from a given first state."""
+def simulate_from(
+    start: SceneState, timeline: list[tuple[float, Attributes]], frames: int, rest: int = 0
+) -> list[SceneState]:
+    """``world.timelines.simulate`` from a given first state, held for the first ``rest`` frames."""
     active = prompt_index([at for at, _ in timeline], frames, FPS)
-    states = [start]
-    for i in range(1, frames):
+    states = [start] * min(max(rest, 1), frames)
+    for i in range(len(states), frames):
         states.append(step(states[-1], timeline[active[i]][1], 1.0 / FPS))
     return states
 
@@ -108,8 +122,9 @@ class LatentPool:
 
 
 def pool_path(run_dir: Path, pool: PoolRecipe, size: int, vae: WanVAEConfig) -> Path:
-    """Cache file of a pool: one per pool settings, size and latent statistics."""
-    key = {"pool": asdict(pool), "size": size, "mean": vae.latent_mean, "std": vae.latent_std}
+    """Cache file of a pool: one per pool settings, size, latent statistics and world motion constants."""
+    world = {"speed": LINEAR_SPEED, "orbit": [ORBIT_RADIUS, ORBIT_PERIOD]}
+    key = {"pool": asdict(pool), "size": size, "mean": vae.latent_mean, "std": vae.latent_std, "world": world}
     digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:12]
     return run_dir / "pool" / f"pool-{digest}.pt"
 

@@ -24,6 +24,7 @@ class PoolRecipe:
     change_prob: float = 0.6  # share of clips with one prompt change, landing on a chunk boundary
     first_change_chunk: int = 2  # earliest chunk a change may land on; the teacher trains on the frames before
     centred_start: bool = True  # every clip starts its object at the frame centre (see data.centred_start)
+    rest_frames: int = 0  # pixel frames a centred object rests before it sets off (see data.centred_start)
     seed: int = 1
 
 
@@ -108,7 +109,8 @@ class StudentRecipe:
     timesteps: list = field(default_factory=lambda: [1000, 750, 500, 250])
     shift: float = 5.0
     context_noise: float = 0.05  # noise on the clean frames written to the cache, against exposure bias
-    own_context_prob: float = 0.0  # share of samples whose cache gets the model's own prediction of each chunk
+    own_context_prob: float = 0.0  # share of samples whose cache gets the model's own version of a chunk
+    own_context_step: str = "drawn"  # that version: x0 at the chunk's drawn timestep, or at the sampler's "last" step
     describe_change_prob: float = 0.5  # share of changes prompted as "the red ball turns blue" rather than in full
     foreground_weight: float = 10.0  # loss weight of latent cells on and around the object
     pool: PoolRecipe = field(default_factory=PoolRecipe)
@@ -226,6 +228,8 @@ def _validate(recipe: Recipe, where: str) -> None:
             )
         if not 0 <= recipe.sink < recipe.window or recipe.window - recipe.sink < recipe.chunk_frames:
             raise RecipeError(f"{where}.window: need 0 <= sink < window and room for a chunk beside the sink")
+        if recipe.own_context_step not in ("drawn", "last"):
+            raise RecipeError(f"{where}.own_context_step: expected 'drawn' or 'last', got '{recipe.own_context_step}'")
         if not recipe.timesteps or any(not 0 < t <= 1000 for t in recipe.timesteps):
             raise RecipeError(f"{where}.timesteps: need one or more steps in 1..1000, got {recipe.timesteps}")
 
@@ -279,6 +283,11 @@ def load_recipe(path: str | Path, stage: str) -> Recipe:
     recipe = _build(STAGES[stage], data, f"{path}: {stage}")
     _validate(recipe, f"{path}: {stage}")
     return recipe
+
+
+def recipe_from_dict(data: dict, stage: str) -> Recipe:
+    """A recipe back from ``recipe_dict`` (a summary's or checkpoint's), checked as a file's would be."""
+    return _build(STAGES[stage], data, f"stored {stage} recipe")
 
 
 def recipe_dict(recipe: Recipe) -> dict:

@@ -3,10 +3,12 @@
 Teacher forcing, chunk by chunk as the engine generates: the chunk is noised to one of the four warped timesteps
 (fresh noise per sample) and trained on the flow target with the cache as context; then the clean ground-truth
 chunk is written to the cache by a t=0 pass without gradients, as the engine's cache pass does. For a share of the
-samples the cache gets the model's own prediction of the chunk instead, so it learns to continue (and correct)
-imperfect context as it meets it when generating, rather than letting blobs spread chunk after chunk. Clips that
-change prompt switch at a chunk boundary, the whole batch at once, with the engine's KV recache. Gradients of a clip's
-chunks add up to one optimizer step. Initialised from the teacher (same architecture).
+samples the cache gets the model's own version of the chunk instead (its x0 at the drawn timestep, or what the
+sampler's last step returns from freshly noised ground truth, which is what the engine caches when the earlier
+steps went right), so it learns to continue and correct imperfect context as it meets it when generating, rather
+than letting blobs spread chunk after chunk. Clips that change prompt switch at a chunk boundary, the whole batch at
+once, with the engine's KV recache. Gradients of a clip's chunks add up to one optimizer step. Initialised from the
+teacher (same architecture).
 """
 
 from __future__ import annotations
@@ -125,18 +127,41 @@ class StreamingTrainer:
             clean = target + recipe.context_noise * self.rand.randn(*target.shape).to(x0.device)
             if recipe.own_context_prob:
                 own = torch.from_numpy(self.rand.np.random(b) < recipe.own_context_prob).to(x0.device)
-                predicted = self.schedule.x0_from_flow(flow.detach(), noisy, t)
+                if recipe.own_context_step == "last":
+                    predicted = self.last_step(target, prompt, cache, start)
+                else:
+                    predicted = self.schedule.x0_from_flow(flow.detach(), noisy, t)
                 clean = torch.where(own[:, None, None, None, None], predicted, clean)
             with torch.no_grad():
                 dit(clean, torch.zeros_like(t), detached(prompt), cache, start, cache_only=True)
             history = torch.cat((history, clean), dim=1)[:, -recipe.window :]
         return total
 
+    @torch.no_grad()
+    def last_step(self, target: Tensor, prompt: PromptKV, cache: KVCache, start: int) -> Tensor:
+        """The chunk as the sampler's last step would return it from freshly noised ground truth: the context the
+        engine caches when the earlier steps went right."""
+        t = self.timesteps[len(self.recipe.timesteps) - 1].expand(target.shape[0], target.shape[1]).to(target.device)
+        noisy = self.schedule.add_noise(target, self.rand.randn(*target.shape).to(target.device), t)
+        return self.schedule.x0_from_flow(self.dit(noisy, t, detached(prompt), cache, start), noisy, t)
+
     def recache(self, cache: KVCache, history: Tensor, prompt: PromptKV, frame: int) -> None:
         """The engine's recache (original sink kept): re-encode the clean window under the new prompt."""
         n = min(self.recipe.window, frame)
         t = torch.zeros(history.shape[0], n, device=history.device)
         self.dit(history[:, -n:], t, prompt, cache, frame - n, cache_only=True)
+
+
+def objective(recipe: StudentRecipe) -> str:
+    """The student's training objective in words, for the summary and the model card."""
+    version = "as the sampler's last step returns it" if recipe.own_context_step == "last" else "as they predict it"
+    own = f"; {recipe.own_context_prob:.0%} of samples cache the chunk {version}" if recipe.own_context_prob else ""
+    rest = (
+        f"; objects rest {recipe.pool.rest_frames} frames at the centre before setting off"
+        if recipe.pool.rest_frames
+        else ""
+    )
+    return f"streaming teacher forcing (flow matching at the 4 warped timesteps over the KV cache{own}{rest})"
 
 
 def run(recipe: StudentRecipe, run_dir: Path, resume: bool = False, console=None) -> Path:
@@ -180,12 +205,7 @@ def run(recipe: StudentRecipe, run_dir: Path, resume: bool = False, console=None
                 "wall_s": round(session.log.wall_s, 1),
                 "params": sum(p.numel() for p in dit.parameters()),
                 "recipe": recipe_dict(recipe),
-                "objective": "streaming teacher forcing (flow matching at the 4 warped timesteps over the KV cache"
-                + (
-                    f"; {recipe.own_context_prob:.0%} of samples cache their own predictions)"
-                    if recipe.own_context_prob
-                    else ")"
-                ),
+                "objective": objective(recipe),
             },
         )
     return path
