@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -20,11 +22,11 @@ from longlive_cli.schedule import FlowMatchSchedule
 from longlive_cli.train import text as text_lib
 from longlive_cli.train.checkpoint import Randomness
 from longlive_cli.train.cli import run_stage, train_app
-from longlive_cli.train.data import to_video
+from longlive_cli.train.data import pool_clip, to_video
 from longlive_cli.train.export import export
 from longlive_cli.train.latents import image_latent, normalize, world_latents
 from longlive_cli.train.loop import TrainError
-from longlive_cli.train.recipe import RecipeError, StudentRecipe, load_recipe
+from longlive_cli.train.recipe import PoolRecipe, RecipeError, StudentRecipe, load_recipe
 from longlive_cli.train.student import StreamingTrainer
 from longlive_cli.train.teacher import init_dit
 from longlive_cli.world.grammar import describe, describe_change
@@ -160,12 +162,13 @@ def test_teacher_loss_falls_on_a_fixed_batch() -> None:
     assert history[-1] < 0.7 * history[0]
 
 
-def test_student_loss_falls_on_a_fixed_batch_with_a_switch() -> None:
+@pytest.mark.parametrize("own", [{}, {"own_context_prob": 1.0, "own_context_step": "last"}])
+def test_student_loss_falls_on_a_fixed_batch_with_a_switch(own: dict) -> None:
     torch.manual_seed(0)
     text = text_lib.text_encoder(TEXT, 24)
     dit = CausalWanDiT(DiTConfig(**DIT, text_dim=16, text_len=24))
     init_dit(dit)
-    recipe = StudentRecipe(steps=1, window=6, sink=3)
+    recipe = StudentRecipe(steps=1, window=6, sink=3, **own)
     opt = torch.optim.AdamW([*dit.parameters(), *text.model.parameters()], lr=3e-3)
     x0 = torch.randn(2, 9, 16, 4, 4, generator=torch.Generator().manual_seed(1))
     prompts = [["a red ball sitting still", "the red ball turns blue"], ["a green box", "the green box turns yellow"]]
@@ -176,6 +179,32 @@ def test_student_loss_falls_on_a_fixed_batch_with_a_switch() -> None:
         opt.step()
         opt.zero_grad()
     assert history[-1] < 0.8 * history[0]
+
+
+def test_first_step_probe_reports_every_step_beside_the_copy(run_dir: Path) -> None:
+    script = Path(__file__).parents[1] / "scripts" / "first_step_probe.py"
+    done = subprocess.run(
+        [sys.executable, str(script), str(run_dir), "--chunks", "2", "--clips", "2"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    rows = json.loads(done.stdout)
+    assert rows and all(key.endswith("chunk 2") for key in rows)
+    for row in rows.values():
+        assert set(row) == {"copy", "step 1", "step 2", "step 3", "step 4"}
+        assert all(np.isfinite(v) and v >= 0 for v in row.values())
+
+
+def test_centred_pool_clips_rest_then_set_off() -> None:
+    pool = PoolRecipe(clips=40, latent_frames=9, change_prob=0.0, rest_frames=9, seed=5)
+    moving = [i for i in range(pool.clips) if pool_clip(pool, i, SIZE)[1][0].motion != "still"]
+    assert moving
+    for i in moving[:3]:
+        frames = pool_clip(pool, i, SIZE)[0].astype(int)
+        assert all(np.array_equal(frames[k], frames[0]) for k in range(9))
+        assert not np.array_equal(frames[9], frames[8])
+        assert not np.array_equal(frames[-1], frames[0])
 
 
 def test_recipe_errors_name_the_file_and_key(tmp_path: Path) -> None:
