@@ -15,6 +15,8 @@ from longlive_cli.models.world_text import build_tokenizer
 from longlive_cli.train.artifacts import FINAL, read_summary
 from longlive_cli.train.decoder import load_fast_decoder
 from longlive_cli.train.evaluate import evaluate
+from longlive_cli.train.recipe import recipe_from_dict
+from longlive_cli.train.student import objective
 from longlive_cli.train.teacher import load_dit_and_text
 from longlive_cli.train.vae import load_vae
 from longlive_cli.world.grammar import HELD_OUT
@@ -182,8 +184,8 @@ on and around the object weigh {s["teacher"]["recipe"]["foreground_weight"]}x in
 {s["teacher"]["recipe"]["frames"]}-latent-frame windows of the clips \
 ({s["teacher"]["recipe"].get("offset_prob", 0):.0%} starting mid-clip, first latent re-made as a lone frame's), \
 {s["teacher"]["recipe"].get("uncond_prob", 0):.0%} with the empty prompt (for guidance), text encoder trained jointly.
-- **student**: initialised from the teacher; {s["student"]["objective"]}, on whole \
-{s["student"]["recipe"]["pool"]["latent_frames"]}-latent-frame clips with chunk-aligned prompt changes and KV \
+- **student**: initialised from the teacher; {objective(recipe_from_dict(s["student"]["recipe"], "student"))}, on \
+whole {s["student"]["recipe"]["pool"]["latent_frames"]}-latent-frame clips with chunk-aligned prompt changes and KV \
 recache.
 {_long_line(s.get("long"), generator == "long")}
 
@@ -199,7 +201,21 @@ is the centroid jump at a change over the median per-frame motion (1 is seamless
 | suite part | {" | ".join(CARD_COLUMNS)} |
 |---|{"---|" * len(CARD_COLUMNS)}
 {table}
+
+{LIMITS}
 """
+
+
+LIMITS = """## Known limits
+
+Colour, size and background follow the prompt; shape and motion mostly do not. Objects barely move, and their
+outlines wobble from frame to frame. The cause is the student's first denoising step, the one from pure noise that
+the other three refine: given moving ground truth in the KV cache, it misses the object's place in the next chunk
+by 1.2 to 2 latent cells, about as much as a still copy of the last frame would (0.8 to 2.4; one frame of motion is
+1.2), and the later steps, trained on noised ground truth rather than on their own earlier steps, keep much of that
+error, so little motion reaches the context the next chunk reads (`scripts/first_step_probe.py RUN`). The
+reference's answer is distribution matching against a teacher that renders motion; this model's teacher does not
+render motion either, so long tuning (DMD) does not fix it here."""
 
 
 def _ceiling(summary: dict) -> str:
