@@ -222,6 +222,9 @@ def test_recipe_errors_name_the_file_and_key(tmp_path: Path) -> None:
     path = write_recipe(tmp_path, "student", pool={**POOL, "latent_frames": 10})
     with pytest.raises(RecipeError, match=r"student\.pool\.latent_frames: 10 is not a whole number of 3-frame"):
         load_recipe(path, "student")
+    path = write_recipe(tmp_path, "student", own_context_step="first")
+    with pytest.raises(RecipeError, match=r"student\.own_context_step: expected 'drawn' or 'last', got 'first'"):
+        load_recipe(path, "student")
 
 
 def test_cli_reports_a_bad_recipe_with_exit_code_1(tmp_path: Path) -> None:
