@@ -15,8 +15,6 @@ from longlive_cli.models.world_text import build_tokenizer
 from longlive_cli.train.artifacts import FINAL, read_summary
 from longlive_cli.train.decoder import load_fast_decoder
 from longlive_cli.train.evaluate import evaluate
-from longlive_cli.train.recipe import recipe_from_dict
-from longlive_cli.train.student import objective
 from longlive_cli.train.teacher import load_dit_and_text
 from longlive_cli.train.vae import load_vae
 from longlive_cli.world.grammar import HELD_OUT
@@ -184,8 +182,8 @@ on and around the object weigh {s["teacher"]["recipe"]["foreground_weight"]}x in
 {s["teacher"]["recipe"]["frames"]}-latent-frame windows of the clips \
 ({s["teacher"]["recipe"].get("offset_prob", 0):.0%} starting mid-clip, first latent re-made as a lone frame's), \
 {s["teacher"]["recipe"].get("uncond_prob", 0):.0%} with the empty prompt (for guidance), text encoder trained jointly.
-- **student**: initialised from the teacher; {objective(recipe_from_dict(s["student"]["recipe"], "student"))}, on \
-whole {s["student"]["recipe"]["pool"]["latent_frames"]}-latent-frame clips with chunk-aligned prompt changes and KV \
+- **student**: initialised from the teacher; {s["student"]["objective"]}, on whole \
+{s["student"]["recipe"]["pool"]["latent_frames"]}-latent-frame clips with chunk-aligned prompt changes and KV \
 recache.
 {_long_line(s.get("long"), generator == "long")}
 
