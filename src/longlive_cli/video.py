@@ -20,6 +20,7 @@ import contextlib
 import json
 import os
 import secrets
+import signal
 import subprocess
 import tempfile
 from collections.abc import Iterator
@@ -34,6 +35,19 @@ PARTIAL_SUFFIX = ".partial.mp4"
 FRAGMENTED_MP4_FLAGS = "+frag_keyframe+empty_moov+default_base_moof"
 # How much of ffmpeg's log an error message quotes.
 LOG_TAIL_CHARS = 2000
+
+
+@contextlib.contextmanager
+def _signals_held() -> Iterator[None]:
+    """Hold signal delivery (where the platform can) so a Ctrl-C lands before or after a frame, never inside it."""
+    if not hasattr(signal, "pthread_sigmask"):
+        yield
+        return
+    previous = signal.pthread_sigmask(signal.SIG_BLOCK, signal.valid_signals())
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
 
 
 class FFmpegError(RuntimeError):
@@ -237,10 +251,11 @@ class VideoWriter:
             )
         data = np.ascontiguousarray(frames)
         try:
-            # Frame by frame, so that an interrupt mid-chunk still counts the frames ffmpeg already has.
+            # Frame by frame, so that an interrupt mid-chunk still counts exactly the frames ffmpeg already has.
             for frame in data:
-                self._process.stdin.write(memoryview(frame).cast("B"))
-                self.frames_written += 1
+                with _signals_held():
+                    self._process.stdin.write(memoryview(frame).cast("B"))
+                    self.frames_written += 1
             self._process.stdin.flush()
         except OSError:
             self._failed = True
