@@ -8,8 +8,10 @@ import signal
 import subprocess
 import sys
 import textwrap
+import threading
 import time
 from pathlib import Path
+from typing import Any
 
 import imageio_ffmpeg
 import numpy as np
@@ -153,25 +155,72 @@ def test_error_inside_block_keeps_frames_so_far(tmp_path: Path, error: type[Base
 
 
 @pytest.mark.skipif(not hasattr(signal, "setitimer"), reason="needs setitimer")
-def test_interrupt_in_the_middle_of_a_chunk_counts_every_frame_kept(tmp_path: Path) -> None:
+@pytest.mark.parametrize("delay", [0.07, 0.19])
+def test_interrupt_in_the_middle_of_a_chunk_counts_every_frame_kept(tmp_path: Path, delay: float) -> None:
     path = tmp_path / "out.mp4"
     chunk = np.random.default_rng(0).integers(0, 256, (64, 240, 320, 3), dtype=np.uint8)
 
     def interrupt(signum: int, frame: object) -> None:
-        raise KeyboardInterrupt
+        os.kill(os.getpid(), signal.SIGINT)
 
+    # A second thread that could take a process-wide signal, as torch's and the live server's threads can.
+    stop = threading.Event()
+    bystander = threading.Thread(target=stop.wait)
+    bystander.start()
     previous = signal.signal(signal.SIGALRM, interrupt)
     try:
         with pytest.raises(KeyboardInterrupt), VideoWriter(path, FPS, (320, 240)) as writer:
-            signal.setitimer(signal.ITIMER_REAL, 0.15)
+            signal.setitimer(signal.ITIMER_REAL, delay)
             while True:
                 writer.write(chunk)
     finally:
         signal.setitimer(signal.ITIMER_REAL, 0)
         signal.signal(signal.SIGALRM, previous)
+        stop.set()
+        bystander.join()
     assert writer.frames_written > 0
     assert read_video_info(path)["frames"] == writer.frames_written
     assert decode_errors(path) == ""
+
+
+class _SignalAfterWrite:
+    """ffmpeg's stdin, but a signal arrives just after the first frame is handed over and before it can be counted."""
+
+    def __init__(self, stdin: Any, signum: int) -> None:
+        self.stdin = stdin
+        self.signum = signum
+        self.sent = False
+
+    def write(self, data: memoryview) -> int:
+        written = self.stdin.write(data)
+        if not self.sent:
+            self.sent = True
+            os.kill(os.getpid(), self.signum)
+        return written
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.stdin, name)
+
+
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
+def test_interrupt_just_after_a_frame_is_handed_over_still_counts_it(tmp_path: Path, signum: int) -> None:
+    seen: list[int] = []
+
+    def on_signal(number: int, frame: object) -> None:
+        seen.append(number)
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signum, on_signal)
+    try:
+        with pytest.raises(KeyboardInterrupt), VideoWriter(tmp_path / "out.mp4", FPS, (WIDTH, HEIGHT)) as writer:
+            writer._process.stdin = _SignalAfterWrite(writer._process.stdin, signum)
+            writer.write(pattern(0, 4))
+    finally:
+        signal.signal(signum, previous)
+    assert seen == [signum]
+    assert signal.getsignal(signum) is previous
+    assert writer.frames_written == 1
+    assert read_video_info(tmp_path / "out.mp4")["frames"] == 1
 
 
 def test_error_before_any_frame_leaves_nothing(tmp_path: Path) -> None:

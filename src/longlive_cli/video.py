@@ -23,9 +23,10 @@ import secrets
 import signal
 import subprocess
 import tempfile
+import threading
 from collections.abc import Iterator
 from pathlib import Path
-from types import TracebackType
+from types import FrameType, TracebackType
 from typing import IO, Any
 
 import numpy as np
@@ -37,17 +38,34 @@ FRAGMENTED_MP4_FLAGS = "+frag_keyframe+empty_moov+default_base_moof"
 LOG_TAIL_CHARS = 2000
 
 
+INTERRUPT_SIGNALS = tuple(getattr(signal, name) for name in ("SIGINT", "SIGTERM") if hasattr(signal, name))
+
+
 @contextlib.contextmanager
-def _signals_held() -> Iterator[None]:
-    """Hold signal delivery (where the platform can) so a Ctrl-C lands before or after a frame, never inside it."""
-    if not hasattr(signal, "pthread_sigmask"):
+def _interrupts_deferred() -> Iterator[None]:
+    """Run Ctrl-C and SIGTERM handlers only after the block, so an interrupt lands before or after a frame, never in it.
+
+    Python runs signal handlers in the main thread between bytecodes, whichever thread the signal reached, so the
+    handlers themselves are swapped (a signal mask would not do: another thread can take the signal).
+    """
+    if threading.current_thread() is not threading.main_thread():
         yield
         return
-    previous = signal.pthread_sigmask(signal.SIG_BLOCK, signal.valid_signals())
+    caught: list[tuple[int, FrameType | None]] = []
+    previous = {number: signal.getsignal(number) for number in INTERRUPT_SIGNALS}
+    for number in previous:
+        signal.signal(number, lambda number, frame: caught.append((number, frame)))
     try:
         yield
     finally:
-        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
+        for number, handler in previous.items():
+            signal.signal(number, handler)
+        for number, frame in caught:
+            handler = previous[number]
+            if callable(handler):
+                handler(number, frame)
+            elif handler == signal.SIG_DFL:
+                signal.raise_signal(number)
 
 
 class FFmpegError(RuntimeError):
@@ -253,7 +271,7 @@ class VideoWriter:
         try:
             # Frame by frame, so that an interrupt mid-chunk still counts exactly the frames ffmpeg already has.
             for frame in data:
-                with _signals_held():
+                with _interrupts_deferred():
                     self._process.stdin.write(memoryview(frame).cast("B"))
                     self.frames_written += 1
             self._process.stdin.flush()
