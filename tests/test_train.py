@@ -162,7 +162,9 @@ def test_teacher_loss_falls_on_a_fixed_batch() -> None:
     assert history[-1] < 0.7 * history[0]
 
 
-@pytest.mark.parametrize("own", [{}, {"own_context_prob": 1.0, "own_context_step": "last"}])
+@pytest.mark.parametrize(
+    "own", [{}, {"own_context_prob": 1.0, "own_context_step": "last"}, {"unroll_prob": 1.0, "own_context_prob": 0.5}]
+)
 def test_student_loss_falls_on_a_fixed_batch_with_a_switch(own: dict) -> None:
     torch.manual_seed(0)
     text = text_lib.text_encoder(TEXT, 24)
@@ -179,6 +181,39 @@ def test_student_loss_falls_on_a_fixed_batch_with_a_switch(own: dict) -> None:
         opt.step()
         opt.zero_grad()
     assert history[-1] < 0.8 * history[0]
+
+
+def test_unrolled_step_starts_from_the_samplers_own_chain() -> None:
+    torch.manual_seed(0)
+    text = text_lib.text_encoder(TEXT, 24)
+    dit = CausalWanDiT(DiTConfig(**DIT, text_dim=16, text_len=24))
+    init_dit(dit)
+    recipe = StudentRecipe(steps=1, window=6, sink=3)
+    trainer = StreamingTrainer(dit, text, recipe, Randomness(0))
+    prompt = dit.encode_prompt(text_lib.encode(text, ["a red ball sitting still"]))
+    noise = torch.randn(1, 3, 16, 4, 4, generator=torch.Generator().manual_seed(2))
+    cache = trainer.new_cache(1, 4, 4)
+    assert torch.equal(trainer.sampled(noise, 0, prompt, cache, 0), noise)
+    unrolled = trainer.sampled(noise, 2, prompt, cache, 0)
+    # The engine's chain, step by step, with the same draws of fresh noise.
+    schedule, steps, rand = trainer.schedule, trainer.timesteps, Randomness(0)
+    x = noise
+    with torch.no_grad():
+        for j in range(2):
+            t = steps[j].expand(1, 3)
+            x0 = schedule.x0_from_flow(dit(x, t, prompt, cache, 0), x, t)
+            x = schedule.add_noise(x0, rand.randn(*noise.shape), steps[j + 1].expand(1, 3))
+    assert torch.equal(unrolled, x)
+    assert not torch.allclose(unrolled, schedule.add_noise(x0, noise, steps[2].expand(1, 3)))
+
+
+def test_flow_to_is_the_flow_target_when_x_t_is_x0_noised() -> None:
+    schedule = FlowMatchSchedule(5.0)
+    g = torch.Generator().manual_seed(3)
+    x0, noise = torch.randn(2, 3, 16, 4, 4, generator=g), torch.randn(2, 3, 16, 4, 4, generator=g)
+    t = schedule.warped()[[0, 2]][:, None].expand(-1, 3)
+    xt = schedule.add_noise(x0, noise, t)
+    assert torch.allclose(schedule.flow_to(x0, xt, t), schedule.flow_target(x0, noise), atol=1e-5)
 
 
 def test_first_step_probe_reports_every_step_beside_the_copy(run_dir: Path) -> None:
@@ -221,6 +256,9 @@ def test_recipe_errors_name_the_file_and_key(tmp_path: Path) -> None:
         load_recipe(path, "student")
     path = write_recipe(tmp_path, "student", pool={**POOL, "latent_frames": 10})
     with pytest.raises(RecipeError, match=r"student\.pool\.latent_frames: 10 is not a whole number of 3-frame"):
+        load_recipe(path, "student")
+    path = write_recipe(tmp_path, "student", unroll_prob=1.5)
+    with pytest.raises(RecipeError, match=r"student\.unroll_prob: must be between 0 and 1, got 1\.5"):
         load_recipe(path, "student")
     path = write_recipe(tmp_path, "student", own_context_step="first")
     with pytest.raises(RecipeError, match=r"student\.own_context_step: expected 'drawn' or 'last', got 'first'"):

@@ -43,3 +43,8 @@ class FlowMatchSchedule:
     def flow_target(self, x0: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
         """The velocity a flow-matching model is trained to predict."""
         return noise - x0
+
+    def flow_to(self, x0: torch.Tensor, xt: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        """The velocity that carries x_t to x0, ``(x_t - x0) / sigma_t``: the target when x_t is not x0 noised."""
+        sigma = self.sigma(t).reshape(*t.shape, *([1] * (xt.dim() - t.dim())))
+        return ((xt - x0) / sigma).type_as(xt)

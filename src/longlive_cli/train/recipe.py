@@ -111,6 +111,7 @@ class StudentRecipe:
     context_noise: float = 0.05  # noise on the clean frames written to the cache, against exposure bias
     own_context_prob: float = 0.0  # share of samples whose cache gets the model's own version of a chunk
     own_context_step: str = "drawn"  # that version: x0 at the chunk's drawn timestep, or at the sampler's "last" step
+    unroll_prob: float = 0.0  # share of chunks whose drawn step starts from the sampler's own earlier steps
     describe_change_prob: float = 0.5  # share of changes prompted as "the red ball turns blue" rather than in full
     foreground_weight: float = 10.0  # loss weight of latent cells on and around the object
     pool: PoolRecipe = field(default_factory=PoolRecipe)
@@ -228,6 +229,9 @@ def _validate(recipe: Recipe, where: str) -> None:
             )
         if not 0 <= recipe.sink < recipe.window or recipe.window - recipe.sink < recipe.chunk_frames:
             raise RecipeError(f"{where}.window: need 0 <= sink < window and room for a chunk beside the sink")
+        for name in ("own_context_prob", "unroll_prob"):
+            if not 0.0 <= getattr(recipe, name) <= 1.0:
+                raise RecipeError(f"{where}.{name}: must be between 0 and 1, got {getattr(recipe, name)}")
         if recipe.own_context_step not in ("drawn", "last"):
             raise RecipeError(f"{where}.own_context_step: expected 'drawn' or 'last', got '{recipe.own_context_step}'")
         if not recipe.timesteps or any(not 0 < t <= 1000 for t in recipe.timesteps):

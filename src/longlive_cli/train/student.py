@@ -6,9 +6,11 @@ chunk is written to the cache by a t=0 pass without gradients, as the engine's c
 samples the cache gets the model's own version of the chunk instead (its x0 at the drawn timestep, or what the
 sampler's last step returns from freshly noised ground truth, which is what the engine caches when the earlier
 steps went right), so it learns to continue and correct imperfect context as it meets it when generating, rather
-than letting blobs spread chunk after chunk. Clips that change prompt switch at a chunk boundary, the whole batch at
-once, with the engine's KV recache. Gradients of a clip's chunks add up to one optimizer step. Initialised from the
-teacher (same architecture).
+than letting blobs spread chunk after chunk. For a share of the chunks (``unroll_prob``) the drawn step starts not
+from noised ground truth but from what the sampler's earlier steps make of pure noise on this context, so the later
+steps learn to correct the errors they meet when generating. Clips that change prompt switch at a chunk boundary,
+the whole batch at once, with the engine's KV recache. Gradients of a clip's chunks add up to one optimizer step.
+Initialised from the teacher (same architecture).
 """
 
 from __future__ import annotations
@@ -114,13 +116,21 @@ class StreamingTrainer:
                     self.recache(cache, history, prompt, start)
             prompt = dit.encode_prompt(text_lib.encode(self.text, [p[segment] for p in prompts]))
             target = x0[:, start : start + n]
-            t = self.timesteps[self.rand.np.integers(0, len(self.timesteps), size=b)].to(x0.device)
-            t = t[:, None].expand(-1, n)
+            drawn = self.rand.np.integers(0, len(self.timesteps), size=b)
+            unrolled = bool(recipe.unroll_prob) and self.rand.np.random() < recipe.unroll_prob
+            if unrolled:  # the whole batch takes one step, so the sampler's earlier steps run once
+                drawn[:] = drawn[0]
+            t = self.timesteps[drawn].to(x0.device)[:, None].expand(-1, n)
             noise = self.rand.randn(*target.shape).to(x0.device)
-            noisy = self.schedule.add_noise(target, noise, t)
+            if unrolled:
+                noisy = self.sampled(noise, int(drawn[0]), prompt, cache, start)
+                goal = self.schedule.flow_to(target, noisy, t)
+            else:
+                noisy = self.schedule.add_noise(target, noise, t)
+                goal = self.schedule.flow_target(target, noise)
             flow = dit(noisy, t, prompt, cache, start)
             weight = weights(target)[:, :, None]
-            loss = (weight * (flow - self.schedule.flow_target(target, noise)).pow(2)).mean() / weight.mean()
+            loss = (weight * (flow - goal).pow(2)).mean() / weight.mean()
             (loss / chunks).backward()
             total += loss.item() / chunks
             cache.detach()
@@ -136,6 +146,19 @@ class StreamingTrainer:
                 dit(clean, torch.zeros_like(t), detached(prompt), cache, start, cache_only=True)
             history = torch.cat((history, clean), dim=1)[:, -recipe.window :]
         return total
+
+    @torch.no_grad()
+    def sampled(self, noise: Tensor, step: int, prompt: PromptKV, cache: KVCache, start: int) -> Tensor:
+        """The chunk as the engine's sampler hands it to step ``step`` (0-based): its earlier steps run from pure
+        noise on this context, each x0 renoised with fresh noise to the next timestep."""
+        x = noise
+        b, n = noise.shape[:2]
+        for j in range(step):
+            t = self.timesteps[j].expand(b, n).to(noise.device)
+            x0 = self.schedule.x0_from_flow(self.dit(x, t, detached(prompt), cache, start), x, t)
+            later = self.timesteps[j + 1].expand(b, n).to(noise.device)
+            x = self.schedule.add_noise(x0, self.rand.randn(*noise.shape).to(noise.device), later)
+        return x
 
     @torch.no_grad()
     def last_step(self, target: Tensor, prompt: PromptKV, cache: KVCache, start: int) -> Tensor:
@@ -161,7 +184,12 @@ def objective(recipe: StudentRecipe) -> str:
         if recipe.pool.rest_frames
         else ""
     )
-    return f"streaming teacher forcing (flow matching at the 4 warped timesteps over the KV cache{own}{rest})"
+    unroll = (
+        f"; {recipe.unroll_prob:.0%} of chunks start their step from the sampler's own earlier steps"
+        if recipe.unroll_prob
+        else ""
+    )
+    return f"streaming teacher forcing (flow matching at the 4 warped timesteps over the KV cache{own}{unroll}{rest})"
 
 
 def run(recipe: StudentRecipe, run_dir: Path, resume: bool = False, console=None) -> Path:
