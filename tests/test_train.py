@@ -242,27 +242,23 @@ def test_centred_pool_clips_rest_then_set_off() -> None:
         assert not np.array_equal(frames[-1], frames[0])
 
 
-def test_recipe_errors_name_the_file_and_key(tmp_path: Path) -> None:
-    path = write_recipe(tmp_path, "teacher", stpes=4)
-    with pytest.raises(RecipeError, match=r"teacher\.yaml: teacher: unknown key 'stpes'; did you mean 'steps'\?"):
-        load_recipe(path, "teacher")
-    path = write_recipe(tmp_path, "teacher", batch="eight")
-    with pytest.raises(RecipeError, match=r"teacher\.yaml: teacher\.batch: expected int, got str"):
-        load_recipe(path, "teacher")
-    path = write_recipe(tmp_path, "teacher", pool={**POOL, "change_prob": 2})
-    with pytest.raises(RecipeError, match=r"teacher\.pool\.change_prob: must be between 0 and 1"):
-        load_recipe(path, "teacher")
-    with pytest.raises(RecipeError, match=r"teacher\.yaml: stage: the file is a 'teacher' recipe, not 'student'"):
-        load_recipe(path, "student")
-    path = write_recipe(tmp_path, "student", pool={**POOL, "latent_frames": 10})
-    with pytest.raises(RecipeError, match=r"student\.pool\.latent_frames: 10 is not a whole number of 3-frame"):
-        load_recipe(path, "student")
-    path = write_recipe(tmp_path, "student", unroll_prob=1.5)
-    with pytest.raises(RecipeError, match=r"student\.unroll_prob: must be between 0 and 1, got 1\.5"):
-        load_recipe(path, "student")
-    path = write_recipe(tmp_path, "student", own_context_step="first")
-    with pytest.raises(RecipeError, match=r"student\.own_context_step: expected 'drawn' or 'last', got 'first'"):
-        load_recipe(path, "student")
+@pytest.mark.parametrize(
+    ("stage", "keys", "load_as", "message"),
+    [
+        ("teacher", {"stpes": 4}, "teacher", r"teacher\.yaml: teacher: unknown key 'stpes'; did you mean 'steps'\?"),
+        ("teacher", {"batch": "eight"}, "teacher", r"teacher\.yaml: teacher\.batch: expected int, got str"),
+        ("teacher", {"pool": {**POOL, "change_prob": 2}}, "teacher", r"teacher\.pool\.change_prob: must be between 0"),
+        ("teacher", {}, "student", r"teacher\.yaml: stage: the file is a 'teacher' recipe, not 'student'"),
+        ("student", {"pool": {**POOL, "latent_frames": 10}}, "student", r"latent_frames: 10 is not a whole number"),
+        ("student", {"unroll_prob": 1.5}, "student", r"student\.unroll_prob: must be between 0 and 1, got 1\.5"),
+        ("student", {"own_context_step": "first"}, "student", r"student\.own_context_step: expected 'drawn' or 'last'"),
+    ],
+)
+def test_recipe_errors_name_the_file_and_key(
+    tmp_path: Path, stage: str, keys: dict, load_as: str, message: str
+) -> None:
+    with pytest.raises(RecipeError, match=message):
+        load_recipe(write_recipe(tmp_path, stage, **keys), load_as)
 
 
 def test_cli_reports_a_bad_recipe_with_exit_code_1(tmp_path: Path) -> None:
