@@ -24,7 +24,7 @@ from longlive_cli.train.checkpoint import Randomness
 from longlive_cli.train.cli import run_stage, train_app
 from longlive_cli.train.data import pool_clip, to_video
 from longlive_cli.train.export import export
-from longlive_cli.train.latents import image_latent, normalize, world_latents
+from longlive_cli.train.latents import COLOURFUL, image_latent, normalize, object_weight, world_latents
 from longlive_cli.train.loop import TrainError
 from longlive_cli.train.recipe import PoolRecipe, RecipeError, StudentRecipe, load_recipe
 from longlive_cli.train.student import StreamingTrainer
@@ -231,6 +231,20 @@ def test_first_step_probe_reports_every_step_beside_the_copy(run_dir: Path) -> N
         assert all(np.isfinite(v) and v >= 0 for v in row.values())
 
 
+def test_attribute_grid_scores_every_combination_and_word() -> None:
+    script = Path(__file__).parents[1] / "scripts" / "attribute_grid.py"
+    done = subprocess.run(
+        [sys.executable, str(script), "tiny", "--seconds", "1"], capture_output=True, text=True, check=True
+    )
+    report = json.loads(done.stdout)
+    assert len(report["grid"]) == 3 * 4 * 2
+    assert all(0 <= v <= 1 for row in report["grid"].values() for v in row.values() if v is not None)
+    assert set(report["shape by motion"]) == {"still", "horizontal", "vertical", "circling"}
+    layers = load_bundle("tiny").dit.cfg.num_layers
+    assert set(report["word effect"]) == {"shape", "color", "size", "motion", "synonym"}
+    assert all(len(v) == layers and all(x > 0 for x in v) for v in report["word effect"].values())
+
+
 def test_centred_pool_clips_rest_then_set_off() -> None:
     pool = PoolRecipe(clips=40, latent_frames=9, change_prob=0.0, rest_frames=9, seed=5)
     moving = [i for i in range(pool.clips) if pool_clip(pool, i, SIZE)[1][0].motion != "still"]
@@ -315,3 +329,16 @@ def test_image_latent_is_the_latent_of_the_lone_frame() -> None:
     assert torch.allclose(image_latent(clip[2:3], mean, std)[0], lone, atol=1e-5)  # latent 2 ends at frame 8
     assert not torch.allclose(clip[2], lone, atol=1e-2)  # the group's own latent carries the frames before it
     assert torch.allclose(image_latent(clip[:1], mean, std), clip[:1], atol=1e-5)  # frame 0 is already alone
+
+
+def test_object_weight_marks_the_object_and_its_outline() -> None:
+    channels = 16
+    mean, std = (0.0,) * channels, (1.0,) * channels
+    latents = torch.zeros(1, 1, channels, 7, 7)
+    latents[0, 0, COLOURFUL, 2:5, 2:5] = 1.0  # a 3x3-cell object: one core cell, its ring, then a margin ring
+    plain = object_weight(latents, mean, std, 10.0)[0, 0]
+    assert plain[3, 3] == plain[1, 1] == 10.0 and plain[0, 0] == 1.0
+    outlined = object_weight(latents, mean, std, 10.0, edge=3.0)[0, 0]
+    assert outlined[3, 3] == 10.0  # inside, away from the outline
+    assert outlined[2, 2] == outlined[1, 3] == 30.0  # the object's outer cells and the margin
+    assert outlined[0, 0] == 1.0
