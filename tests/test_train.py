@@ -331,14 +331,11 @@ def test_image_latent_is_the_latent_of_the_lone_frame() -> None:
     assert torch.allclose(image_latent(clip[:1], mean, std), clip[:1], atol=1e-5)  # frame 0 is already alone
 
 
-def test_object_weight_marks_the_object_and_its_outline() -> None:
+def test_object_weight_marks_the_object_and_a_margin() -> None:
     channels = 16
     mean, std = (0.0,) * channels, (1.0,) * channels
     latents = torch.zeros(1, 1, channels, 7, 7)
-    latents[0, 0, COLOURFUL, 2:5, 2:5] = 1.0  # a 3x3-cell object: one core cell, its ring, then a margin ring
-    plain = object_weight(latents, mean, std, 10.0)[0, 0]
-    assert plain[3, 3] == plain[1, 1] == 10.0 and plain[0, 0] == 1.0
-    outlined = object_weight(latents, mean, std, 10.0, edge=3.0)[0, 0]
-    assert outlined[3, 3] == 10.0  # inside, away from the outline
-    assert outlined[2, 2] == outlined[1, 3] == 30.0  # the object's outer cells and the margin
-    assert outlined[0, 0] == 1.0
+    latents[0, 0, COLOURFUL, 2:5, 2:5] = 1.0  # a 3x3-cell object
+    weights = object_weight(latents, mean, std, 10.0)[0, 0]
+    assert weights[3, 3] == weights[2, 2] == weights[1, 1] == weights[1, 3] == 10.0
+    assert weights[0, 0] == weights[6, 3] == 1.0

@@ -108,10 +108,9 @@ class LatentPool:
     mean: tuple[float, ...]  # the normalisation, for reading raw statistics back
     std: tuple[float, ...]
 
-    def weights(self, latents: torch.Tensor, weight: float, edge: float = 1.0) -> torch.Tensor:
-        """Loss weights [B, F, h, w] of pool latents [B, F, C, h, w]: ``weight`` around the object, 1 elsewhere,
-        times ``edge`` along its outline."""
-        return object_weight(latents, self.mean, self.std, weight, edge)
+    def weights(self, latents: torch.Tensor, weight: float) -> torch.Tensor:
+        """Loss weights [B, F, h, w] of pool latents [B, F, C, h, w]: ``weight`` around the object, 1 elsewhere."""
+        return object_weight(latents, self.mean, self.std, weight)
 
     def indices(self, changed: int | None = None) -> np.ndarray:
         """Clips whose change lands at latent frame ``changed`` (-1: no change); None: every clip."""

@@ -61,20 +61,13 @@ COLOURFUL = 15  # channel index of the colourfulness statistic
 OBJECT_THRESHOLD = 0.1  # raw colourfulness above which a latent cell holds part of the object
 
 
-def object_weight(
-    latents: Tensor, mean: tuple[float, ...], std: tuple[float, ...], weight: float, edge: float = 1.0
-) -> Tensor:
+def object_weight(latents: Tensor, mean: tuple[float, ...], std: tuple[float, ...], weight: float) -> Tensor:
     """Loss weights [B, F, h, w] of normalised latents [B, F, 16, h, w]: ``weight`` around the object, else 1.
 
     Every ShapesWorld object is saturated and every background grey, so colourfulness finds the object's cells; a
-    one-cell margin takes in its edges. ``edge`` multiplies the band of cells along the outline (the margin and the
-    object's own cells that touch it), where the shape lives, on top.
+    one-cell margin takes in its edges.
     """
     raw = latents[:, :, COLOURFUL] * std[COLOURFUL] + mean[COLOURFUL]
     cells = (raw > OBJECT_THRESHOLD).float().flatten(0, 1)[:, None]
-    near = F.max_pool2d(cells, 3, stride=1, padding=1)
-    weights = 1.0 + (weight - 1.0) * near
-    if edge != 1.0:
-        core = -F.max_pool2d(-cells, 3, stride=1, padding=1)  # cells whose neighbours all hold the object
-        weights = weights * (1.0 + (edge - 1.0) * (near - core))
-    return weights[:, 0].unflatten(0, latents.shape[:2])
+    near = F.max_pool2d(cells, 3, stride=1, padding=1)[:, 0].unflatten(0, latents.shape[:2])
+    return 1.0 + (weight - 1.0) * near

@@ -84,7 +84,6 @@ class TeacherRecipe:
     ema: float = 0.995
     shift: float = 5.0
     foreground_weight: float = 10.0  # loss weight of latent cells on and around the object
-    edge_weight: float = 1.0  # extra factor on the cells along the object's outline, where its shape lives
     uncond_prob: float = 0.0  # share of clips trained on the empty prompt, for classifier-free guidance
     offset_prob: float = 0.0  # share of clips taken from a later start (first latent re-made as a lone frame's)
     pool: PoolRecipe = field(default_factory=PoolRecipe)
@@ -115,7 +114,6 @@ class StudentRecipe:
     unroll_prob: float = 0.0  # share of chunks whose drawn step starts from the sampler's own earlier steps
     describe_change_prob: float = 0.5  # share of changes prompted as "the red ball turns blue" rather than in full
     foreground_weight: float = 10.0  # loss weight of latent cells on and around the object
-    edge_weight: float = 1.0  # extra factor on the cells along the object's outline, where its shape lives
     pool: PoolRecipe = field(default_factory=PoolRecipe)
     log_every: int = 5
     checkpoint_every: int = 20

@@ -211,14 +211,13 @@ def run(recipe: StudentRecipe, run_dir: Path, resume: bool = False, console=None
         keys = sorted(groups)
         weights = [len(groups[k]) / len(pool.change) for k in keys]
 
-        def loss_weights(x: torch.Tensor) -> torch.Tensor:
-            return pool.weights(x, recipe.foreground_weight, recipe.edge_weight)
-
         def step(_: int) -> dict[str, float]:
             change = keys[rand.np.choice(len(keys), p=weights)]
             idx = rand.np.choice(groups[change], size=recipe.batch)
             prompts = [prompts_for(rand.np, pool.attributes[i], recipe.describe_change_prob) for i in idx]
-            loss = trainer.clip(pool.latents[idx].to(device), prompts, change, loss_weights)
+            loss = trainer.clip(
+                pool.latents[idx].to(device), prompts, change, lambda x: pool.weights(x, recipe.foreground_weight)
+            )
             grad = state.step(params, recipe.grad_clip)
             return {"loss": loss, "grad": grad}
 

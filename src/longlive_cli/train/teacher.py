@@ -106,7 +106,7 @@ def run(recipe: TeacherRecipe, run_dir: Path, resume: bool = False, console=None
             t = t[:, None].expand(-1, recipe.frames).to(device)
             noise = rand.randn(*x0.shape).to(device)
             flow = dit(schedule.add_noise(x0, noise, t), t, dit.encode_prompt(text_lib.encode(text, prompts)))
-            weight = pool.weights(x0, recipe.foreground_weight, recipe.edge_weight)[:, :, None]
+            weight = pool.weights(x0, recipe.foreground_weight)[:, :, None]
             loss = (weight * (flow - schedule.flow_target(x0, noise)).pow(2)).mean() / weight.mean()
             loss.backward()
             grad = state.step(params, recipe.grad_clip)
