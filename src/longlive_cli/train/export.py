@@ -206,14 +206,13 @@ is the centroid jump at a change over the median per-frame motion (1 is seamless
 
 LIMITS = """## Known limits
 
-Colour, size and background follow the prompt; shape and motion mostly do not. Objects barely move, and their
-outlines wobble from frame to frame. The cause is the student's first denoising step, the one from pure noise that
-the other three refine: given moving ground truth in the KV cache, it misses the object's place in the next chunk
-by 1.2 to 2 latent cells, about as much as a still copy of the last frame would (0.8 to 2.4; one frame of motion is
-1.2), and the later steps, trained on noised ground truth rather than on their own earlier steps, keep much of that
-error, so little motion reaches the context the next chunk reads (`scripts/first_step_probe.py RUN`). The
-reference's answer is distribution matching against a teacher that renders motion; this model's teacher does not
-render motion either, so long tuning (DMD) does not fix it here."""
+Colour, size and background follow the prompt; shape and linear motion do not (`scripts/attribute_grid.py` scores
+each). Shape is read right about a third of the time, for still and moving objects alike: the model renders a
+mean blob, nearer a circle or a square, and swapping the shape word moves its cross-attention barely more than a
+synonym does. Objects moving left and right or up and down cross their free range in one second, so they bounce
+every two latent frames; the model renders the average over that phase, a blob wobbling about the centre, while
+circling objects, which turn smoothly, mostly circle. The teacher shares both limits, so long tuning (DMD), which
+distils it, cannot lift them here."""
 
 
 def _ceiling(summary: dict) -> str:
