@@ -42,21 +42,21 @@ INTERRUPT_SIGNALS = tuple(getattr(signal, name) for name in ("SIGINT", "SIGTERM"
 
 
 @contextlib.contextmanager
-def _interrupts_deferred() -> Iterator[None]:
-    """Run Ctrl-C and SIGTERM handlers only after the block, so an interrupt lands before or after a frame, never in it.
+def _interrupts_deferred() -> Iterator[list[tuple[int, FrameType | None]]]:
+    """Hold Ctrl-C and SIGTERM until the block ends, yielding the list of those caught so the block can stop early.
 
     Python runs signal handlers in the main thread between bytecodes, whichever thread the signal reached, so the
     handlers themselves are swapped (a signal mask would not do: another thread can take the signal).
     """
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
     caught: list[tuple[int, FrameType | None]] = []
+    if threading.current_thread() is not threading.main_thread():
+        yield caught
+        return
     previous = {number: signal.getsignal(number) for number in INTERRUPT_SIGNALS}
     for number in previous:
-        signal.signal(number, lambda number, frame: caught.append((number, frame)))
+        signal.signal(number, lambda signum, frame: caught.append((signum, frame)))
     try:
-        yield
+        yield caught
     finally:
         for number, handler in previous.items():
             signal.signal(number, handler)
@@ -269,9 +269,11 @@ class VideoWriter:
             )
         data = np.ascontiguousarray(frames)
         try:
-            # Frame by frame, so that an interrupt mid-chunk still counts exactly the frames ffmpeg already has.
-            for frame in data:
-                with _interrupts_deferred():
+            # Frame by frame, an interrupt taking effect between two frames, so the count is exactly what ffmpeg has.
+            with _interrupts_deferred() as caught:
+                for frame in data:
+                    if caught:
+                        break
                     self._process.stdin.write(memoryview(frame).cast("B"))
                     self.frames_written += 1
             self._process.stdin.flush()
