@@ -29,7 +29,7 @@ from longlive_cli.train.loop import TrainError
 from longlive_cli.train.recipe import PoolRecipe, RecipeError, StudentRecipe, load_recipe
 from longlive_cli.train.student import StreamingTrainer
 from longlive_cli.train.teacher import init_dit
-from longlive_cli.world.grammar import describe, describe_change
+from longlive_cli.world.grammar import SHAPES, describe, describe_change
 from longlive_cli.world.timelines import random_attributes, random_change, training_clip
 
 SIZE = 32
@@ -64,6 +64,7 @@ RECIPES = {
         "pool": POOL,
         "uncond_prob": 0.5,
         "offset_prob": 0.5,
+        "text_attributes": 0.5,
         "log_every": 1,
         "checkpoint_every": 2,
     },
@@ -160,6 +161,33 @@ def test_teacher_loss_falls_on_a_fixed_batch() -> None:
         opt.step()
         history.append(loss.item())
     assert history[-1] < 0.7 * history[0]
+
+
+def test_attribute_heads_teach_every_token_the_whole_prompt() -> None:
+    """After a few steps each real token of a prompt names its shape (not only the shape word); empty prompts
+    add nothing to the loss."""
+    torch.manual_seed(0)
+    rng = np.random.default_rng(0)
+    text = text_lib.text_encoder(TEXT, 24)
+    heads = text_lib.AttributeHeads(text.text_dim)
+    attributes = [random_attributes(rng) for _ in range(16)]
+    prompts = [describe(a, rng) for a in attributes]
+    opt = torch.optim.AdamW([*text.model.parameters(), *heads.parameters()], lr=3e-3)
+    first = None
+    for _ in range(150):
+        features, mask = text_lib.encode_with_mask(text, prompts)
+        loss, share = heads.loss(features, mask, attributes)
+        first = share if first is None else first
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    features, mask = text_lib.encode_with_mask(text, prompts)
+    shape_of = heads.heads["shape"](features).argmax(-1)
+    truth = torch.tensor([SHAPES.index(a.shape) for a in attributes])[:, None].expand_as(shape_of)
+    assert first < 0.6 and (shape_of == truth)[mask.bool()].all()
+    empty, _ = heads.loss(*text_lib.encode_with_mask(text, [prompts[0], ""]), [attributes[0], None])
+    alone, _ = heads.loss(*text_lib.encode_with_mask(text, [prompts[0]]), [attributes[0]])
+    assert torch.allclose(empty, alone)
 
 
 @pytest.mark.parametrize(

@@ -86,6 +86,7 @@ class TeacherRecipe:
     foreground_weight: float = 10.0  # loss weight of latent cells on and around the object
     uncond_prob: float = 0.0  # share of clips trained on the empty prompt, for classifier-free guidance
     offset_prob: float = 0.0  # share of clips taken from a later start (first latent re-made as a lone frame's)
+    text_attributes: float = 0.0  # weight of the loss that makes every prompt token name every attribute
     pool: PoolRecipe = field(default_factory=PoolRecipe)
     log_every: int = 10
     checkpoint_every: int = 50

@@ -5,7 +5,9 @@ each time, or the empty prompt for a share of them so that classifier-free guida
 push away from. A share of the clips start later than frame 0, their first latent made into a lone frame's (as a
 window of a long video is scored in the ``long`` stage), so the teacher knows objects anywhere and moving from the
 first frame, not only the pool's centred starts. The object covers a few latent cells, so its cells weigh more in
-the loss (else backgrounds come first and the object much later). Timesteps are drawn uniformly from the shift-5
+the loss (else backgrounds come first and the object much later). With ``text_attributes``, linear heads read every
+attribute from each prompt token's feature, and their loss trains the text encoder too (``text.AttributeHeads``).
+Timesteps are drawn uniformly from the shift-5
 table, which puts most of the weight on high noise, where the student's four warped steps live.
 """
 
@@ -76,11 +78,14 @@ def run(recipe: TeacherRecipe, run_dir: Path, resume: bool = False, console=None
     dit = CausalWanDiT(dit_cfg)
     init_dit(dit)
     dit.to(device)
-    params = [*dit.parameters(), *text.model.parameters()]
+    modules: dict[str, nn.Module] = {"dit": dit, "text": text.model}
+    if recipe.text_attributes:
+        modules["attribute_heads"] = text_lib.AttributeHeads(text.text_dim).to(device)
+    params = [p for m in modules.values() for p in m.parameters()]
     optimizer, scheduler = adamw(params, recipe.lr, recipe.warmup, recipe.steps)
     emas = {"dit": EMA(dit, recipe.ema), "text": EMA(text.model, recipe.ema)}
     rand = Randomness(recipe.seed)
-    state = TrainState({"dit": dit, "text": text.model}, optimizer, scheduler, rand, emas)
+    state = TrainState(modules, optimizer, scheduler, rand, emas)
     schedule = FlowMatchSchedule(recipe.shift)
 
     with Session(run_dir, "teacher", recipe, resume, console) as session:
@@ -98,19 +103,26 @@ def run(recipe: TeacherRecipe, run_dir: Path, resume: bool = False, console=None
         def step(_: int) -> dict[str, float]:
             idx = single[rand.np.integers(0, len(single), size=recipe.batch)]
             x0 = torch.stack([window(i) for i in idx]).to(device)
-            prompts = [describe(pool.attributes[i][0], rand.np) for i in idx]
+            attributes = [pool.attributes[i][0] for i in idx]
+            prompts = [describe(a, rand.np) for a in attributes]
             if recipe.uncond_prob:
                 drop = rand.np.random(recipe.batch) < recipe.uncond_prob
                 prompts = [UNCOND if d else p for p, d in zip(prompts, drop, strict=True)]
+                attributes = [None if d else a for a, d in zip(attributes, drop, strict=True)]
             t = schedule.timesteps[rand.np.integers(0, schedule.num_train_timesteps, size=recipe.batch)]
             t = t[:, None].expand(-1, recipe.frames).to(device)
             noise = rand.randn(*x0.shape).to(device)
-            flow = dit(schedule.add_noise(x0, noise, t), t, dit.encode_prompt(text_lib.encode(text, prompts)))
+            features, mask = text_lib.encode_with_mask(text, prompts)
+            flow = dit(schedule.add_noise(x0, noise, t), t, dit.encode_prompt(features))
             weight = pool.weights(x0, recipe.foreground_weight)[:, :, None]
             loss = (weight * (flow - schedule.flow_target(x0, noise)).pow(2)).mean() / weight.mean()
+            metrics = {"loss": loss.item()}
+            if recipe.text_attributes:
+                named, share = modules["attribute_heads"].loss(features, mask, attributes)
+                loss = loss + recipe.text_attributes * named
+                metrics.update(attribute_loss=named.item(), attributes_named=share)
             loss.backward()
-            grad = state.step(params, recipe.grad_clip)
-            return {"loss": loss.item(), "grad": grad}
+            return {**metrics, "grad": state.step(params, recipe.grad_clip)}
 
         session.train(state, step)
         path = session.folder / FINAL

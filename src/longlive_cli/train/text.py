@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
-from torch import Tensor
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
 
 from longlive_cli.models.t5 import UMT5Config, UMT5Encoder
 from longlive_cli.models.text import UMT5TextEncoder
 from longlive_cli.models.world_text import build_tokenizer
+from longlive_cli.world.grammar import ATTRIBUTE_NAMES, VALUES, Attributes
 
 
 def text_encoder(text: dict, text_len: int) -> UMT5TextEncoder:
@@ -18,9 +21,44 @@ def text_encoder(text: dict, text_len: int) -> UMT5TextEncoder:
 
 def encode(encoder: UMT5TextEncoder, prompts: list[str]) -> Tensor:
     """Features [B, text_len, dim] with padded rows zeroed, like ``UMT5TextEncoder.encode`` but differentiable."""
+    return encode_with_mask(encoder, prompts)[0]
+
+
+def encode_with_mask(encoder: UMT5TextEncoder, prompts: list[str]) -> tuple[Tensor, Tensor]:
+    """``encode``'s features and the token mask [B, text_len] (1 on real tokens)."""
     device = encoder.model.token_embedding.weight.device
     ids, mask = (t.to(device) for t in encoder.tokenize(prompts))
-    return encoder.model(ids, mask).masked_fill(mask[..., None] == 0, 0.0)
+    return encoder.model(ids, mask).masked_fill(mask[..., None] == 0, 0.0), mask
+
+
+class AttributeHeads(nn.Module):
+    """Linear readouts of every attribute of a prompt from each of its tokens' features.
+
+    Trained beside the teacher, they make every token carry the whole prompt, as a pretrained encoder's tokens do.
+    Without them the DiT's cross-attention settled on one late word whose feature held colour and size but hardly
+    the shape, and the shape word went unused.
+    """
+
+    def __init__(self, dim: int):
+        super().__init__()
+        self.heads = nn.ModuleDict({name: nn.Linear(dim, len(VALUES[name])) for name in ATTRIBUTE_NAMES})
+
+    def loss(self, features: Tensor, mask: Tensor, attributes: list[Attributes | None]) -> tuple[Tensor, float]:
+        """Cross-entropy over the real tokens of the prompts that have attributes (None: the empty prompt), and the
+        share of (token, attribute) readings that are right."""
+        rows = [i for i, a in enumerate(attributes) if a is not None]
+        if not rows:
+            return features.sum() * 0.0, 1.0
+        real = mask[rows].bool()
+        tokens = features[rows][real]
+        losses, hits = [], []
+        for name, head in self.heads.items():
+            labels = torch.tensor([VALUES[name].index(getattr(attributes[i], name)) for i in rows], device=mask.device)
+            target = labels[:, None].expand(-1, mask.shape[1])[real]
+            logits = head(tokens)
+            losses.append(F.cross_entropy(logits, target))
+            hits.append((logits.argmax(-1) == target).float().mean())
+        return torch.stack(losses).mean(), torch.stack(hits).mean().item()
 
 
 def load_text_encoder(config: dict, text_len: int, state: dict[str, Tensor]) -> UMT5TextEncoder:
