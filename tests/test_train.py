@@ -259,6 +259,22 @@ def test_first_step_probe_reports_every_step_beside_the_copy(run_dir: Path) -> N
         assert all(np.isfinite(v) and v >= 0 for v in row.values())
 
 
+def test_teacher_probe_reads_samples_steering_and_attention(run_dir: Path) -> None:
+    script = Path(__file__).parents[1] / "scripts" / "teacher_probe.py"
+    args = [str(run_dir), "--steps", "2", "--seconds", "1", "--clips", "2"]
+    report = json.loads(
+        subprocess.run([sys.executable, str(script), *args], capture_output=True, text=True, check=True).stdout
+    )
+    assert len(report["samples"]) == 3 * 4
+    readings = [v for row in report["samples"].values() for v in row.values()] + [
+        v for row in report["steering"].values() for v in row.values()
+    ]
+    assert all(v is None or 0 <= v <= 1 for v in readings) and len(report["steering"]) == 5
+    layers = RECIPES["teacher"]["dit"]["num_layers"]
+    shares = np.array(list(report["attention"].values()))
+    assert shares.shape == (len(report["attention"]), layers) and np.allclose(shares.sum(0), 1, atol=0.02)
+
+
 def test_attribute_grid_scores_every_combination_and_word() -> None:
     script = Path(__file__).parents[1] / "scripts" / "attribute_grid.py"
     done = subprocess.run(

@@ -1,0 +1,180 @@
+"""Whether a run's teacher renders each shape and motion and heeds its shape word: the check before distilling.
+
+Three readings of ``RUN/teacher`` through ``RUN/decoder`` and the detector, in a few minutes on one CPU thread:
+
+- samples: the bidirectional teacher sampled from noise (Euler, classifier-free guidance) for every shape x motion
+  (large, one colour on one background), read back frame by frame;
+- steering: still pool clips (their object sits at the centre, so the prompt fixes every pixel) noised to each level
+  and denoised in one step, once under the right shape word and once under another. A teacher that uses the word
+  reads back the prompted shape; one that ignores it reads back the noisy input's;
+- attention: the share of each layer's cross-attention that every word of one prompt receives (the rest goes to
+  the end token and the padding).
+
+    python scripts/teacher_probe.py RUN [--steps 20] [--guidance 3] [--clips 12] [--seconds 3]
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import json
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from longlive_cli.models.attention import CrossAttention
+from longlive_cli.schedule import FlowMatchSchedule
+from longlive_cli.train import text as text_lib
+from longlive_cli.train.artifacts import FINAL, read_summary
+from longlive_cli.train.decoder import load_fast_decoder
+from longlive_cli.train.latents import image_latent
+from longlive_cli.train.recipe import recipe_from_dict
+from longlive_cli.train.teacher import UNCOND, load_dit_and_text, load_pool
+from longlive_cli.video import to_uint8_frames
+from longlive_cli.world.detector import detect
+from longlive_cli.world.grammar import MOTION_TEXT, MOTIONS, SHAPES, describe
+from longlive_cli.world.metrics import evaluate
+from longlive_cli.world.scene import FPS
+
+SIGMAS = (0.2, 0.4, 0.6, 0.75, 0.9)
+PROMPT = "a large {color} {shape} {motion} on a {background} background"
+
+
+def prompt_for(shape: str, motion: str, color: str, background: str) -> str:
+    """The canonical wording of one grid cell."""
+    return PROMPT.format(color=color, shape=shape, motion=MOTION_TEXT[motion][0], background=background)
+
+
+@torch.no_grad()
+def sample(dit, text, prompt: str, frames: int, hw: tuple[int, int], steps: int, guidance: float, seed: int):
+    """Latents [1, frames, 16, h, w] from noise: Euler over the shift-5 table, guided away from the empty prompt."""
+    schedule = FlowMatchSchedule(5.0)
+    idx = np.linspace(0, schedule.num_train_timesteps - 1, steps).round().astype(int)
+    ts, sigmas = schedule.timesteps[idx], torch.cat([schedule.sigmas[idx], torch.zeros(1)])
+    cond, uncond = (dit.encode_prompt(text_lib.encode(text, [p])) for p in (prompt, UNCOND))
+    x = torch.randn(1, frames, 16, *hw, generator=torch.Generator().manual_seed(seed))
+    for j in range(steps):
+        t = ts[j].expand(1, frames)
+        v_uncond = dit(x, t, uncond)
+        x = x + (sigmas[j + 1] - sigmas[j]) * (v_uncond + guidance * (dit(x, t, cond) - v_uncond))
+    return x
+
+
+def mean(values: list[float | None]) -> float | None:
+    """Mean of the readings there are (None where the detector found nothing to score)."""
+    kept = [v for v in values if v is not None]
+    return round(float(np.mean(kept)), 3) if kept else None
+
+
+def decode(taehv, z: torch.Tensor) -> np.ndarray:
+    """Frames uint8 [N, H, W, 3] of latents [1, F, 16, h, w]."""
+    return to_uint8_frames(taehv.decode(z.transpose(1, 2)))
+
+
+def samples(dit, text, taehv, args, hw: tuple[int, int]) -> dict[str, dict[str, float | None]]:
+    """Steady shape and motion adherence of one sample per shape x motion."""
+    frames = 1 + (round(args.seconds * FPS) - 1) // 4
+    rows = {}
+    for shape, motion in itertools.product(SHAPES, MOTIONS):
+        prompt = prompt_for(shape, motion, args.color, args.background)
+        video = decode(taehv, sample(dit, text, prompt, frames, hw, args.steps, args.guidance, seed=0))
+        steady = evaluate(video, FPS, [(0.0, prompt)])["adherence"]["steady"]
+        rows[f"{shape} {motion}"] = {k: steady[k] for k in ("shape", "motion")}
+    return rows
+
+
+@torch.no_grad()
+def steering(dit, text, taehv, pool, clips: int, frames: int) -> dict[str, dict[str, float]]:
+    """Per noise level: shape read back from one-step denoised still clips under the right and a wrong shape word."""
+    idx = [i for i, c in enumerate(pool.change) if c < 0 and pool.attributes[i][0].motion == "still"][:clips]
+    x0 = torch.stack(
+        [torch.cat([image_latent(pool.latents[i, :1], pool.mean, pool.std), pool.latents[i, 1:frames]]) for i in idx]
+    )
+    truth = [pool.attributes[i][0] for i in idx]
+    wrong = [replace(a, shape=SHAPES[(SHAPES.index(a.shape) + 1) % len(SHAPES)]) for a in truth]
+    rng = np.random.default_rng(0)
+    schedule = FlowMatchSchedule(5.0)
+    noise = torch.randn(x0.shape, generator=torch.Generator().manual_seed(1))
+    out = {}
+    for sigma in SIGMAS:
+        t = torch.full(x0.shape[:2], sigma * schedule.num_train_timesteps)
+        xt = schedule.add_noise(x0, noise, t)
+        row = {}
+        for name, attrs in (("right word", truth), ("wrong word", wrong)):
+            context = dit.encode_prompt(text_lib.encode(text, [describe(a, rng) for a in attrs]))
+            pred = schedule.x0_from_flow(dit(xt, t, context), xt, t)
+            prompted, kept = [], []
+            for b, (said, true) in enumerate(zip(attrs, truth, strict=True)):
+                read = detect(decode(taehv, pred[b : b + 1])).shape
+                prompted.append(np.mean(read == SHAPES.index(said.shape)))
+                kept.append(np.mean(read == SHAPES.index(true.shape)))
+            row[f"{name}: prompted shape"] = round(float(np.mean(prompted)), 3)
+            if name == "wrong word":
+                row["wrong word: true shape"] = round(float(np.mean(kept)), 3)
+        out[f"sigma {sigma}"] = row
+    return out
+
+
+@torch.no_grad()
+def attention(dit, text, prompt: str, hw: tuple[int, int]) -> dict[str, list[float]]:
+    """Share of cross-attention per prompt word and layer (mean over heads and video tokens), at sigma 0.75."""
+    shares: list[torch.Tensor] = []
+    forward = CrossAttention.forward
+
+    def recording(self: CrossAttention, x: torch.Tensor, kv: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
+        b, n, _ = x.shape
+        q = self.norm_q(self.q(x)).view(b, n, self.num_heads, self.head_dim).transpose(1, 2)
+        weights = F.softmax(q @ kv[0].transpose(-1, -2) / self.head_dim**0.5, dim=-1)
+        shares.append(weights[0].mean((0, 1)))
+        return forward(self, x, kv)
+
+    CrossAttention.forward = recording
+    try:
+        x = torch.randn(1, 3, 16, *hw, generator=torch.Generator().manual_seed(2))
+        dit(x, torch.full((1, 3), 750.0), dit.encode_prompt(text_lib.encode(text, [prompt])))
+    finally:
+        CrossAttention.forward = forward
+    words = prompt.split()
+    _, mask = text.tokenize([prompt])
+    if int(mask.sum()) != len(words) + 1:
+        raise ValueError(f"expected one token per word and an end token for {prompt!r}")
+    table = {f"{word} ({k + 1})": [round(float(s[k]), 3) for s in shares] for k, word in enumerate(words)}
+    table["(end)"] = [round(float(s[len(words)]), 3) for s in shares]
+    table["(padding)"] = [round(float(s[len(words) + 1 :].sum()), 3) for s in shares]
+    return table
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("run", type=Path, help="a training run folder with finished decoder and teacher stages")
+    parser.add_argument("--weights", type=Path, help="teacher weights (default RUN/teacher/final.safetensors)")
+    parser.add_argument("--steps", type=int, default=20, help="Euler steps per sample")
+    parser.add_argument("--guidance", type=float, default=3.0)
+    parser.add_argument("--seconds", type=float, default=3.0, help="length of each sample")
+    parser.add_argument("--clips", type=int, default=12, help="still pool clips for the steering reading")
+    parser.add_argument("--color", default="red")
+    parser.add_argument("--background", default="black")
+    args = parser.parse_args()
+    torch.manual_seed(0)
+    recipe = recipe_from_dict(read_summary(args.run / "teacher")["recipe"], "teacher")
+    dit, text, _ = load_dit_and_text(args.weights or args.run / "teacher" / FINAL)
+    dit.eval()
+    taehv, _ = load_fast_decoder(args.run)
+    pool = load_pool(args.run, recipe.pool, recipe.size, lambda _: None)
+    hw = tuple(pool.latents.shape[-2:])
+    rows = samples(dit, text, taehv, args, hw)
+    report = {
+        "samples": rows,
+        "shape by shape": {s: mean([rows[f"{s} {m}"]["shape"] for m in MOTIONS]) for s in SHAPES},
+        "motion by motion": {m: mean([rows[f"{s} {m}"]["motion"] for s in SHAPES]) for m in MOTIONS},
+        "steering": steering(dit, text, taehv, pool, args.clips, recipe.frames),
+        "attention": attention(dit, text, prompt_for("circle", "still", args.color, args.background), hw),
+    }
+    print(json.dumps(report, indent=1))
+
+
+if __name__ == "__main__":
+    main()
