@@ -206,13 +206,15 @@ is the centroid jump at a change over the median per-frame motion (1 is seamless
 
 LIMITS = """## Known limits
 
-Colour, size and background follow the prompt; shape and linear motion do not (`scripts/attribute_grid.py` scores
-each). Shape is read right about a third of the time, for still and moving objects alike: the model renders a
-mean blob, nearer a circle or a square, and swapping the shape word moves its cross-attention barely more than a
-synonym does. Objects moving left and right or up and down cross their free range in one second, so they bounce
-every two latent frames; the model renders the average over that phase, a blob wobbling about the centre, while
-circling objects, which turn smoothly, mostly circle. The teacher shares both limits, so long tuning (DMD), which
-distils it, cannot lift them here."""
+Colour, size and background follow the prompt; shape does not, and linear motion mostly does not
+(`scripts/attribute_grid.py` scores each). Shape is read right about a third of the time, for still and moving
+objects alike: the model renders one blob whatever the shape word (read as a circle or a square), and swapping the
+word moves its cross-attention barely more than a synonym does. The teacher is the cause
+(`scripts/teacher_probe.py`): denoising a still clip under a wrong shape word gives back the noisy input's shape,
+and its cross-attention reads mostly the background word and the padding. Objects moving left and right or up and
+down cross their free range in one second, bouncing every four latent frames; they are rendered moving about a
+quarter of the time (still and circling objects almost always). Long tuning (DMD) distils that teacher and does not
+lift either limit."""
 
 
 def _ceiling(summary: dict) -> str:
