@@ -6,6 +6,7 @@ import json
 import shutil
 import subprocess
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -29,7 +30,7 @@ from longlive_cli.train.loop import TrainError
 from longlive_cli.train.recipe import PoolRecipe, RecipeError, StudentRecipe, load_recipe
 from longlive_cli.train.student import StreamingTrainer
 from longlive_cli.train.teacher import init_dit
-from longlive_cli.world.grammar import SHAPES, describe, describe_change
+from longlive_cli.world.grammar import COLORS, SHAPES, describe, describe_change
 from longlive_cli.world.timelines import random_attributes, random_change, training_clip
 
 SIZE = 32
@@ -164,30 +165,36 @@ def test_teacher_loss_falls_on_a_fixed_batch() -> None:
 
 
 def test_attribute_heads_teach_every_token_the_whole_prompt() -> None:
-    """After a few steps each real token of a prompt names its shape (not only the shape word); empty prompts
-    add nothing to the loss."""
+    """After a short fit each real token of a prompt names its shape (not only the shape word), a follow-up wording's
+    tokens name the new colour (not the subject's old one), and what a prompt leaves unsaid adds nothing."""
     torch.manual_seed(0)
     rng = np.random.default_rng(0)
     text = text_lib.text_encoder(TEXT, 24)
     heads = text_lib.AttributeHeads(text.text_dim)
-    attributes = [random_attributes(rng) for _ in range(16)]
-    prompts = [describe(a, rng) for a in attributes]
+    firsts = [random_attributes(rng) for _ in range(12)]
+    pairs = [(a, replace(a, color=COLORS[(COLORS.index(a.color) + 1) % len(COLORS)])) for a in firsts[:8]]
+    prompts = [describe(a, rng) for a in firsts] + [describe_change(old, new, rng) for old, new in pairs]
+    labels = [text_lib.labels_of(a) for a in firsts] + [text_lib.change_labels(old, new) for old, new in pairs]
+    assert all(set(stated) == {"color", "shape"} for stated in labels[12:])
     opt = torch.optim.AdamW([*text.model.parameters(), *heads.parameters()], lr=3e-3)
     first = None
     for _ in range(150):
-        features, mask = text_lib.encode_with_mask(text, prompts)
-        loss, share = heads.loss(features, mask, attributes)
+        loss, share = heads.loss(*text_lib.encode_with_mask(text, prompts), labels)
         first = share if first is None else first
         opt.zero_grad()
         loss.backward()
         opt.step()
     features, mask = text_lib.encode_with_mask(text, prompts)
-    shape_of = heads.heads["shape"](features).argmax(-1)
-    truth = torch.tensor([SHAPES.index(a.shape) for a in attributes])[:, None].expand_as(shape_of)
-    assert first < 0.6 and (shape_of == truth)[mask.bool()].all()
-    empty, _ = heads.loss(*text_lib.encode_with_mask(text, [prompts[0], ""]), [attributes[0], None])
-    alone, _ = heads.loss(*text_lib.encode_with_mask(text, [prompts[0]]), [attributes[0]])
-    assert torch.allclose(empty, alone)
+    real = mask.bool()
+    shape_of, color_of = (heads.heads[name](features).argmax(-1) for name in ("shape", "color"))
+    shapes = torch.tensor([SHAPES.index(a.shape) for a in firsts])[:, None].expand(-1, mask.shape[1])
+    new_colors = torch.tensor([COLORS.index(new.color) for _, new in pairs])[:, None].expand(-1, mask.shape[1])
+    assert first < 0.6
+    assert (shape_of[:12] == shapes)[real[:12]].all() and (color_of[12:] == new_colors)[real[12:]].all()
+    one = prompts[12:13]
+    alone, _ = heads.loss(*text_lib.encode_with_mask(text, one), labels[12:13])
+    with_unsaid, _ = heads.loss(*text_lib.encode_with_mask(text, [*one, ""]), [labels[12], None])
+    assert torch.allclose(alone, with_unsaid)
 
 
 @pytest.mark.parametrize(

@@ -6,9 +6,10 @@ push away from. A share of the clips start later than frame 0, their first laten
 window of a long video is scored in the ``long`` stage), so the teacher knows objects anywhere and moving from the
 first frame, not only the pool's centred starts. The object covers a few latent cells, so its cells weigh more in
 the loss (else backgrounds come first and the object much later). With ``text_attributes``, linear heads read every
-attribute from each prompt token's feature, and their loss trains the text encoder too (``text.AttributeHeads``).
-Timesteps are drawn uniformly from the shift-5
-table, which puts most of the weight on high noise, where the student's four warped steps live.
+attribute a prompt states from each of its tokens' features, on the batch's prompts and on as many follow-up wordings
+of the pool's changes ("the red ball turns blue", labelled with what they say of the new attributes), and their loss
+trains the text encoder too (``text.AttributeHeads``). Timesteps are drawn uniformly from the shift-5 table, which
+puts most of the weight on high noise, where the student's four warped steps live.
 """
 
 from __future__ import annotations
@@ -32,7 +33,7 @@ from longlive_cli.train.loop import Session, TrainState, pick_device
 from longlive_cli.train.optim import EMA, adamw
 from longlive_cli.train.recipe import PoolRecipe, TeacherRecipe, recipe_dict
 from longlive_cli.train.vae import load_vae
-from longlive_cli.world.grammar import describe
+from longlive_cli.world.grammar import describe, describe_change
 
 UNCOND = ""  # the unconditional prompt of classifier-free guidance
 
@@ -91,6 +92,7 @@ def run(recipe: TeacherRecipe, run_dir: Path, resume: bool = False, console=None
     with Session(run_dir, "teacher", recipe, resume, console) as session:
         pool = load_pool(run_dir, recipe.pool, recipe.size, session.log.note)
         single = np.array([i for i, c in enumerate(pool.change) if c < 0 or c >= recipe.frames])
+        changed = np.array([i for i, c in enumerate(pool.change) if c >= 0])
         length = pool.latents.shape[1]
 
         def window(i: int) -> torch.Tensor:
@@ -118,7 +120,15 @@ def run(recipe: TeacherRecipe, run_dir: Path, resume: bool = False, console=None
             loss = (weight * (flow - schedule.flow_target(x0, noise)).pow(2)).mean() / weight.mean()
             metrics = {"loss": loss.item()}
             if recipe.text_attributes:
-                named, share = modules["attribute_heads"].loss(features, mask, attributes)
+                heads = modules["attribute_heads"]
+                labels = [None if a is None else text_lib.labels_of(a) for a in attributes]
+                named, share = heads.loss(features, mask, labels)
+                if len(changed):
+                    pairs = [pool.attributes[i][:2] for i in changed[rand.np.integers(0, len(changed), recipe.batch)]]
+                    wordings = [describe_change(old, new, rand.np) for old, new in pairs]
+                    stated = [text_lib.change_labels(old, new) for old, new in pairs]
+                    followed, followed_share = heads.loss(*text_lib.encode_with_mask(text, wordings), stated)
+                    named, share = (named + followed) / 2, (share + followed_share) / 2
                 loss = loss + recipe.text_attributes * named
                 metrics.update(attribute_loss=named.item(), attributes_named=share)
             loss.backward()

@@ -31,8 +31,20 @@ def encode_with_mask(encoder: UMT5TextEncoder, prompts: list[str]) -> tuple[Tens
     return encoder.model(ids, mask).masked_fill(mask[..., None] == 0, 0.0), mask
 
 
+def labels_of(attributes: Attributes) -> dict[str, str]:
+    """Every attribute: what a full description (``describe``) states."""
+    return {name: getattr(attributes, name) for name in ATTRIBUTE_NAMES}
+
+
+def change_labels(old: Attributes, new: Attributes) -> dict[str, str]:
+    """What a follow-up wording (``describe_change``) states of the new attributes: colour and shape always (its
+    subject names them), size, motion and background only when they change."""
+    stated = [n for n in ATTRIBUTE_NAMES if n in ("color", "shape") or getattr(old, n) != getattr(new, n)]
+    return {name: getattr(new, name) for name in stated}
+
+
 class AttributeHeads(nn.Module):
-    """Linear readouts of every attribute of a prompt from each of its tokens' features.
+    """Linear readouts of every attribute a prompt states from each of its tokens' features.
 
     Trained beside the teacher, they make every token carry the whole prompt, as a pretrained encoder's tokens do.
     Without them the DiT's cross-attention settled on one late word whose feature held colour and size but hardly
@@ -43,21 +55,22 @@ class AttributeHeads(nn.Module):
         super().__init__()
         self.heads = nn.ModuleDict({name: nn.Linear(dim, len(VALUES[name])) for name in ATTRIBUTE_NAMES})
 
-    def loss(self, features: Tensor, mask: Tensor, attributes: list[Attributes | None]) -> tuple[Tensor, float]:
-        """Cross-entropy over the real tokens of the prompts that have attributes (None: the empty prompt), and the
-        share of (token, attribute) readings that are right."""
-        rows = [i for i, a in enumerate(attributes) if a is not None]
-        if not rows:
-            return features.sum() * 0.0, 1.0
-        real = mask[rows].bool()
-        tokens = features[rows][real]
+    def loss(self, features: Tensor, mask: Tensor, labels: list[dict[str, str] | None]) -> tuple[Tensor, float]:
+        """Cross-entropy over the real tokens of each prompt for each attribute it states (None: the empty prompt,
+        nothing stated), and the share of those (token, attribute) readings that are right."""
         losses, hits = [], []
         for name, head in self.heads.items():
-            labels = torch.tensor([VALUES[name].index(getattr(attributes[i], name)) for i in rows], device=mask.device)
-            target = labels[:, None].expand(-1, mask.shape[1])[real]
-            logits = head(tokens)
+            rows = [i for i, stated in enumerate(labels) if stated and name in stated]
+            if not rows:
+                continue
+            real = mask[rows].bool()
+            values = torch.tensor([VALUES[name].index(labels[i][name]) for i in rows], device=mask.device)
+            target = values[:, None].expand(-1, mask.shape[1])[real]
+            logits = head(features[rows][real])
             losses.append(F.cross_entropy(logits, target))
             hits.append((logits.argmax(-1) == target).float().mean())
+        if not losses:
+            return features.sum() * 0.0, 1.0
         return torch.stack(losses).mean(), torch.stack(hits).mean().item()
 
 
