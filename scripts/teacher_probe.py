@@ -69,6 +69,11 @@ def mean(values: list[float | None]) -> float | None:
     return round(float(np.mean(kept)), 3) if kept else None
 
 
+def mean_hits(reads: list[np.ndarray], attrs: list) -> float:
+    """Share of frames, averaged over clips, whose shape reading is each clip's ``attrs`` shape."""
+    return round(float(np.mean([np.mean(r == SHAPES.index(a.shape)) for r, a in zip(reads, attrs, strict=True)])), 3)
+
+
 def decode(taehv, z: torch.Tensor) -> np.ndarray:
     """Frames uint8 [N, H, W, 3] of latents [1, F, 16, h, w]."""
     return to_uint8_frames(taehv.decode(z.transpose(1, 2)))
@@ -96,6 +101,10 @@ def steering(dit, text, taehv, pool, clips: int, frames: int) -> dict[str, dict[
     truth = [pool.attributes[i][0] for i in idx]
     wrong = [replace(a, shape=SHAPES[(SHAPES.index(a.shape) + 1) % len(SHAPES)]) for a in truth]
     rng = np.random.default_rng(0)
+    contexts = {
+        name: (attrs, dit.encode_prompt(text_lib.encode(text, [describe(a, rng) for a in attrs])))
+        for name, attrs in (("right word", truth), ("wrong word", wrong))
+    }
     schedule = FlowMatchSchedule(5.0)
     noise = torch.randn(x0.shape, generator=torch.Generator().manual_seed(1))
     out = {}
@@ -103,17 +112,12 @@ def steering(dit, text, taehv, pool, clips: int, frames: int) -> dict[str, dict[
         t = torch.full(x0.shape[:2], sigma * schedule.num_train_timesteps)
         xt = schedule.add_noise(x0, noise, t)
         row = {}
-        for name, attrs in (("right word", truth), ("wrong word", wrong)):
-            context = dit.encode_prompt(text_lib.encode(text, [describe(a, rng) for a in attrs]))
+        for name, (attrs, context) in contexts.items():
             pred = schedule.x0_from_flow(dit(xt, t, context), xt, t)
-            prompted, kept = [], []
-            for b, (said, true) in enumerate(zip(attrs, truth, strict=True)):
-                read = detect(decode(taehv, pred[b : b + 1])).shape
-                prompted.append(np.mean(read == SHAPES.index(said.shape)))
-                kept.append(np.mean(read == SHAPES.index(true.shape)))
-            row[f"{name}: prompted shape"] = round(float(np.mean(prompted)), 3)
+            reads = [detect(decode(taehv, pred[b : b + 1])).shape for b in range(len(idx))]
+            row[f"{name}: prompted shape"] = mean_hits(reads, attrs)
             if name == "wrong word":
-                row["wrong word: true shape"] = round(float(np.mean(kept)), 3)
+                row["wrong word: true shape"] = mean_hits(reads, truth)
         out[f"sigma {sigma}"] = row
     return out
 
