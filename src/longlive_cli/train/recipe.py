@@ -87,6 +87,9 @@ class TeacherRecipe:
     uncond_prob: float = 0.0  # share of clips trained on the empty prompt, for classifier-free guidance
     offset_prob: float = 0.0  # share of clips taken from a later start (first latent re-made as a lone frame's)
     text_attributes: float = 0.0  # weight of the loss that makes every prompt token name every attribute
+    text_pretrain: int = 0  # steps of that loss on the text encoder alone before the DiT starts; it then stays frozen
+    text_pretrain_batch: int = 64  # descriptions and as many follow-up wordings per pretraining step
+    text_pretrain_lr: float = 1e-3
     pool: PoolRecipe = field(default_factory=PoolRecipe)
     log_every: int = 10
     checkpoint_every: int = 50
@@ -219,6 +222,10 @@ def _validate(recipe: Recipe, where: str) -> None:
         raise RecipeError(
             f"{where}.frames: must be between 1 and the pool's {recipe.pool.latent_frames} latent frames, "
             f"got {recipe.frames}"
+        )
+    if isinstance(recipe, TeacherRecipe) and recipe.text_pretrain and recipe.text_attributes:
+        raise RecipeError(
+            f"{where}.text_attributes: trains the text encoder beside the DiT, which text_pretrain freezes; keep one"
         )
     if isinstance(recipe, LongRecipe):
         _validate_long(recipe, where)

@@ -197,10 +197,13 @@ def run(recipe: StudentRecipe, run_dir: Path, resume: bool = False, console=None
     device = pick_device()
     dit, text, config = load_dit_and_text(Path(run_dir) / "teacher" / FINAL, device)
     dit.train().requires_grad_(True)
-    text.model.train().requires_grad_(True)
-    params = [*dit.parameters(), *text.model.parameters()]
+    train_text = not config.get("text_frozen", False)  # a teacher's pretrained, frozen encoder stays frozen
+    text.model.train(train_text).requires_grad_(train_text)
+    params = [*dit.parameters(), *(text.model.parameters() if train_text else ())]
     optimizer, scheduler = adamw(params, recipe.lr, recipe.warmup, recipe.steps)
-    emas = {"dit": EMA(dit, recipe.ema), "text": EMA(text.model, recipe.ema)}
+    emas = {"dit": EMA(dit, recipe.ema)}
+    if train_text:
+        emas["text"] = EMA(text.model, recipe.ema)
     rand = Randomness(recipe.seed)
     state = TrainState({"dit": dit, "text": text.model}, optimizer, scheduler, rand, emas)
     trainer = StreamingTrainer(dit, text, recipe, rand)
@@ -224,7 +227,8 @@ def run(recipe: StudentRecipe, run_dir: Path, resume: bool = False, console=None
         session.train(state, step)
         path = session.folder / FINAL
         config = {**config, "engine": engine_settings(recipe)}
-        save_weights(path, {"dit": emas["dit"].weights(dit), "text": emas["text"].weights(text.model)}, config)
+        text_weights = emas["text"].weights(text.model) if train_text else text.model.state_dict()
+        save_weights(path, {"dit": emas["dit"].weights(dit), "text": text_weights}, config)
         write_summary(
             session.folder,
             {

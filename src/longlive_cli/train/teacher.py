@@ -1,4 +1,4 @@
-"""Stage ``teacher``: the bidirectional Wan DiT and the tiny umT5, trained jointly by flow matching.
+"""Stage ``teacher``: the bidirectional Wan DiT and the tiny umT5, trained by flow matching (jointly or after it).
 
 Clips are latent frames of the pool under their first prompt (from clips that keep it that long), freshly worded
 each time, or the empty prompt for a share of them so that classifier-free guidance has an unconditional model to
@@ -8,8 +8,11 @@ first frame, not only the pool's centred starts. The object covers a few latent 
 the loss (else backgrounds come first and the object much later). With ``text_attributes``, linear heads read every
 attribute a prompt states from each of its tokens' features, on the batch's prompts and on as many follow-up wordings
 of the pool's changes ("the red ball turns blue", labelled with what they say of the new attributes), and their loss
-trains the text encoder too (``text.AttributeHeads``). Timesteps are drawn uniformly from the shift-5 table, which
-puts most of the weight on high noise, where the student's four warped steps live.
+trains the text encoder too (``text.AttributeHeads``). With ``text_pretrain`` the heads train the text encoder alone
+first, on many more prompts per step, and it then stays frozen through the teacher and the student, as Wan's umT5
+does: the DiT learns from features that name each attribute of combinations it never saw. Timesteps are drawn
+uniformly from the shift-5 table, which puts most of the weight on high noise, where the student's four warped steps
+live.
 """
 
 from __future__ import annotations
@@ -82,9 +85,12 @@ def run(recipe: TeacherRecipe, run_dir: Path, resume: bool = False, console=None
     modules: dict[str, nn.Module] = {"dit": dit, "text": text.model}
     if recipe.text_attributes:
         modules["attribute_heads"] = text_lib.AttributeHeads(text.text_dim).to(device)
-    params = [p for m in modules.values() for p in m.parameters()]
+    frozen = bool(recipe.text_pretrain)
+    params = [p for name, m in modules.items() if not (frozen and name == "text") for p in m.parameters()]
     optimizer, scheduler = adamw(params, recipe.lr, recipe.warmup, recipe.steps)
-    emas = {"dit": EMA(dit, recipe.ema), "text": EMA(text.model, recipe.ema)}
+    emas = {"dit": EMA(dit, recipe.ema)}
+    if not frozen:
+        emas["text"] = EMA(text.model, recipe.ema)
     rand = Randomness(recipe.seed)
     state = TrainState(modules, optimizer, scheduler, rand, emas)
     schedule = FlowMatchSchedule(recipe.shift)
@@ -94,6 +100,21 @@ def run(recipe: TeacherRecipe, run_dir: Path, resume: bool = False, console=None
         single = np.array([i for i, c in enumerate(pool.change) if c < 0 or c >= recipe.frames])
         changed = np.array([i for i, c in enumerate(pool.change) if c >= 0])
         length = pool.latents.shape[1]
+        text_summary = {}
+        if frozen:
+            if not session.saved:
+                named = text_lib.pretrain(
+                    text,
+                    pool.attributes,
+                    recipe.text_pretrain,
+                    recipe.text_pretrain_batch,
+                    recipe.text_pretrain_lr,
+                    recipe.seed,
+                )
+                text_summary = {"text_held_out_named": {k: round(v, 4) for k, v in named.items()}}
+                shares = ", ".join(f"{k} {v:.0%}" for k, v in named.items())
+                session.log.note(f"text encoder pretrained and frozen; held-out descriptions' tokens name {shares}")
+            text.model.eval().requires_grad_(False)
 
         def window(i: int) -> torch.Tensor:
             """``frames`` latents of clip i under its first prompt, from the start or (offset_prob) a later frame."""
@@ -114,7 +135,8 @@ def run(recipe: TeacherRecipe, run_dir: Path, resume: bool = False, console=None
             t = schedule.timesteps[rand.np.integers(0, schedule.num_train_timesteps, size=recipe.batch)]
             t = t[:, None].expand(-1, recipe.frames).to(device)
             noise = rand.randn(*x0.shape).to(device)
-            features, mask = text_lib.encode_with_mask(text, prompts)
+            with torch.set_grad_enabled(not frozen):
+                features, mask = text_lib.encode_with_mask(text, prompts)
             flow = dit(schedule.add_noise(x0, noise, t), t, dit.encode_prompt(features))
             weight = pool.weights(x0, recipe.foreground_weight)[:, :, None]
             loss = (weight * (flow - schedule.flow_target(x0, noise)).pow(2)).mean() / weight.mean()
@@ -137,7 +159,10 @@ def run(recipe: TeacherRecipe, run_dir: Path, resume: bool = False, console=None
         session.train(state, step)
         path = session.folder / FINAL
         config = {"dit": dit_cfg.to_dict(), "text": asdict(text.model.cfg), "text_len": recipe.text_len}
-        save_weights(path, {"dit": emas["dit"].weights(dit), "text": emas["text"].weights(text.model)}, config)
+        text_weights = text.model.state_dict() if frozen else emas["text"].weights(text.model)
+        if frozen:
+            config["text_frozen"] = True
+        save_weights(path, {"dit": emas["dit"].weights(dit), "text": text_weights}, config)
         write_summary(
             session.folder,
             {
@@ -147,6 +172,7 @@ def run(recipe: TeacherRecipe, run_dir: Path, resume: bool = False, console=None
                 "params": sum(p.numel() for p in dit.parameters()),
                 "text_params": sum(p.numel() for p in text.model.parameters()),
                 "recipe": recipe_dict(recipe),
+                **text_summary,
             },
         )
     return path

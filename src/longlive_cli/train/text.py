@@ -1,7 +1,10 @@
-"""The tiny text encoder: the world's word-level tokenizer and a narrow umT5, trained through the DiT."""
+"""The tiny text encoder: the world's word-level tokenizer and a narrow umT5, trained alone or through the DiT."""
 
 from __future__ import annotations
 
+import itertools
+
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -9,7 +12,7 @@ from torch import Tensor, nn
 from longlive_cli.models.t5 import UMT5Config, UMT5Encoder
 from longlive_cli.models.text import UMT5TextEncoder
 from longlive_cli.models.world_text import build_tokenizer
-from longlive_cli.world.grammar import ATTRIBUTE_NAMES, VALUES, Attributes
+from longlive_cli.world.grammar import ATTRIBUTE_NAMES, VALUES, Attributes, describe, describe_change, is_held_out
 
 
 def text_encoder(text: dict, text_len: int) -> UMT5TextEncoder:
@@ -59,19 +62,71 @@ class AttributeHeads(nn.Module):
         """Cross-entropy over the real tokens of each prompt for each attribute it states (None: the empty prompt,
         nothing stated), and the share of those (token, attribute) readings that are right."""
         losses, hits = [], []
+        for logits, target in self._readings(features, mask, labels).values():
+            losses.append(F.cross_entropy(logits, target))
+            hits.append((logits.argmax(-1) == target).float().mean())
+        if not losses:
+            return features.sum() * 0.0, 1.0
+        return torch.stack(losses).mean(), torch.stack(hits).mean().item()
+
+    @torch.no_grad()
+    def named(self, features: Tensor, mask: Tensor, labels: list[dict[str, str] | None]) -> dict[str, float]:
+        """Per attribute, the share of real tokens whose feature names the stated value."""
+        readings = self._readings(features, mask, labels).items()
+        return {name: (logits.argmax(-1) == target).float().mean().item() for name, (logits, target) in readings}
+
+    def _readings(
+        self, features: Tensor, mask: Tensor, labels: list[dict[str, str] | None]
+    ) -> dict[str, tuple[Tensor, Tensor]]:
+        """Per stated attribute: each real token's logits and the stated value's index."""
+        out = {}
         for name, head in self.heads.items():
             rows = [i for i, stated in enumerate(labels) if stated and name in stated]
             if not rows:
                 continue
             real = mask[rows].bool()
             values = torch.tensor([VALUES[name].index(labels[i][name]) for i in rows], device=mask.device)
-            target = values[:, None].expand(-1, mask.shape[1])[real]
-            logits = head(features[rows][real])
-            losses.append(F.cross_entropy(logits, target))
-            hits.append((logits.argmax(-1) == target).float().mean())
-        if not losses:
-            return features.sum() * 0.0, 1.0
-        return torch.stack(losses).mean(), torch.stack(hits).mean().item()
+            out[name] = (head(features[rows][real]), values[:, None].expand(-1, mask.shape[1])[real])
+        return out
+
+
+def held_out_attributes() -> list[Attributes]:
+    """Every attribute combination the training data never shows (``grammar.HELD_OUT``)."""
+    combos = (Attributes(*values) for values in itertools.product(*(VALUES[n] for n in ATTRIBUTE_NAMES)))
+    return [a for a in combos if is_held_out(a)]
+
+
+def pretrain(
+    encoder: UMT5TextEncoder, seen: list[list[Attributes]], steps: int, batch: int, lr: float, seed: int
+) -> dict[str, float]:
+    """Train the encoder alone so that each token names every attribute its prompt states, on descriptions of the
+    seen prompt sequences' first attributes and follow-up wordings of their changes; returns, per attribute, the share
+    of tokens of held-out descriptions that name it right (what a frozen encoder will hand the DiT)."""
+    rng = np.random.default_rng(seed)
+    device = encoder.model.token_embedding.weight.device
+    heads = AttributeHeads(encoder.text_dim).to(device)
+    firsts = [prompts[0] for prompts in seen]
+    pairs = [prompts[:2] for prompts in seen if len(prompts) > 1]
+    params = [*encoder.model.parameters(), *heads.parameters()]
+    optimizer = torch.optim.AdamW(params, lr=lr, weight_decay=0.0)
+    encoder.model.train()
+    for _ in range(steps):
+        attrs = [firsts[i] for i in rng.integers(0, len(firsts), batch)]
+        descriptions = [describe(a, rng) for a in attrs]
+        loss, _ = heads.loss(*encode_with_mask(encoder, descriptions), [labels_of(a) for a in attrs])
+        if pairs:
+            picked = [pairs[i] for i in rng.integers(0, len(pairs), batch)]
+            wordings = [describe_change(old, new, rng) for old, new in picked]
+            followed, _ = heads.loss(*encode_with_mask(encoder, wordings), [change_labels(o, n) for o, n in picked])
+            loss = (loss + followed) / 2
+        loss.backward()
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+    encoder.model.eval()
+    held = held_out_attributes() * 4
+    with torch.no_grad():
+        features, mask = encode_with_mask(encoder, [describe(a, rng) for a in held])
+    return heads.named(features, mask, [labels_of(a) for a in held])
 
 
 def load_text_encoder(config: dict, text_len: int, state: dict[str, Tensor]) -> UMT5TextEncoder:
