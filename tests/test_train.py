@@ -209,8 +209,8 @@ def test_pretrained_text_encoder_names_held_out_combinations() -> None:
         if not is_held_out(first):
             seen.append([first, replace(first, color=COLORS[(COLORS.index(first.color) + 1) % len(COLORS)])])
     text = text_lib.text_encoder(TEXT, 24)
-    untrained = text_lib.pretrain(text_lib.text_encoder(TEXT, 24), seen, 0, 32, 3e-3, 0)
-    named = text_lib.pretrain(text, seen, 300, 32, 3e-3, 0)
+    untrained = text_lib.pretrain(text_lib.text_encoder(TEXT, 24), seen, 0, 32, 1e-2, 0)
+    named = text_lib.pretrain(text, seen, 300, 32, 1e-2, 0)
     assert set(named) == {"shape", "color", "size", "motion", "background"}
     assert named["shape"] > 0.85 and np.mean(list(named.values())) > np.mean(list(untrained.values())) + 0.15
 

@@ -90,6 +90,7 @@ class TeacherRecipe:
     text_pretrain: int = 0  # steps of that loss on the text encoder alone before the DiT starts; it then stays frozen
     text_pretrain_batch: int = 64  # descriptions and as many follow-up wordings per pretraining step
     text_pretrain_lr: float = 1e-3
+    text_pretrain_weight_decay: float = 1.0  # keeps held-out combinations' tokens naming them (0: as often not)
     pool: PoolRecipe = field(default_factory=PoolRecipe)
     log_every: int = 10
     checkpoint_every: int = 50

@@ -110,6 +110,7 @@ def run(recipe: TeacherRecipe, run_dir: Path, resume: bool = False, console=None
                     recipe.text_pretrain_batch,
                     recipe.text_pretrain_lr,
                     recipe.seed,
+                    recipe.text_pretrain_weight_decay,
                 )
                 text_summary = {"text_held_out_named": {k: round(v, 4) for k, v in named.items()}}
                 shares = ", ".join(f"{k} {v:.0%}" for k, v in named.items())
