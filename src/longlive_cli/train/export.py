@@ -181,7 +181,7 @@ on and around the object weigh {s["teacher"]["recipe"]["foreground_weight"]}x in
 - **teacher**: bidirectional flow matching (shift {s["teacher"]["recipe"]["shift"]}) on \
 {s["teacher"]["recipe"]["frames"]}-latent-frame windows of the clips \
 ({s["teacher"]["recipe"].get("offset_prob", 0):.0%} starting mid-clip, first latent re-made as a lone frame's), \
-{s["teacher"]["recipe"].get("uncond_prob", 0):.0%} with the empty prompt (for guidance), text encoder trained jointly.
+{s["teacher"]["recipe"].get("uncond_prob", 0):.0%} with the empty prompt (for guidance); {_text_line(s["teacher"])}.
 - **student**: initialised from the teacher; {s["student"]["objective"]}, on whole \
 {s["student"]["recipe"]["pool"]["latent_frames"]}-latent-frame clips with chunk-aligned prompt changes and KV \
 recache.
@@ -215,6 +215,21 @@ and its cross-attention reads mostly the background word and the padding. Object
 down cross their free range in one second, bouncing every four latent frames; they are rendered moving about a
 quarter of the time (still and circling objects almost always). Long tuning (DMD) distils that teacher and does not
 lift either limit."""
+
+
+def _text_line(summary: dict) -> str:
+    recipe = summary["recipe"]
+    if recipe.get("text_pretrain"):
+        named = summary.get("text_held_out_named")
+        listed = ", ".join(f"{name} {share:.0%}" for name, share in (named or {}).items())
+        shares = f" (afterwards, held-out descriptions' tokens name {listed})" if named else ""
+        return (
+            f"the text encoder was trained first, alone, for {recipe['text_pretrain']} steps to name every attribute "
+            f"of a prompt from each of its tokens{shares}, then kept frozen, as Wan's umT5 is"
+        )
+    if recipe.get("text_attributes"):
+        return "text encoder trained jointly, with heads naming every attribute from each of its tokens"
+    return "text encoder trained jointly"
 
 
 def _ceiling(summary: dict) -> str:

@@ -17,6 +17,7 @@ live.
 
 from __future__ import annotations
 
+import json
 from dataclasses import asdict
 from pathlib import Path
 
@@ -100,7 +101,7 @@ def run(recipe: TeacherRecipe, run_dir: Path, resume: bool = False, console=None
         single = np.array([i for i, c in enumerate(pool.change) if c < 0 or c >= recipe.frames])
         changed = np.array([i for i, c in enumerate(pool.change) if c >= 0])
         length = pool.latents.shape[1]
-        text_summary = {}
+        pretrained = session.folder / "text_pretrain.json"  # what the pretrained encoder names, kept across resumes
         if frozen:
             if not session.saved:
                 named = text_lib.pretrain(
@@ -112,7 +113,7 @@ def run(recipe: TeacherRecipe, run_dir: Path, resume: bool = False, console=None
                     recipe.seed,
                     recipe.text_pretrain_weight_decay,
                 )
-                text_summary = {"text_held_out_named": {k: round(v, 4) for k, v in named.items()}}
+                pretrained.write_text(json.dumps({k: round(v, 4) for k, v in named.items()}))
                 shares = ", ".join(f"{k} {v:.0%}" for k, v in named.items())
                 session.log.note(f"text encoder pretrained and frozen; held-out descriptions' tokens name {shares}")
             text.model.eval().requires_grad_(False)
@@ -173,7 +174,7 @@ def run(recipe: TeacherRecipe, run_dir: Path, resume: bool = False, console=None
                 "params": sum(p.numel() for p in dit.parameters()),
                 "text_params": sum(p.numel() for p in text.model.parameters()),
                 "recipe": recipe_dict(recipe),
-                **text_summary,
+                **({"text_held_out_named": json.loads(pretrained.read_text())} if pretrained.is_file() else {}),
             },
         )
     return path
