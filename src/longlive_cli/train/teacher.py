@@ -37,7 +37,7 @@ from longlive_cli.train.loop import Session, TrainState, pick_device
 from longlive_cli.train.optim import EMA, adamw
 from longlive_cli.train.recipe import PoolRecipe, TeacherRecipe, recipe_dict
 from longlive_cli.train.vae import load_vae
-from longlive_cli.world.grammar import describe, describe_change
+from longlive_cli.world.grammar import describe
 
 UNCOND = ""  # the unconditional prompt of classifier-free guidance
 
@@ -149,9 +149,7 @@ def run(recipe: TeacherRecipe, run_dir: Path, resume: bool = False, console=None
                 named, share = heads.loss(features, mask, labels)
                 if len(changed):
                     pairs = [pool.attributes[i][:2] for i in changed[rand.np.integers(0, len(changed), recipe.batch)]]
-                    wordings = [describe_change(old, new, rand.np) for old, new in pairs]
-                    stated = [text_lib.change_labels(old, new) for old, new in pairs]
-                    followed, followed_share = heads.loss(*text_lib.encode_with_mask(text, wordings), stated)
+                    followed, followed_share = text_lib.follow_up_loss(heads, text, pairs, rand.np)
                     named, share = (named + followed) / 2, (share + followed_share) / 2
                 loss = loss + recipe.text_attributes * named
                 metrics.update(attribute_loss=named.item(), attributes_named=share)

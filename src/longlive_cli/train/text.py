@@ -90,6 +90,14 @@ class AttributeHeads(nn.Module):
         return out
 
 
+def follow_up_loss(
+    heads: AttributeHeads, encoder: UMT5TextEncoder, pairs: list[list[Attributes]], rng: np.random.Generator
+) -> tuple[Tensor, float]:
+    """``heads.loss`` on a fresh follow-up wording of each (old, new) pair, labelled with what it states."""
+    wordings = [describe_change(old, new, rng) for old, new in pairs]
+    return heads.loss(*encode_with_mask(encoder, wordings), [change_labels(old, new) for old, new in pairs])
+
+
 def held_out_attributes() -> list[Attributes]:
     """Every attribute combination the training data never shows (``grammar.HELD_OUT``)."""
     combos = (Attributes(*values) for values in itertools.product(*(VALUES[n] for n in ATTRIBUTE_NAMES)))
@@ -123,9 +131,7 @@ def pretrain(
         descriptions = [describe(a, rng) for a in attrs]
         loss, _ = heads.loss(*encode_with_mask(encoder, descriptions), [labels_of(a) for a in attrs])
         if pairs:
-            picked = [pairs[i] for i in rng.integers(0, len(pairs), batch)]
-            wordings = [describe_change(old, new, rng) for old, new in picked]
-            followed, _ = heads.loss(*encode_with_mask(encoder, wordings), [change_labels(o, n) for o, n in picked])
+            followed, _ = follow_up_loss(heads, encoder, [pairs[i] for i in rng.integers(0, len(pairs), batch)], rng)
             loss = (loss + followed) / 2
         loss.backward()
         optimizer.step()
