@@ -28,6 +28,7 @@ from longlive_cli.train.data import pool_clip, to_video
 from longlive_cli.train.export import export
 from longlive_cli.train.latents import COLOURFUL, image_latent, normalize, object_weight, world_latents
 from longlive_cli.train.loop import TrainError
+from longlive_cli.train.optim import adamw
 from longlive_cli.train.recipe import PoolRecipe, RecipeError, StudentRecipe, load_recipe
 from longlive_cli.train.student import StreamingTrainer
 from longlive_cli.train.teacher import init_dit
@@ -126,6 +127,30 @@ def test_resume_continues_bit_exactly(run_dir: Path, tmp_path: Path) -> None:
         run_stage("teacher", recipe, tmp_path / "run")
     run_stage("teacher", recipe, tmp_path / "run", resume=True)
     assert losses(tmp_path / "run" / "teacher") == losses(run_dir / "teacher")
+
+
+def test_restart_lengthens_a_finished_run_as_if_the_recipe_had_said_so(run_dir: Path, tmp_path: Path) -> None:
+    """A finished 2-step run resumed under a 4-step recipe restarting at 2 logs what that recipe does from scratch."""
+    for name in ("short", "scratch"):
+        for part in ("vae", "pool"):
+            shutil.copytree(run_dir / part, tmp_path / name / part)
+    base = {"warmup": 1, "text_attributes": 0.0}
+    run_stage("teacher", write_recipe(tmp_path / "short", "teacher", **base, steps=2), tmp_path / "short")
+    longer = write_recipe(tmp_path, "teacher", **base, steps=4, restart=2, restart_lr=0.5)
+    run_stage("teacher", longer, tmp_path / "short", resume=True)
+    run_stage("teacher", longer, tmp_path / "scratch")
+    assert losses(tmp_path / "short" / "teacher") == losses(tmp_path / "scratch" / "teacher")
+    assert sorted(losses(tmp_path / "scratch" / "teacher")) == [1, 2, 3, 4]
+
+
+def test_restart_climbs_back_to_its_share_of_the_peak_then_decays() -> None:
+    param = torch.nn.Parameter(torch.zeros(1))
+    _, single = adamw([param], 1.0, 10, 100)
+    _, restarted = adamw([param], 1.0, 10, 160, restart=100, restart_lr=0.5)
+    once, twice = single.lr_lambdas[0], restarted.lr_lambdas[0]
+    assert [twice(s) for s in range(100)] == [once(s) for s in range(100)]
+    assert twice(99) == pytest.approx(0.1, abs=1e-3) and twice(100) == pytest.approx(0.5)
+    assert twice(130) == pytest.approx(0.3) and twice(160) == pytest.approx(0.1)
 
 
 def test_export_writes_a_bundle_the_renderer_streams(run_dir: Path, tmp_path: Path) -> None:
@@ -351,6 +376,8 @@ def test_centred_pool_clips_rest_then_set_off() -> None:
         ("teacher", {"pool": {**POOL, "change_prob": 2}}, "teacher", r"teacher\.pool\.change_prob: must be between 0"),
         ("teacher", {}, "student", r"teacher\.yaml: stage: the file is a 'teacher' recipe, not 'student'"),
         ("teacher", {"text_pretrain": 5}, "teacher", r"teacher\.text_attributes: trains the text encoder beside"),
+        ("teacher", {"restart": 3}, "teacher", r"teacher\.restart: must lie between warmup and steps \(3\), got 3"),
+        ("teacher", {"restart_lr": 0}, "teacher", r"teacher\.restart_lr: must be in \(0, 1\], got 0"),
         ("student", {"pool": {**POOL, "latent_frames": 10}}, "student", r"latent_frames: 10 is not a whole number"),
         ("student", {"unroll_prob": 1.5}, "student", r"student\.unroll_prob: must be between 0 and 1, got 1\.5"),
         ("student", {"own_context_step": "first"}, "student", r"student\.own_context_step: expected 'drawn' or 'last'"),

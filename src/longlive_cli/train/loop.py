@@ -30,7 +30,7 @@ class TrainState:
         self,
         modules: dict[str, nn.Module],
         optimizer: torch.optim.Optimizer,
-        scheduler: torch.optim.lr_scheduler.LRScheduler,
+        scheduler: torch.optim.lr_scheduler.LambdaLR,
         rand: Randomness,
         emas: dict[str, EMA] | None = None,
     ):
@@ -54,6 +54,9 @@ class TrainState:
             module.load_state_dict(state["modules"][name])
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
+        step, schedule = self.scheduler.last_epoch, self.scheduler.lr_lambdas
+        for group, base, factor in zip(self.optimizer.param_groups, self.scheduler.base_lrs, schedule, strict=True):
+            group["lr"] = base * factor(step)  # this recipe's rate, which a lengthened one changes from the saved one
         self.rand.load_state_dict(state["rand"])
         for name, ema in self.emas.items():
             ema.load_state_dict(state["ema"][name])

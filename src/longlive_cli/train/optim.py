@@ -11,16 +11,25 @@ FINAL_LR = 0.1  # share of the peak learning rate left at the last step
 
 
 def adamw(
-    params: list[nn.Parameter], lr: float, warmup: int, total: int
+    params: list[nn.Parameter], lr: float, warmup: int, total: int, restart: int = 0, restart_lr: float = 0.5
 ) -> tuple[torch.optim.AdamW, torch.optim.lr_scheduler.LambdaLR]:
-    """AdamW (no weight decay on models this small), linear warmup, then a cosine down to 10 % at ``total``."""
+    """AdamW (no weight decay on models this small), linear warmup, then a cosine down to 10 % at ``total``.
+
+    With ``restart``, the first cosine ends at that step and a second one starts at ``restart_lr`` of the peak and ends
+    at ``total``: a run can be lengthened from a finished one's checkpoint and still be one recipe from scratch.
+    """
     opt = torch.optim.AdamW(params, lr=lr, betas=(0.9, 0.99), weight_decay=0.0)
+
+    def cosine(step: int, start: int, end: int, peak: float) -> float:
+        progress = min(1.0, (step - start) / max(1, end - start))
+        return FINAL_LR + (peak - FINAL_LR) * 0.5 * (1 + math.cos(math.pi * progress))
 
     def factor(step: int) -> float:
         if step < warmup:
             return (step + 1) / warmup
-        progress = min(1.0, (step - warmup) / max(1, total - warmup))
-        return FINAL_LR + (1 - FINAL_LR) * 0.5 * (1 + math.cos(math.pi * progress))
+        if restart and step >= restart:
+            return cosine(step, restart, total, restart_lr)
+        return cosine(step, warmup, restart or total, 1.0)
 
     return opt, torch.optim.lr_scheduler.LambdaLR(opt, factor)
 
