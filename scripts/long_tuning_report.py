@@ -1,7 +1,8 @@
 """Before/after table of streaming long tuning, and the switch-policy ablation, on the ShapesWorld suite.
 
 Scores two models (the student before long tuning, the long-tuned one) on the suite's 240 s runs with five prompt
-changes and its 20 s runs with three, then the long-tuned one with each switch policy (recache, keep, clear), and
+changes (the last brings back the first prompt, so the first and last 20 % ask for the same thing) and its 20 s runs
+with three, then the long-tuned one with each switch policy (recache, keep, clear), and
 prints markdown tables; every figure goes to --json. Parts run in parallel processes, one thread each.
 
     longlive train --stage export --out runs/tiny --assets runs/tiny/before --generator student
@@ -41,11 +42,18 @@ def num(v: float | None, digits: int = 2) -> str:
     return "-" if v is None else f"{v:.{digits}f}"
 
 
+def first_to_last(row: dict) -> str:
+    """Shape, colour and motion adherence in the first 20 % and in the last 20 % of the video."""
+    return " / ".join(
+        f"{pct(row.get(f'drift_first_{k}'))}→{pct(row.get(f'drift_last_{k}'))}" for k in ("shape", "color", "motion")
+    )
+
+
 def drift_row(name: str, row: dict, fps: float = 16.0) -> str:
     lat = row["latency_frames_median"]
     return (
         f"| {name} | {pct(row['adherence_all'])} | {pct(row['drift_first_all'])} | {pct(row['drift_last_all'])} | "
-        f"{pct(row['drift_adherence_delta'])} | {num(row['drift_color_shift'], 1)} | "
+        f"{pct(row['drift_adherence_delta'])} | {first_to_last(row)} | {num(row['drift_color_shift'], 1)} | "
         f"{num(row['drift_sharpness_ratio'])} | {num(row['drift_area_ratio'])} | "
         f"{'-' if lat is None else f'{lat / fps:.2f}'} | {row['unsettled']} of {row['changes']} | "
         f"{num(row['continuity_median'])} |"
@@ -53,9 +61,10 @@ def drift_row(name: str, row: dict, fps: float = 16.0) -> str:
 
 
 HEADER = (
-    "| model | all % | all %, first 20 % | all %, last 20 % | last - first (pts) | colour drift (RGB) | "
-    "sharpness last/first | area last/first | latency med (s) | unsettled | continuity med |\n"
-    "|---|---|---|---|---|---|---|---|---|---|---|"
+    "| model | all % | all %, first 20 % | all %, last 20 % | last - first (pts) | shape / colour / motion %, "
+    "first→last | colour drift (RGB) | sharpness last/first | area last/first | latency med (s) | unsettled | "
+    "continuity med |\n"
+    "|---|---|---|---|---|---|---|---|---|---|---|---|"
 )
 
 

@@ -51,6 +51,14 @@ def test_suite_renders_and_summarises(tmp_path, monkeypatch):
     assert a == evaluate.suite_timelines(evaluate.SUITE[0])
 
 
+def test_the_long_part_comes_back_to_its_first_prompt_in_the_same_words():
+    (long,) = [part for part in evaluate.SUITE if part.returning]
+    for prompts in evaluate.suite_timelines(long):
+        assert len(prompts) == long.changes + 1 and prompts[-1][1] == prompts[0][1]
+        assert prompts[1][0] >= 0.2 * long.duration_s and prompts[-1][0] <= 0.8 * long.duration_s - 10
+        assert len({text for _, text in prompts[1:-1]} - {prompts[0][1]}) == long.changes - 1
+
+
 def test_eval_usage_errors(tmp_path):
     assert runner.invoke(app, ["eval"]).exit_code == 2
     assert runner.invoke(app, ["eval", "--suite", "cars"]).exit_code == 2

@@ -38,6 +38,7 @@ from longlive_cli.world.timelines import (
     change_frame,
     random_timeline,
     render_timeline,
+    returning_timeline,
     simulate,
     training_clip,
 )
@@ -146,6 +147,28 @@ def test_random_timeline_changes_one_or_two_attributes():
     assert times[0] == 0 and np.all(np.diff(times) >= 2.0) and times[-1] < 240
     for (_, a), (_, b) in zip(timeline[:-1], timeline[1:], strict=True):
         assert 1 <= sum(getattr(a, n) != getattr(b, n) for n in ATTRIBUTE_NAMES) <= 2
+
+
+def test_returning_timeline_asks_the_same_in_its_first_and_last_fifth():
+    timeline = returning_timeline(np.random.default_rng(6), 240.0, 5, share=0.2, held_out=True)
+    times = [at for at, _ in timeline]
+    assert len(timeline) == 6 and times[:2] == [0.0, 48.0] and times[-1] == 168.0
+    assert np.all(np.diff(times) >= 2.0) and all(is_held_out(a) for _, a in timeline)
+    assert timeline[-1][1] == timeline[0][1] and timeline[1][1] != timeline[0][1]
+    with pytest.raises(ValueError, match="at least 2 changes"):
+        returning_timeline(np.random.default_rng(6), 240.0, 1)
+    with pytest.raises(ValueError, match="do not fit"):
+        returning_timeline(np.random.default_rng(6), 10.0, 5)
+
+
+def test_drift_on_a_returning_ground_truth_is_nil_for_every_attribute():
+    timeline = returning_timeline(np.random.default_rng(7), 60.0, 3)
+    frames, _ = render_timeline(timeline, 60.0, size=96, seed=3)
+    row = summarise([evaluate(frames, 16, timeline)])
+    for end in ("first", "last"):
+        for name in ("all", "shape", "color", "size", "motion"):
+            assert row[f"drift_{end}_{name}"] >= 0.99, (end, name, row)
+    assert row["drift_color_shift"] < 5 and abs(row["drift_sharpness_ratio"] - 1) < 0.1
 
 
 def test_training_clip_has_the_asked_length_and_size():

@@ -19,8 +19,8 @@ from .engine import SeededNoise, Segment, StreamingGenerator, SwitchPolicy
 from .timeline import Timeline, latent_frames_for, requested_latent
 from .video import read_frames, to_uint8_frames
 from .world.grammar import describe
-from .world.metrics import evaluate, summarise
-from .world.timelines import random_timeline
+from .world.metrics import MetricsConfig, evaluate, summarise
+from .world.timelines import random_timeline, returning_timeline
 
 
 @dataclass(frozen=True)
@@ -33,13 +33,14 @@ class SuitePart:
     changes: int
     seed: int
     held_out: bool = True
+    returning: bool = False  # the last change brings back the first prompt, in the same words, for drift
 
 
 SUITE = (
     SuitePart("single 20 s", runs=8, duration_s=20.0, changes=0, seed=100),
     SuitePart("single 20 s, seen", runs=8, duration_s=20.0, changes=0, seed=150, held_out=False),
     SuitePart("changes 20 s", runs=8, duration_s=20.0, changes=3, seed=200),
-    SuitePart("long 240 s", runs=2, duration_s=240.0, changes=5, seed=300),
+    SuitePart("long 240 s", runs=2, duration_s=240.0, changes=5, seed=300, returning=True),
 )
 
 
@@ -55,8 +56,13 @@ def suite_timelines(part: SuitePart) -> list[list[tuple[float, str]]]:
     rng = np.random.default_rng(part.seed)
     out = []
     for _ in range(part.runs):
-        changes = random_timeline(rng, part.duration_s, part.changes, held_out=part.held_out)
-        out.append([(at, describe(attrs, rng)) for at, attrs in changes])
+        if part.returning:
+            changes = returning_timeline(rng, part.duration_s, part.changes, MetricsConfig().drift_share, part.held_out)
+            texts = [describe(attrs, rng) for _, attrs in changes[:-1]]
+            out.append([(at, text) for (at, _), text in zip(changes, [*texts, texts[0]], strict=True)])
+        else:
+            changes = random_timeline(rng, part.duration_s, part.changes, held_out=part.held_out)
+            out.append([(at, describe(attrs, rng)) for at, attrs in changes])
     return out
 
 

@@ -77,23 +77,29 @@ def _sharpness(frames: np.ndarray) -> float:
     return float(np.abs(np.diff(grey, axis=1)).mean() + np.abs(np.diff(grey, axis=2)).mean())
 
 
-def _image_stats(frames: np.ndarray, det: Detections, rows: slice, all_ok: np.ndarray, steady: np.ndarray) -> dict:
+def _image_stats(
+    frames: np.ndarray, det: Detections, rows: slice, ok: tuple[np.ndarray, np.ndarray, np.ndarray], steady: np.ndarray
+) -> dict:
     area = det.area[rows][det.found[rows]]
+    match, scored, all_ok = ok
     keep = steady[rows]
     return {
         "adherence_all": float(all_ok[rows][keep].mean()) if keep.any() else None,
+        "adherence": _adherence(match[rows], scored[rows], keep),
         "mean_rgb": [round(float(v), 2) for v in frames[rows].reshape(-1, 3).mean(0)],
         "object_area": float(area.mean()) if area.size else None,
         "sharpness": _sharpness(frames[rows]),
     }
 
 
-def _drift(frames: np.ndarray, det: Detections, all_ok: np.ndarray, steady: np.ndarray, share: float) -> dict:
+def _drift(
+    frames: np.ndarray, det: Detections, ok: tuple[np.ndarray, np.ndarray, np.ndarray], steady: np.ndarray, share: float
+) -> dict:
     """The last ``share`` of the video against the first: adherence, colour, object area and sharpness."""
     n = len(frames)
     k = max(1, round(share * n))
-    first = _image_stats(frames, det, slice(0, k), all_ok, steady)
-    last = _image_stats(frames, det, slice(n - k, n), all_ok, steady)
+    first = _image_stats(frames, det, slice(0, k), ok, steady)
+    last = _image_stats(frames, det, slice(n - k, n), ok, steady)
 
     def delta(key: str) -> float | None:
         return None if first[key] is None or last[key] is None else last[key] - first[key]
@@ -171,7 +177,7 @@ def evaluate(
             "steady_frames": int(steady.sum()),
         },
         "segments": segments,
-        "drift": _drift(frames, det, all_ok, steady, config.drift_share),
+        "drift": _drift(frames, det, (match, scored, all_ok), steady, config.drift_share),
     }
 
 
@@ -202,4 +208,6 @@ def summarise(results: Sequence[dict]) -> dict[str, float | int | None]:
         row[f"drift_{key}"] = _mean([r["drift"][key] for r in results])
     for end in ("first", "last"):
         row[f"drift_{end}_all"] = _mean([r["drift"][end]["adherence_all"] for r in results])
+        for name in ("shape", "color", "size", "motion"):
+            row[f"drift_{end}_{name}"] = _mean([r["drift"][end]["adherence"][name] for r in results])
     return row

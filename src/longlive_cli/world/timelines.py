@@ -53,6 +53,32 @@ def random_timeline(
     return timeline
 
 
+def returning_timeline(
+    rng: np.random.Generator, duration_s: float, num_changes: int, share: float = 0.2, held_out: bool | None = None
+) -> Timeline:
+    """A long timeline whose last change brings back its first prompt, so that the first and the last ``share`` of
+    the video ask for the same thing and drift compares like with like.
+
+    The first prompt holds for the first ``share``; the changes are spread from there to the return, which lands
+    half a ``share`` before the last ``share`` begins, to leave the model time to settle.
+    """
+    if num_changes < 2:
+        raise ValueError(f"a returning timeline needs at least 2 changes (away and back), got {num_changes}")
+    first, back = share * duration_s, (1.0 - 1.5 * share) * duration_s
+    slot = (back - first) / (num_changes - 1)
+    if slot < MIN_SEGMENT_S:
+        raise ValueError(
+            f"{num_changes} changes do not fit between {first:g} s and {back:g} s of a {duration_s:g} s video"
+        )
+    jitter = (slot - MIN_SEGMENT_S) / 2
+    timeline = [(0.0, random_attributes(rng, held_out))]
+    for i in range(num_changes - 1):
+        at = first + i * slot + (float(rng.uniform(-jitter, jitter)) if i else 0.0)
+        timeline.append((round(at, 2), random_change(timeline[-1][1], rng, held_out)))
+    timeline.append((round(back, 2), timeline[0][1]))
+    return timeline
+
+
 def change_frame(at_s: float, fps: float) -> int:
     """First frame shown at or after ``at_s``: where a prompt change lands."""
     return math.ceil(at_s * fps - 1e-6)
