@@ -11,7 +11,7 @@ from longlive_cli import evaluate
 from longlive_cli.bundle import load_bundle
 from longlive_cli.cli import app
 from longlive_cli.video import VideoWriter
-from longlive_cli.world.grammar import Attributes, describe
+from longlive_cli.world.grammar import Attributes, describe, parse
 from longlive_cli.world.timelines import render_timeline
 
 from .fakes import FAST_SPEC, write_converted
@@ -57,6 +57,8 @@ def test_the_long_part_comes_back_to_its_first_prompt_in_the_same_words():
         assert len(prompts) == long.changes + 1 and prompts[-1][1] == prompts[0][1]
         assert prompts[1][0] >= 0.2 * long.duration_s and prompts[-1][0] <= 0.8 * long.duration_s - 10
         assert len({text for _, text in prompts[1:-1]} - {prompts[0][1]}) == long.changes - 1
+    firsts = [parse(prompts[0][1]).attributes() for prompts in evaluate.suite_timelines(long)]
+    assert {(a.color, a.shape) == ("green", "triangle") for a in firsts} == {True, False}, "both held-out families"
 
 
 def test_eval_usage_errors(tmp_path):

@@ -40,7 +40,7 @@ SUITE = (
     SuitePart("single 20 s", runs=8, duration_s=20.0, changes=0, seed=100),
     SuitePart("single 20 s, seen", runs=8, duration_s=20.0, changes=0, seed=150, held_out=False),
     SuitePart("changes 20 s", runs=8, duration_s=20.0, changes=3, seed=200),
-    SuitePart("long 240 s", runs=2, duration_s=240.0, changes=5, seed=300, returning=True),
+    SuitePart("long 240 s", runs=4, duration_s=240.0, changes=5, seed=303, returning=True),
 )
 
 
