@@ -136,7 +136,7 @@ def test_restart_lengthens_a_finished_run_as_if_the_recipe_had_said_so(run_dir: 
             shutil.copytree(run_dir / part, tmp_path / name / part)
     base = {"warmup": 1, "text_attributes": 0.0}
     run_stage("teacher", write_recipe(tmp_path / "short", "teacher", **base, steps=2), tmp_path / "short")
-    longer = write_recipe(tmp_path, "teacher", **base, steps=4, restart=2, restart_lr=0.5)
+    longer = write_recipe(tmp_path, "teacher", **base, steps=4, restarts=[2], restart_lr=0.5)
     run_stage("teacher", longer, tmp_path / "short", resume=True)
     run_stage("teacher", longer, tmp_path / "scratch")
     assert losses(tmp_path / "short" / "teacher") == losses(tmp_path / "scratch" / "teacher")
@@ -146,11 +146,12 @@ def test_restart_lengthens_a_finished_run_as_if_the_recipe_had_said_so(run_dir: 
 def test_restart_climbs_back_to_its_share_of_the_peak_then_decays() -> None:
     param = torch.nn.Parameter(torch.zeros(1))
     _, single = adamw([param], 1.0, 10, 100)
-    _, restarted = adamw([param], 1.0, 10, 160, restart=100, restart_lr=0.5)
+    _, restarted = adamw([param], 1.0, 10, 200, restarts=[100, 160], restart_lr=0.5)
     once, twice = single.lr_lambdas[0], restarted.lr_lambdas[0]
     assert [twice(s) for s in range(100)] == [once(s) for s in range(100)]
     assert twice(99) == pytest.approx(0.1, abs=1e-3) and twice(100) == pytest.approx(0.5)
-    assert twice(130) == pytest.approx(0.3) and twice(160) == pytest.approx(0.1)
+    assert twice(130) == pytest.approx(0.3) and twice(159) == pytest.approx(0.1, abs=1e-3)
+    assert twice(160) == pytest.approx(0.5) and twice(180) == pytest.approx(0.3) and twice(200) == pytest.approx(0.1)
 
 
 def test_export_writes_a_bundle_the_renderer_streams(run_dir: Path, tmp_path: Path) -> None:
@@ -376,7 +377,8 @@ def test_centred_pool_clips_rest_then_set_off() -> None:
         ("teacher", {"pool": {**POOL, "change_prob": 2}}, "teacher", r"teacher\.pool\.change_prob: must be between 0"),
         ("teacher", {}, "student", r"teacher\.yaml: stage: the file is a 'teacher' recipe, not 'student'"),
         ("teacher", {"text_pretrain": 5}, "teacher", r"teacher\.text_attributes: trains the text encoder beside"),
-        ("teacher", {"restart": 3}, "teacher", r"teacher\.restart: must lie between warmup and steps \(3\), got 3"),
+        ("teacher", {"restarts": [3]}, "teacher", r"teacher\.restarts: need increasing steps between warmup and steps"),
+        ("teacher", {"restarts": [2, 1], "warmup": 0}, "teacher", r"teacher\.restarts: need increasing steps"),
         ("teacher", {"restart_lr": 0}, "teacher", r"teacher\.restart_lr: must be in \(0, 1\], got 0"),
         ("student", {"pool": {**POOL, "latent_frames": 10}}, "student", r"latent_frames: 10 is not a whole number"),
         ("student", {"unroll_prob": 1.5}, "student", r"student\.unroll_prob: must be between 0 and 1, got 1\.5"),

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import bisect
 import math
+from collections.abc import Sequence
 
 import torch
 from torch import nn
@@ -11,14 +13,20 @@ FINAL_LR = 0.1  # share of the peak learning rate left at the last step
 
 
 def adamw(
-    params: list[nn.Parameter], lr: float, warmup: int, total: int, restart: int = 0, restart_lr: float = 0.5
+    params: list[nn.Parameter],
+    lr: float,
+    warmup: int,
+    total: int,
+    restarts: Sequence[int] = (),
+    restart_lr: float = 0.5,
 ) -> tuple[torch.optim.AdamW, torch.optim.lr_scheduler.LambdaLR]:
     """AdamW (no weight decay on models this small), linear warmup, then a cosine down to 10 % at ``total``.
 
-    With ``restart``, the first cosine ends at that step and a second one starts at ``restart_lr`` of the peak and ends
-    at ``total``: a run can be lengthened from a finished one's checkpoint and still be one recipe from scratch.
+    Each of ``restarts`` ends the cosine before it and starts another at ``restart_lr`` of the peak, ending at the
+    next restart or at ``total``: a finished run lengthened from its checkpoint is still one recipe from scratch.
     """
     opt = torch.optim.AdamW(params, lr=lr, betas=(0.9, 0.99), weight_decay=0.0)
+    ends = [*restarts, total]
 
     def cosine(step: int, start: int, end: int, peak: float) -> float:
         progress = min(1.0, (step - start) / max(1, end - start))
@@ -27,9 +35,10 @@ def adamw(
     def factor(step: int) -> float:
         if step < warmup:
             return (step + 1) / warmup
-        if restart and step >= restart:
-            return cosine(step, restart, total, restart_lr)
-        return cosine(step, warmup, restart or total, 1.0)
+        cycle = bisect.bisect_right(restarts, step)  # restarts passed so far
+        if cycle == 0:
+            return cosine(step, warmup, ends[0], 1.0)
+        return cosine(step, restarts[cycle - 1], ends[cycle], restart_lr)
 
     return opt, torch.optim.lr_scheduler.LambdaLR(opt, factor)
 

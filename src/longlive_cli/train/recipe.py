@@ -80,8 +80,8 @@ class TeacherRecipe:
     batch: int = 8
     lr: float = 3e-4
     warmup: int = 50
-    restart: int = 0  # step where a second, shorter cosine starts (0: one cosine over all steps)
-    restart_lr: float = 0.5  # the second cosine's peak, as a share of lr
+    restarts: list = field(default_factory=list)  # steps where another, shorter cosine starts (none: one cosine)
+    restart_lr: float = 0.5  # each later cosine's peak, as a share of lr
     grad_clip: float = 1.0
     ema: float = 0.995
     shift: float = 5.0
@@ -226,8 +226,11 @@ def _validate(recipe: Recipe, where: str) -> None:
             f"{where}.frames: must be between 1 and the pool's {recipe.pool.latent_frames} latent frames, "
             f"got {recipe.frames}"
         )
-    if isinstance(recipe, TeacherRecipe) and recipe.restart and not recipe.warmup < recipe.restart < recipe.steps:
-        raise RecipeError(f"{where}.restart: must lie between warmup and steps ({recipe.steps}), got {recipe.restart}")
+    restarts = getattr(recipe, "restarts", [])
+    if restarts != sorted(set(restarts)) or any(not recipe.warmup < r < recipe.steps for r in restarts):
+        raise RecipeError(
+            f"{where}.restarts: need increasing steps between warmup and steps ({recipe.steps}), got {recipe.restarts}"
+        )
     if isinstance(recipe, TeacherRecipe) and not 0.0 < recipe.restart_lr <= 1.0:
         raise RecipeError(f"{where}.restart_lr: must be in (0, 1], got {recipe.restart_lr}")
     if isinstance(recipe, TeacherRecipe) and recipe.text_pretrain and recipe.text_attributes:

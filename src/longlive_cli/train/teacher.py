@@ -88,7 +88,7 @@ def run(recipe: TeacherRecipe, run_dir: Path, resume: bool = False, console=None
         modules["attribute_heads"] = text_lib.AttributeHeads(text.text_dim).to(device)
     frozen = bool(recipe.text_pretrain)
     params = [p for name, m in modules.items() if not (frozen and name == "text") for p in m.parameters()]
-    optimizer, scheduler = adamw(params, recipe.lr, recipe.warmup, recipe.steps, recipe.restart, recipe.restart_lr)
+    optimizer, scheduler = adamw(params, recipe.lr, recipe.warmup, recipe.steps, recipe.restarts, recipe.restart_lr)
     emas = {"dit": EMA(dit, recipe.ema)}
     if not frozen:
         emas["text"] = EMA(text.model, recipe.ema)
