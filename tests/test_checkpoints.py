@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import pytest
@@ -322,6 +323,12 @@ def test_atomic_save_metadata_and_shared_storage(tmp_path: Path) -> None:
     assert [p.name for p in tmp_path.iterdir()] == ["out.safetensors"]
     assert read_safetensors_metadata(path) == {"format": "pt", "note": "y"}
     assert_same(read_tensors(path), {k: v.contiguous() for k, v in state.items()})
+    mask = os.umask(0o022)
+    try:
+        save_safetensors(state, path, metadata={"format": "pt", "note": "y"})
+    finally:
+        os.umask(mask)
+    assert path.stat().st_mode & 0o777 == 0o644, "others can read a model file, as with any file written here"
 
     with pytest.raises(TypeError):
         save_safetensors(state, path, metadata={"note": 1})

@@ -386,6 +386,13 @@ def _owned_contiguous(state: Mapping[str, torch.Tensor]) -> dict[str, torch.Tens
     return out
 
 
+def _umask() -> int:
+    """The process's file-creation mask (reading it means setting it, so it is set straight back)."""
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
 def save_safetensors(
     state: Mapping[str, torch.Tensor], path: str | Path, metadata: Mapping[str, str] | None = None
 ) -> None:
@@ -394,6 +401,7 @@ def save_safetensors(
     tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
     try:
         save_file(_owned_contiguous(state), tmp, metadata=dict(metadata) if metadata else None)
+        os.chmod(tmp, 0o666 & ~_umask())  # safetensors creates files readable by their owner only
         with tmp.open("rb") as f:
             os.fsync(f.fileno())
         os.replace(tmp, path)
