@@ -226,13 +226,8 @@ def _validate(recipe: Recipe, where: str) -> None:
             f"{where}.frames: must be between 1 and the pool's {recipe.pool.latent_frames} latent frames, "
             f"got {recipe.frames}"
         )
-    restarts = getattr(recipe, "restarts", [])
-    if restarts != sorted(set(restarts)) or any(not recipe.warmup < r < recipe.steps for r in restarts):
-        raise RecipeError(
-            f"{where}.restarts: need increasing steps between warmup and steps ({recipe.steps}), got {recipe.restarts}"
-        )
-    if isinstance(recipe, TeacherRecipe) and not 0.0 < recipe.restart_lr <= 1.0:
-        raise RecipeError(f"{where}.restart_lr: must be in (0, 1], got {recipe.restart_lr}")
+    if isinstance(recipe, TeacherRecipe):
+        _validate_restarts(recipe, where)
     if isinstance(recipe, TeacherRecipe) and recipe.text_pretrain and recipe.text_attributes:
         raise RecipeError(
             f"{where}.text_attributes: trains the text encoder beside the DiT, which text_pretrain freezes; keep one"
@@ -254,6 +249,16 @@ def _validate(recipe: Recipe, where: str) -> None:
             raise RecipeError(f"{where}.own_context_step: expected 'drawn' or 'last', got '{recipe.own_context_step}'")
         if not recipe.timesteps or any(not 0 < t <= 1000 for t in recipe.timesteps):
             raise RecipeError(f"{where}.timesteps: need one or more steps in 1..1000, got {recipe.timesteps}")
+
+
+def _validate_restarts(recipe: TeacherRecipe, where: str) -> None:
+    restarts = recipe.restarts
+    if restarts != sorted(set(restarts)) or any(not recipe.warmup < r < recipe.steps for r in restarts):
+        raise RecipeError(
+            f"{where}.restarts: need increasing steps between warmup and steps ({recipe.steps}), got {restarts}"
+        )
+    if not 0.0 < recipe.restart_lr <= 1.0:
+        raise RecipeError(f"{where}.restart_lr: must be in (0, 1], got {recipe.restart_lr}")
 
 
 def _validate_long(recipe: LongRecipe, where: str) -> None:

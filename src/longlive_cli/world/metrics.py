@@ -78,14 +78,13 @@ def _sharpness(frames: np.ndarray) -> float:
 
 
 def _image_stats(
-    frames: np.ndarray, det: Detections, rows: slice, ok: tuple[np.ndarray, np.ndarray, np.ndarray], steady: np.ndarray
+    frames: np.ndarray, det: Detections, rows: slice, match: np.ndarray, scored: np.ndarray, steady: np.ndarray
 ) -> dict:
     area = det.area[rows][det.found[rows]]
-    match, scored, all_ok = ok
-    keep = steady[rows]
+    adherence = _adherence(match[rows], scored[rows], steady[rows])
     return {
-        "adherence_all": float(all_ok[rows][keep].mean()) if keep.any() else None,
-        "adherence": _adherence(match[rows], scored[rows], keep),
+        "adherence_all": adherence["all"],
+        "adherence": adherence,
         "mean_rgb": [round(float(v), 2) for v in frames[rows].reshape(-1, 3).mean(0)],
         "object_area": float(area.mean()) if area.size else None,
         "sharpness": _sharpness(frames[rows]),
@@ -93,13 +92,13 @@ def _image_stats(
 
 
 def _drift(
-    frames: np.ndarray, det: Detections, ok: tuple[np.ndarray, np.ndarray, np.ndarray], steady: np.ndarray, share: float
+    frames: np.ndarray, det: Detections, match: np.ndarray, scored: np.ndarray, steady: np.ndarray, share: float
 ) -> dict:
     """The last ``share`` of the video against the first: adherence, colour, object area and sharpness."""
     n = len(frames)
     k = max(1, round(share * n))
-    first = _image_stats(frames, det, slice(0, k), ok, steady)
-    last = _image_stats(frames, det, slice(n - k, n), ok, steady)
+    first = _image_stats(frames, det, slice(0, k), match, scored, steady)
+    last = _image_stats(frames, det, slice(n - k, n), match, scored, steady)
 
     def delta(key: str) -> float | None:
         return None if first[key] is None or last[key] is None else last[key] - first[key]
@@ -177,7 +176,7 @@ def evaluate(
             "steady_frames": int(steady.sum()),
         },
         "segments": segments,
-        "drift": _drift(frames, det, (match, scored, all_ok), steady, config.drift_share),
+        "drift": _drift(frames, det, match, scored, steady, config.drift_share),
     }
 
 
