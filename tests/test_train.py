@@ -129,18 +129,21 @@ def test_resume_continues_bit_exactly(run_dir: Path, tmp_path: Path) -> None:
     assert losses(tmp_path / "run" / "teacher") == losses(run_dir / "teacher")
 
 
-def test_restart_lengthens_a_finished_run_as_if_the_recipe_had_said_so(run_dir: Path, tmp_path: Path) -> None:
+@pytest.mark.parametrize(("stage", "needs"), [("teacher", ("vae", "pool")), ("student", ("vae", "pool", "teacher"))])
+def test_restart_lengthens_a_finished_run_as_if_the_recipe_had_said_so(
+    run_dir: Path, tmp_path: Path, stage: str, needs: tuple[str, ...]
+) -> None:
     """A finished 2-step run resumed under a 4-step recipe restarting at 2 logs what that recipe does from scratch."""
     for name in ("short", "scratch"):
-        for part in ("vae", "pool"):
+        for part in needs:
             shutil.copytree(run_dir / part, tmp_path / name / part)
-    base = {"warmup": 1, "text_attributes": 0.0}
-    run_stage("teacher", write_recipe(tmp_path / "short", "teacher", **base, steps=2), tmp_path / "short")
-    longer = write_recipe(tmp_path, "teacher", **base, steps=4, restarts=[2], restart_lr=0.5)
-    run_stage("teacher", longer, tmp_path / "short", resume=True)
-    run_stage("teacher", longer, tmp_path / "scratch")
-    assert losses(tmp_path / "short" / "teacher") == losses(tmp_path / "scratch" / "teacher")
-    assert sorted(losses(tmp_path / "scratch" / "teacher")) == [1, 2, 3, 4]
+    base = {"warmup": 1, **({"text_attributes": 0.0} if stage == "teacher" else {})}
+    run_stage(stage, write_recipe(tmp_path / "short", stage, **base, steps=2), tmp_path / "short")
+    longer = write_recipe(tmp_path, stage, **base, steps=4, restarts=[2], restart_lr=0.5)
+    run_stage(stage, longer, tmp_path / "short", resume=True)
+    run_stage(stage, longer, tmp_path / "scratch")
+    assert losses(tmp_path / "short" / stage) == losses(tmp_path / "scratch" / stage)
+    assert sorted(losses(tmp_path / "scratch" / stage)) == [1, 2, 3, 4]
 
 
 def test_restart_climbs_back_to_its_share_of_the_peak_then_decays() -> None:
@@ -381,6 +384,7 @@ def test_centred_pool_clips_rest_then_set_off() -> None:
         ("teacher", {"restarts": [2, 1], "warmup": 0}, "teacher", r"teacher\.restarts: need increasing steps"),
         ("teacher", {"restart_lr": 0}, "teacher", r"teacher\.restart_lr: must be in \(0, 1\], got 0"),
         ("student", {"pool": {**POOL, "latent_frames": 10}}, "student", r"latent_frames: 10 is not a whole number"),
+        ("student", {"restarts": [1, 1]}, "student", r"student\.restarts: need increasing steps"),
         ("student", {"unroll_prob": 1.5}, "student", r"student\.unroll_prob: must be between 0 and 1, got 1\.5"),
         ("student", {"own_context_step": "first"}, "student", r"student\.own_context_step: expected 'drawn' or 'last'"),
     ],

@@ -108,6 +108,8 @@ class StudentRecipe:
     batch: int = 4
     lr: float = 2e-4
     warmup: int = 20
+    restarts: list = field(default_factory=list)  # steps where another, shorter cosine starts (none: one cosine)
+    restart_lr: float = 0.5  # each later cosine's peak, as a share of lr
     grad_clip: float = 1.0
     ema: float = 0.99
     chunk_frames: int = 3
@@ -226,7 +228,7 @@ def _validate(recipe: Recipe, where: str) -> None:
             f"{where}.frames: must be between 1 and the pool's {recipe.pool.latent_frames} latent frames, "
             f"got {recipe.frames}"
         )
-    if isinstance(recipe, TeacherRecipe):
+    if isinstance(recipe, TeacherRecipe | StudentRecipe):
         _validate_restarts(recipe, where)
     if isinstance(recipe, TeacherRecipe) and recipe.text_pretrain and recipe.text_attributes:
         raise RecipeError(
@@ -251,7 +253,7 @@ def _validate(recipe: Recipe, where: str) -> None:
             raise RecipeError(f"{where}.timesteps: need one or more steps in 1..1000, got {recipe.timesteps}")
 
 
-def _validate_restarts(recipe: TeacherRecipe, where: str) -> None:
+def _validate_restarts(recipe: TeacherRecipe | StudentRecipe, where: str) -> None:
     restarts = recipe.restarts
     if restarts != sorted(set(restarts)) or any(not recipe.warmup < r < recipe.steps for r in restarts):
         raise RecipeError(

@@ -200,7 +200,7 @@ def run(recipe: StudentRecipe, run_dir: Path, resume: bool = False, console=None
     train_text = not config.get("text_frozen", False)  # a teacher's pretrained, frozen encoder stays frozen
     text.model.train(train_text).requires_grad_(train_text)
     params = [*dit.parameters(), *(text.model.parameters() if train_text else ())]
-    optimizer, scheduler = adamw(params, recipe.lr, recipe.warmup, recipe.steps)
+    optimizer, scheduler = adamw(params, recipe.lr, recipe.warmup, recipe.steps, recipe.restarts, recipe.restart_lr)
     emas = {"dit": EMA(dit, recipe.ema)}
     if train_text:
         emas["text"] = EMA(text.model, recipe.ema)
