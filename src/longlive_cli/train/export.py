@@ -207,17 +207,17 @@ is the centroid jump at a change over the median per-frame motion (1 is seamless
 LIMITS = """## Known limits
 
 Colour, size and background follow the prompt, held-out combinations included. Circles and triangles are read as
-asked on most steady frames (91 % and 85 % in `scripts/attribute_grid.py`), squares on 38 %; the rest are rounded or
+asked on most steady frames (96 % and 90 % in `scripts/attribute_grid.py`), squares on 30 %; the rest are rounded or
 ragged blobs. The teacher's own samples come out the prompted shape 73-99 % of the time (`scripts/teacher_probe.py`),
-so much of the loss is in making the four-step causal student from it. Motion is followed 88-100 % of the time in
-the grid and 72 % on held-out single prompts; purple objects asked to circle (a combination never trained on) circle
-on 62 % of steady frames. Long tuning draws its prompts from trained combinations, and it lowered that from 74 %.
-Over 240 s with twenty changes colour holds on 99.6 % of steady frames, shape on 45 % and motion on 73 %, and the
-last 20 % of a run, which asks for the same as its first 20 %, scores within 3 points of the first (24 % against 27 %
-all-attribute). All-attribute adherence is far from what a person would call right: 43 % on held-out 20 s renders.
-Long tuning lifted all-attribute adherence on every suite part over the student it started from: held-out 41.9 to
-43.2 %, seen 60.9 to 65.0 %, 20 s changes 40.3 to 44.1 % (median switch latency 59.5 to 28.5 frames), 240 s runs 27.9
-to 32.3 %."""
+so much of the loss is in making the four-step causal student from it. Motion is followed 89-100 % of the time in
+the grid and 79 % on held-out single prompts; purple objects asked to circle (a combination never trained on) circle
+on 69 % of steady frames.
+Over 240 s with twenty changes colour holds on 99.7 % of steady frames, shape on 48 % and motion on 73 %, and the
+last 20 % of a run, which asks for the same as its first 20 %, scores as well as the first (32 % against 29 %
+all-attribute). All-attribute adherence is far from what a person would call right: 48 % on held-out 20 s renders.
+Long tuning lifted all-attribute adherence on every suite part over the student it started from: held-out 43.5 to
+47.6 %, seen 66.8 to 70.2 %, 20 s changes 40.3 to 45.9 %, 240 s runs 31.5 to 34.4 %; the median switch latency on
+20 s changes rose from 25 to 33 frames."""
 
 
 def _text_line(summary: dict) -> str:
