@@ -129,7 +129,9 @@ def test_resume_continues_bit_exactly(run_dir: Path, tmp_path: Path) -> None:
     assert losses(tmp_path / "run" / "teacher") == losses(run_dir / "teacher")
 
 
-@pytest.mark.parametrize(("stage", "needs"), [("teacher", ("vae", "pool")), ("student", ("vae", "pool", "teacher"))])
+@pytest.mark.parametrize(
+    ("stage", "needs"), [("decoder", ("vae",)), ("teacher", ("vae", "pool")), ("student", ("vae", "pool", "teacher"))]
+)
 def test_restart_lengthens_a_finished_run_as_if_the_recipe_had_said_so(
     run_dir: Path, tmp_path: Path, stage: str, needs: tuple[str, ...]
 ) -> None:
@@ -137,7 +139,7 @@ def test_restart_lengthens_a_finished_run_as_if_the_recipe_had_said_so(
     for name in ("short", "scratch"):
         for part in needs:
             shutil.copytree(run_dir / part, tmp_path / name / part)
-    base = {"warmup": 1, **({"text_attributes": 0.0} if stage == "teacher" else {})}
+    base = {"warmup": 1, "log_every": 1, **({"text_attributes": 0.0} if stage == "teacher" else {})}
     run_stage(stage, write_recipe(tmp_path / "short", stage, **base, steps=2), tmp_path / "short")
     longer = write_recipe(tmp_path, stage, **base, steps=4, restarts=[2], restart_lr=0.5)
     run_stage(stage, longer, tmp_path / "short", resume=True)
@@ -385,6 +387,7 @@ def test_centred_pool_clips_rest_then_set_off() -> None:
         ("teacher", {"restart_lr": 0}, "teacher", r"teacher\.restart_lr: must be in \(0, 1\], got 0"),
         ("student", {"pool": {**POOL, "latent_frames": 10}}, "student", r"latent_frames: 10 is not a whole number"),
         ("student", {"restarts": [1, 1]}, "student", r"student\.restarts: need increasing steps"),
+        ("decoder", {"restarts": [99]}, "decoder", r"decoder\.restarts: need increasing steps between warmup"),
         ("student", {"unroll_prob": 1.5}, "student", r"student\.unroll_prob: must be between 0 and 1, got 1\.5"),
         ("student", {"own_context_step": "first"}, "student", r"student\.own_context_step: expected 'drawn' or 'last'"),
     ],

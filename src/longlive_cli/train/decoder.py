@@ -109,7 +109,9 @@ def run(recipe: DecoderRecipe, run_dir: Path, resume: bool = False, console=None
     torch.manual_seed(recipe.seed)
     taehv = TAEHV(taehv_config(recipe)).to(device)
     rand = Randomness(recipe.seed)
-    optimizer, scheduler = adamw(list(taehv.parameters()), recipe.lr, 20, recipe.steps)
+    optimizer, scheduler = adamw(
+        list(taehv.parameters()), recipe.lr, recipe.warmup, recipe.steps, recipe.restarts, recipe.restart_lr
+    )
     state = TrainState({"taehv": taehv}, optimizer, scheduler, rand)
 
     def step(_: int) -> dict[str, float]:

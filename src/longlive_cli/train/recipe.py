@@ -59,6 +59,9 @@ class DecoderRecipe:
     batch: int = 4
     frames: int = 9
     lr: float = 1e-3
+    warmup: int = 20
+    restarts: list = field(default_factory=list)  # steps where another, shorter cosine starts (none: one cosine)
+    restart_lr: float = 0.5  # each later cosine's peak, as a share of lr
     latent_noise: float = 0.05  # decoder robustness to imperfect generated latents
     foreground_weight: float = 10.0  # loss weight of object pixels relative to background ones
     encoder_weight: float = 1.0
@@ -228,7 +231,7 @@ def _validate(recipe: Recipe, where: str) -> None:
             f"{where}.frames: must be between 1 and the pool's {recipe.pool.latent_frames} latent frames, "
             f"got {recipe.frames}"
         )
-    if isinstance(recipe, TeacherRecipe | StudentRecipe):
+    if isinstance(recipe, DecoderRecipe | TeacherRecipe | StudentRecipe):
         _validate_restarts(recipe, where)
     if isinstance(recipe, TeacherRecipe) and recipe.text_pretrain and recipe.text_attributes:
         raise RecipeError(
@@ -253,7 +256,7 @@ def _validate(recipe: Recipe, where: str) -> None:
             raise RecipeError(f"{where}.timesteps: need one or more steps in 1..1000, got {recipe.timesteps}")
 
 
-def _validate_restarts(recipe: TeacherRecipe | StudentRecipe, where: str) -> None:
+def _validate_restarts(recipe: DecoderRecipe | TeacherRecipe | StudentRecipe, where: str) -> None:
     restarts = recipe.restarts
     if restarts != sorted(set(restarts)) or any(not recipe.warmup < r < recipe.steps for r in restarts):
         raise RecipeError(
