@@ -208,14 +208,14 @@ LIMITS = """## Known limits
 
 Colour, size and background follow the prompt, held-out combinations included. Circles and triangles are read as
 asked on most steady frames (96 % and 94 % in `scripts/attribute_grid.py`), squares on 35 %; the rest are rounded or
-ragged blobs. Part of that is the decoder: it returns small squares from ground-truth latents as squares on 76 % of
-frames (small triangles 96 %, everything else 100 %); the rest is the four-step causal student, which makes squares
-less often than its teacher does. Motion is followed 96-99 % of the time in the grid and 80 % on held-out single
-prompts. Over 240 s with twenty changes colour holds on 99.8 % of steady frames, shape on 56 % and motion on 81 %, 5
-of the 20 changes never settle, and the last 20 % of a run, which asks for the same as its first 20 %, scores 42 %
-all-attribute against 45 % at the start. All-attribute adherence is far from what a person would call right: 63 % on
-held-out 20 s renders. After a prompt change the new prompt holds in full within 14.5 frames (0.9 s) for half of the
-changes; the largest jump at a change is 3.6 times the normal motion of a frame."""
+ragged blobs. Part of that is the decoder: it returns small squares from ground-truth latents as squares on 81 % of
+frames (small triangles 94 %, everything else 100 %; `scripts/decoder_ceiling.py`); the rest is the four-step causal
+student, which makes squares less often than its teacher does. Motion is followed 96-99 % of the time in the grid
+and 80 % on held-out single prompts. Over 240 s with twenty changes colour holds on 99.8 % of steady frames, shape
+on 56 % and motion on 81 %, 5 of the 20 changes never settle, and the last 20 % of a run, which asks for the same as
+its first 20 %, scores 42 % all-attribute against 45 % at the start. All-attribute adherence is far from what a
+person would call right: 63 % on held-out 20 s renders. After a prompt change the new prompt holds in full within
+14.5 frames (0.9 s) for half of the changes; the largest jump at a change is 3.6 times the normal motion of a frame."""
 
 
 def _text_line(summary: dict) -> str:
