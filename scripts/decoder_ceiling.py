@@ -17,11 +17,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from longlive_cli.train.data import to_video
-from longlive_cli.train.decoder import load_fast_decoder
-from longlive_cli.train.latents import normalize, world_latents
+from longlive_cli.train.decoder import load_fast_decoder, through_latents
 from longlive_cli.train.vae import load_vae
-from longlive_cli.video import to_uint8_frames
 from longlive_cli.world.grammar import VALUES
 from longlive_cli.world.metrics import evaluate, summarise
 from longlive_cli.world.scene import FPS
@@ -33,6 +30,7 @@ def ceiling(run: Path, clips: int, seconds: float, size: int, seed: int) -> dict
     """Shape and all-attribute adherence per shape x size, on ground truth and on its decoded latents."""
     taehv, _ = load_fast_decoder(run)
     vae = load_vae(run)
+    mean, std = vae.cfg.latent_mean, vae.cfg.latent_std
     rng = np.random.default_rng(seed)
     out = {}
     for shape in VALUES["shape"]:
@@ -42,10 +40,8 @@ def ceiling(run: Path, clips: int, seconds: float, size: int, seed: int) -> dict
                 attrs = replace(random_attributes(rng), shape=shape, size=object_size)
                 timeline = [(0.0, attrs)]
                 frames, _ = render_timeline(timeline, seconds, size=size, seed=i)
-                frames = frames[: 1 + 4 * ((len(frames) - 1) // 4)]
-                z = normalize(world_latents(to_video(frames)[None]), vae.cfg.latent_mean, vae.cfg.latent_std)
                 truth.append(evaluate(frames, FPS, timeline))
-                decoded.append(evaluate(to_uint8_frames(taehv.decode(z)), FPS, timeline))
+                decoded.append(evaluate(through_latents(taehv, frames, mean, std), FPS, timeline))
             t, d = summarise(truth), summarise(decoded)
             out[f"{shape} {object_size}"] = {
                 "truth_shape": t["adherence_shape"],

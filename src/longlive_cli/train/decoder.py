@@ -64,6 +64,14 @@ def psnr(a: Tensor, b: Tensor) -> float:
 
 
 @torch.no_grad()
+def through_latents(taehv: TAEHV, frames: np.ndarray, mean: tuple[float, ...], std: tuple[float, ...]) -> np.ndarray:
+    """Ground-truth frames (cut to whole latent groups) turned into the latent space and decoded back by ``taehv``."""
+    frames = frames[: 1 + 4 * ((len(frames) - 1) // 4)]
+    z = normalize(world_latents(to_video(frames)[None]), mean, std)
+    return to_uint8_frames(taehv.decode(z))
+
+
+@torch.no_grad()
 def detector_ceiling(taehv: TAEHV, mean: tuple[float, ...], std: tuple[float, ...], seed: int, size: int) -> dict:
     """Adherence the detector reads from decoded ground truth: what no generator on this decoder can exceed."""
     rng = np.random.default_rng(seed)
@@ -71,9 +79,7 @@ def detector_ceiling(taehv: TAEHV, mean: tuple[float, ...], std: tuple[float, ..
     for i in range(CEILING_CLIPS):
         timeline = random_timeline(rng, CEILING_S, 0)
         frames, _ = render_timeline(timeline, CEILING_S, size=size, seed=i)
-        frames = frames[: 1 + 4 * ((len(frames) - 1) // 4)]
-        z = normalize(world_latents(to_video(frames)[None]), mean, std)
-        results.append(score(to_uint8_frames(taehv.decode(z)), FPS, timeline))
+        results.append(score(through_latents(taehv, frames, mean, std), FPS, timeline))
     row = summarise(results)
     values = {name: row[f"adherence_{name}"] for name in ("shape", "all")}
     return {f"ceiling_{name}": None if v is None else round(v, 3) for name, v in values.items()}
