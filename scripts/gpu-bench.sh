@@ -1,6 +1,10 @@
 #!/usr/bin/env bash
-# The whole GPU speed table in one run (about 5 minutes on an H100): the longlive-1.3b architecture with random
-# weights at 832x480, 120 latent frames (477 video frames), bf16; variants side by side; JSON and text in $OUT.
+# The whole GPU table in one run (about 6 minutes on an H100): golden parity on the GPU, then the longlive-1.3b
+# architecture with random weights at 832x480 in bf16, variants side by side, then a kernel profile of the base
+# variant. Everything lands in $OUT (or out/): gpu-env.txt, gpu-bench.json/.txt, gpu-profile.txt.
+#
+# Each variant generates 48 latent frames (189 video frames, 16 chunks): the window (12 latent frames) is full
+# from the fifth chunk on, so the steady-state medians are those of any longer video. Override with FRAMES=120.
 #
 # Installs nothing but the project's own code. torchao (for int8/fp8) travels as a wheel when the machine
 # lacks it; prepare it once with:
@@ -8,7 +12,7 @@
 #   python3 -m pip download --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
 #     --platform manylinux_2_28_x86_64 --platform manylinux_2_24_x86_64 -d .whl torchao
 # and carry `.whl` with the run.
-set -euo pipefail
+set -uo pipefail
 out=${OUT:-out}
 mkdir -p "$out"
 export PYTHONPATH=$PWD/src PYTHONUNBUFFERED=1
@@ -16,9 +20,15 @@ if compgen -G ".whl/*.whl" >/dev/null; then
   python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --target /tmp/site .whl/*.whl
   export PYTHONPATH=/tmp/site:$PYTHONPATH
 fi
-python3 -c "import torch; print('torch', torch.__version__, torch.cuda.get_device_name(0))" | tee "$out/gpu-env.txt"
-# Exactness first: the golden parity tests on this stack.
-python3 -m pytest -q -p no:cacheprovider tests/test_golden_parity.py 2>&1 | tail -n 3 | tee -a "$out/gpu-env.txt"
-python3 -m longlive_cli bench --preset longlive-1.3b --random-weights --device cuda --dtype bf16 --frames 120 \
-  -V base -V decoder=fast -V quantize=fp8,decoder=fast -V quantize=int8 -V window=21,sink=0 \
-  --json "$out/gpu-bench.json" 2>&1 | tee "$out/gpu-bench.txt"
+{
+  nvidia-smi -L
+  python3 -c "import torch; print('torch', torch.__version__, 'cuda', torch.version.cuda, torch.cuda.get_device_name(0))"
+  python3 -c "import torchao; print('torchao', torchao.__version__)"
+  # Exactness first: the golden parity tests with every model on the GPU (float32, TF32 off).
+  LONGLIVE_TEST_DEVICE=cuda python3 -m pytest -q -p no:cacheprovider tests/test_golden_parity.py 2>&1 | tail -n 3
+} 2>&1 | tee "$out/gpu-env.txt"
+timeout 420 python3 -m longlive_cli bench --preset longlive-1.3b --random-weights --device cuda --dtype bf16 \
+  --frames "${FRAMES:-48}" --variant-timeout 120 \
+  -V base -V sdpa=cudnn -V decoder=fast -V quantize=fp8,decoder=fast -V quantize=int8 -V window=21,sink=0 \
+  -V compile=true --json "$out/gpu-bench.json" 2>&1 | tee "$out/gpu-bench.txt"
+timeout 90 python3 scripts/gpu_profile.py --preset longlive-1.3b 2>&1 | tee "$out/gpu-profile.txt"

@@ -8,6 +8,7 @@ import pytest
 from typer.testing import CliRunner
 
 from longlive_cli.bench import BenchSettings
+from longlive_cli.bundle import build_modules
 from longlive_cli.cli import app
 
 from .fakes import FAST_SPEC, write_converted
@@ -53,4 +54,25 @@ def test_preset_with_random_weights_runs_in_process(monkeypatch):
     for decoder in ("wan", "fast"):
         result = bench.run_variant(BenchSettings(preset="test-tiny", frames=9, warmup_chunks=1, decoder=decoder))
         assert result["steady_chunks"] == 2 and result["e2e_fps"] > 0
-        assert result["params"] == sum(p.numel() for p in bench.build_modules(TINY_SPEC)[0].parameters())
+        assert result["params"] == sum(p.numel() for p in build_modules(TINY_SPEC)[0].parameters())
+
+
+def test_a_variant_over_its_time_limit_is_reported_and_the_json_keeps_what_finished(tmp_path):
+    from longlive_cli import bench
+
+    model = write_converted(tmp_path / "m.safetensors", FAST_SPEC)
+    out = tmp_path / "bench.json"
+    seen = []
+
+    def save(report: dict) -> None:
+        seen.append([v["variant"] for v in report["variants"]])
+        out.write_text(json.dumps(report))
+
+    base = BenchSettings(model=str(model), frames=6, warmup_chunks=1)
+    report = bench.run_all(base, ["base", "window=9"], timeout_s=0.01, on_variant=save)
+    assert seen == [["base"], ["base", "window=9"]]
+    assert all("limit per variant" in v["error"][0] for v in report["variants"])
+    assert json.loads(out.read_text())["variants"][1]["variant"] == "window=9"
+    with pytest.raises(ValueError, match="key=value"):
+        bench.run_all(base, ["base", "nonsense"], on_variant=save)
+    assert len(seen) == 2, "a bad variant is refused before anything runs"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import pytest
@@ -17,6 +18,11 @@ from longlive_cli.models.vae import WanVAE, WanVAEConfig
 from longlive_cli.schedule import FlowMatchSchedule
 
 GOLDEN = Path(__file__).parent / "data" / "golden"
+# LONGLIVE_TEST_DEVICE=cuda runs the same comparisons on a GPU, in float32 with TF32 off, at the same tolerances.
+DEVICE = torch.device(os.environ.get("LONGLIVE_TEST_DEVICE", "cpu"))
+if DEVICE.type == "cuda":
+    torch.backends.cuda.matmul.allow_tf32 = False
+    torch.backends.cudnn.allow_tf32 = False
 
 
 class ReplayNoise:
@@ -46,7 +52,7 @@ def build_dit(meta: dict, tensors: dict) -> CausalWanDiT:
     model = CausalWanDiT(DiTConfig.from_dict(meta["config"]))
     weights = {k.removeprefix("weights."): v for k, v in tensors.items() if k.startswith("weights.")}
     model.load_state_dict(weights, strict=True)
-    return model.eval()
+    return model.eval().to(DEVICE)
 
 
 def test_schedule_matches_reference_tables(dit_golden):
@@ -80,7 +86,7 @@ def test_dit_stream_case(dit_golden, case):
         Segment(s, t[f"context.{p}"], SwitchPolicy.RECACHE) for s, p in zip(starts, spec["prompts"], strict=True)
     ]
     chunks = list(gen.stream(segments, lat["frames"]))
-    out = torch.cat([c.latents for c in chunks], dim=1)
+    out = torch.cat([c.latents for c in chunks], dim=1).cpu()
     expected = t[f"{case}.output"]
     err = (out - expected).abs().max().item()
     assert err <= 1e-4, f"{case}: max abs error {err:.3g}"
@@ -105,13 +111,13 @@ def vae_golden():
     cfg = WanVAEConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in meta["config"].items()})
     vae = WanVAE(cfg).eval()
     load_state_dict_into(vae, weights, "vae.safetensors")
-    return vae, t
+    return vae.to(DEVICE), t
 
 
 def test_vae_whole_decode(vae_golden):
     vae, t = vae_golden
     with torch.no_grad():
-        out = vae.decode(t["latent"])
+        out = vae.decode(t["latent"].to(DEVICE)).cpu()
     assert out.shape == t["decoded"].shape
     assert (out - t["decoded"]).abs().max().item() <= 1e-4
 
@@ -119,17 +125,17 @@ def test_vae_whole_decode(vae_golden):
 def test_vae_streamed_decode_in_calls_of_2_1_2(vae_golden):
     vae, t = vae_golden
     decoder = vae.stream()
-    z = t["latent"]
+    z = t["latent"].to(DEVICE)
     with torch.no_grad():
         parts = [decoder(z[:, :, a:b]) for a, b in ((0, 2), (2, 3), (3, 5))]
     assert [p.shape[2] for p in parts] == [5, 4, 8]
-    assert (torch.cat(parts, dim=2) - t["decoded_streamed"]).abs().max().item() <= 1e-4
+    assert (torch.cat(parts, dim=2).cpu() - t["decoded_streamed"]).abs().max().item() <= 1e-4
 
 
 def test_vae_encode(vae_golden):
     vae, t = vae_golden
     with torch.no_grad():
-        mu = vae.encode(t["video"])
+        mu = vae.encode(t["video"].to(DEVICE)).cpu()
     assert (mu - t["encoded_mu"]).abs().max().item() <= 1e-4
 
 
@@ -138,7 +144,7 @@ def test_umt5_encoder():
     model = UMT5Encoder(UMT5Config.from_state_dict(weights)).eval()
     load_state_dict_into(model, weights, "umt5_encoder.safetensors")
     with torch.no_grad():
-        out = model(t["ids"], t["mask"])
+        out = model.to(DEVICE)(t["ids"].to(DEVICE), t["mask"].to(DEVICE)).cpu()
     assert (out - t["output"]).abs().max().item() <= 1e-4
 
 

@@ -9,6 +9,7 @@ first frame of a new video, the recache latency at a prompt change, peak memory,
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import platform
@@ -17,19 +18,29 @@ import statistics
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import torch
+from torch.nn.attention import SDPBackend, sdpa_kernel
 
-from .bundle import LONGLIVE_13B, Bundle, ModelSpec, build_modules, load_bundle
+from .bundle import LONGLIVE_13B, Bundle, ModelSpec, load_bundle
 from .engine import SeededNoise, StreamingGenerator, SwitchPolicy
+from .models.dit import CausalWanDiT
 from .models.taehv import TAEHV, TAEHVConfig
+from .models.vae import WanVAE
 from .quantize import quantize_dit, weight_bytes
 from .video import VideoWriter, to_uint8_frames
 
 PRESETS = {"longlive-1.3b": LONGLIVE_13B}
-OVERRIDABLE = ("window", "sink", "quantize", "decoder", "dtype", "compile", "size")
+OVERRIDABLE = ("window", "sink", "quantize", "decoder", "dtype", "compile", "size", "sdpa")
+SDPA = {
+    "cudnn": SDPBackend.CUDNN_ATTENTION,
+    "flash": SDPBackend.FLASH_ATTENTION,
+    "efficient": SDPBackend.EFFICIENT_ATTENTION,
+    "math": SDPBackend.MATH,
+}
 
 
 @dataclass(frozen=True)
@@ -49,6 +60,7 @@ class BenchSettings:
     decoder: str = "auto"
     compile: bool = False
     size: str | None = None
+    sdpa: str = "auto"
     write: bool = False
 
     def with_overrides(self, text: str) -> BenchSettings:
@@ -63,6 +75,8 @@ class BenchSettings:
                 raise ValueError(f"variant {text!r}: expected key=value with keys {', '.join(OVERRIDABLE)}")
             if key in ("window", "sink"):
                 values[key] = int(value)
+            elif key == "sdpa" and value.strip() not in ("auto", *SDPA):
+                raise ValueError(f"variant {text!r}: sdpa is one of auto, {', '.join(SDPA)}")
             elif key == "compile":
                 values[key] = value.strip().lower() in ("1", "true", "yes")
             else:
@@ -70,18 +84,33 @@ class BenchSettings:
         return replace(self, name=text, **values)
 
 
+def attention_backend(name: str) -> contextlib.AbstractContextManager:
+    """Pin scaled_dot_product_attention to one backend ('auto' leaves PyTorch's choice)."""
+    if name == "auto":
+        return contextlib.nullcontext()
+    if name not in SDPA:
+        raise ValueError(f"sdpa={name!r}: choose auto, {', '.join(SDPA)}")
+    return sdpa_kernel([SDPA[name]])
+
+
+def compile_blocks(dit: torch.nn.Module) -> None:
+    """Compile the transformer block, once for all layers; cache lengths and layer indices become symbolic."""
+    torch._dynamo.config.recompile_limit = max(torch._dynamo.config.recompile_limit, 64)
+    for blk in dit.blocks:
+        blk.compile()
+
+
 def _sync(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize(device)
 
 
-def _random_bundle(spec: ModelSpec, device: str, dtype: torch.dtype) -> tuple[Bundle, torch.Tensor]:
-    """A preset with random weights built directly on the device, and random text features."""
+def random_bundle(spec: ModelSpec, device: str, dtype: torch.dtype) -> tuple[Bundle, torch.Tensor]:
+    """A preset with random weights built directly on the device, and random text features (no text encoder)."""
     torch.manual_seed(0)
-    dit, vae, _ = build_modules(spec, "cpu" if device == "cpu" else device)
     fast_cfg = spec.fast_decoder or TAEHVConfig()
     with torch.device(device):
-        fast = TAEHV(fast_cfg)
+        dit, vae, fast = CausalWanDiT(spec.dit), WanVAE(spec.vae), TAEHV(fast_cfg)
     spec = replace(spec, fast_decoder=fast_cfg)
     for m in (dit, vae, fast):
         m.to(device=device, dtype=dtype).eval().requires_grad_(False)
@@ -93,7 +122,7 @@ def _load(s: BenchSettings, device: str, dtype: torch.dtype) -> tuple[Bundle, to
     if s.preset is not None:
         if s.preset not in PRESETS:
             raise ValueError(f"unknown preset {s.preset!r}; choose one of {', '.join(PRESETS)}")
-        return _random_bundle(PRESETS[s.preset], device, dtype)
+        return random_bundle(PRESETS[s.preset], device, dtype)
     bundle = load_bundle(s.model or "tiny", device, dtype)
     context = bundle.text.encode(["a small red circle moving left and right on a gray background"])
     return bundle, context
@@ -116,7 +145,7 @@ def run_variant(s: BenchSettings) -> dict:
     stride = spec.vae.space_stride
     latent = (spec.vae.z_dim, height // stride, width // stride)
     if s.compile:
-        bundle.dit.forward = torch.compile(bundle.dit.forward, dynamic=False)
+        compile_blocks(bundle.dit)
     decoder = bundle.decoder(s.decoder)
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
@@ -128,37 +157,38 @@ def run_variant(s: BenchSettings) -> dict:
     if s.write:
         path = Path(os.environ.get("TMPDIR", "/tmp")) / f"longlive-bench-{os.getpid()}.mp4"
         writer = VideoWriter(path, spec.fps, (width, height), overwrite=True)
-    t0 = time.perf_counter()
-    gen.reset()
-    gen.set_prompt(context)
-    first_frame_s = None
-    warmup_s = 0.0
-    for i in range(chunks):
-        a = time.perf_counter()
-        latents = gen.step()
-        _sync(device)
-        b = time.perf_counter()
-        frames = to_uint8_frames(stream(latents.transpose(1, 2)))
-        c = time.perf_counter()
+    with attention_backend(s.sdpa):
+        t0 = time.perf_counter()
+        gen.reset()
+        gen.set_prompt(context)
+        first_frame_s = None
+        warmup_s = 0.0
+        for i in range(chunks):
+            a = time.perf_counter()
+            latents = gen.step()
+            _sync(device)
+            b = time.perf_counter()
+            frames = to_uint8_frames(stream(latents.transpose(1, 2)))
+            c = time.perf_counter()
+            if writer is not None:
+                writer.write(frames)
+            d = time.perf_counter()
+            if first_frame_s is None:
+                first_frame_s = c - t0
+            if i < s.warmup_chunks:
+                warmup_s += d - a
+                continue
+            dit_times.append(b - a)
+            dec_times.append(c - b)
+            write_times.append(d - c)
+            frames_out.append(len(frames))
         if writer is not None:
-            writer.write(frames)
-        d = time.perf_counter()
-        if first_frame_s is None:
-            first_frame_s = c - t0
-        if i < s.warmup_chunks:
-            warmup_s += d - a
-            continue
-        dit_times.append(b - a)
-        dec_times.append(c - b)
-        write_times.append(d - c)
-        frames_out.append(len(frames))
-    if writer is not None:
-        writer.close(keep=False)
-    _sync(device)
-    a = time.perf_counter()
-    gen.switch(context * -1, SwitchPolicy.RECACHE)
-    _sync(device)
-    recache_s = time.perf_counter() - a
+            writer.close(keep=False)
+        _sync(device)
+        a = time.perf_counter()
+        gen.switch(context * -1, SwitchPolicy.RECACHE)
+        _sync(device)
+        recache_s = time.perf_counter() - a
     per_chunk = statistics.median(frames_out) if frames_out else 0
     dit_s = statistics.median(dit_times) if dit_times else float("nan")
     dec_s = statistics.median(dec_times) if dec_times else float("nan")
@@ -208,27 +238,42 @@ def environment(device: str) -> dict:
     return env
 
 
-def run_all(base: BenchSettings, variants: list[str]) -> dict:
-    """Every variant in a fresh process, with speed ratios to the first."""
-    results = []
-    for text in variants:
-        s = base.with_overrides(text)
-        proc = subprocess.run(
-            [sys.executable, "-m", "longlive_cli.bench", json.dumps(asdict(s))],
-            capture_output=True,
-            text=True,
-        )
-        if proc.returncode:
-            results.append({"variant": text, "error": proc.stderr.strip().splitlines()[-1:] or ["failed"]})
-            continue
-        results.append(json.loads(proc.stdout.strip().splitlines()[-1]))
+def _ratios(results: list[dict]) -> None:
     ok = [r for r in results if "error" not in r]
-    if ok:
-        first = ok[0]
-        for r in ok:
-            r["e2e_ratio"] = round(r["e2e_fps"] / first["e2e_fps"], 3)
-            r["dit_ratio"] = round(r["dit_fps"] / first["dit_fps"], 3)
-    return {"environment": environment(base.device), "measured": __doc__.split("\n\n")[1], "variants": results}
+    for r in ok:
+        r["e2e_ratio"] = round(r["e2e_fps"] / ok[0]["e2e_fps"], 3)
+        r["dit_ratio"] = round(r["dit_fps"] / ok[0]["dit_fps"], 3)
+
+
+def run_all(
+    base: BenchSettings,
+    variants: list[str],
+    timeout_s: float | None = None,
+    on_variant: Callable[[dict], None] | None = None,
+) -> dict:
+    """Every variant in a fresh process, with speed ratios to the first; ``on_variant`` sees the report so far."""
+    settings = [base.with_overrides(text) for text in variants]
+    report = {"environment": environment(base.device), "measured": __doc__.split("\n\n")[1], "variants": []}
+    for s in settings:
+        try:
+            proc = subprocess.run(
+                [sys.executable, "-m", "longlive_cli.bench", json.dumps(asdict(s))],
+                capture_output=True,
+                text=True,
+                timeout=timeout_s,
+            )
+        except subprocess.TimeoutExpired:
+            result = {"variant": s.name, "error": [f"stopped after the {timeout_s:g} s limit per variant"]}
+        else:
+            if proc.returncode:
+                result = {"variant": s.name, "error": proc.stderr.strip().splitlines()[-1:] or ["failed"]}
+            else:
+                result = json.loads(proc.stdout.strip().splitlines()[-1])
+        report["variants"].append(result)
+        _ratios(report["variants"])
+        if on_variant is not None:
+            on_variant(report)
+    return report
 
 
 if __name__ == "__main__":

@@ -329,11 +329,16 @@ def bench(
             "--variants",
             "-V",
             help="Repeat: 'base' or key=value,... over window, sink, quantize, "
-            "decoder, dtype, compile, size. Ratios are to the first.",
+            "decoder, dtype, compile, size, sdpa. Ratios are to the first.",
         ),
     ] = None,
     write: Annotated[bool, typer.Option(help="Also time MP4 writing (reported apart).")] = False,
-    json_out: Annotated[Path | None, typer.Option("--json", help="Write all figures here.")] = None,
+    json_out: Annotated[
+        Path | None, typer.Option("--json", help="Write all figures here (rewritten after each variant).")
+    ] = None,
+    variant_timeout: Annotated[
+        float | None, typer.Option(help="Seconds allowed per variant; a slower one is reported as stopped.")
+    ] = None,
 ) -> None:
     """FPS, latency and memory of the streaming pipeline, variants side by side."""
     from .bench import BenchSettings, run_all
@@ -350,13 +355,19 @@ def bench(
     except USER_ERRORS as e:
         raise fail(str(e)) from None
     base = BenchSettings(model=model, preset=preset, device=dev, dtype=dt, frames=frames, size=size, write=write)
+
+    def save(report: dict) -> None:
+        last = report["variants"][-1]
+        done = f"failed: {' '.join(last['error'])}" if "error" in last else f"{last['e2e_fps']:.1f} fps end to end"
+        err.print(f"[dim]{last['variant']}: {done}[/]")
+        if json_out is not None:
+            json_out.write_text(json.dumps(report, indent=2) + "\n")
+
     try:
-        report = run_all(base, variants or ["base"])
+        report = run_all(base, variants or ["base"], variant_timeout, save)
     except ValueError as e:
         raise fail(str(e)) from None
     _print_bench(report)
-    if json_out is not None:
-        json_out.write_text(json.dumps(report, indent=2) + "\n")
     if any("error" in v for v in report["variants"]):
         raise typer.Exit(BAD_INPUT)
 
