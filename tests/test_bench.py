@@ -20,11 +20,13 @@ def test_variants_side_by_side(tmp_path):
     model = write_converted(tmp_path / "m.safetensors", FAST_SPEC)
     out = tmp_path / "bench.json"
     args = ["bench", "--model", str(model), "--device", "cpu", "--frames", "12", "--json", str(out)]
-    result = runner.invoke(app, [*args, "-V", "base", "-V", "decoder=wan", "-V", "window=9,sink=0", "--write"])
+    variants = ["base", "decoder=wan", "window=9,sink=0", "decoder=wan,decode_step=0,channels_last=true"]
+    result = runner.invoke(app, [*args, *(a for v in variants for a in ("-V", v)), "--write"])
     assert result.exit_code == 0, result.output
     report = json.loads(out.read_text())
     assert report["environment"]["torch"]
-    base, wan, full = report["variants"]
+    base, wan, full, wan_whole_chunk = report["variants"]
+    assert wan_whole_chunk["settings"]["decode_step"] == 0 and wan_whole_chunk["settings"]["channels_last"]
     assert base["decoder"] == "TAEHV" and wan["decoder"] == "WanVAE"
     assert full["engine"]["window"] == 9 and full["engine"]["sink"] == 0
     assert base["e2e_ratio"] == 1.0
@@ -33,6 +35,7 @@ def test_variants_side_by_side(tmp_path):
         assert v["dit_fps"] >= v["e2e_fps"] > 0
         assert v["write_s_per_chunk"] is not None
         assert v["peak_memory_bytes"] > 0 and v["recache_s"] > 0 and v["time_to_first_frame_s"] > 0
+        assert v["new_video_first_frame_s"] > 0
     assert "5 forwards" in report["measured"]
 
 

@@ -228,3 +228,23 @@ def test_segments_must_start_at_zero_and_be_ordered():
         next(gen.stream([Segment(3, p0)], 6))
     with pytest.raises(ValueError, match="in order"):
         next(gen.stream([Segment(0, p0), Segment(9, p1), Segment(6, p1)], 12))
+
+
+def test_compiled_blocks_after_warm_up_match_eager_and_compile_nothing_more():
+    from torch._dynamo.utils import counters
+
+    from longlive_cli.engine import warm_up
+
+    eager = tiny_generator()
+    p = prompts(2)
+    segments = [Segment(0, p[0]), Segment(12, p[1], SwitchPolicy.RECACHE)]
+    expected = run(eager, segments, 24)
+    compiled = tiny_generator()
+    compiled.model.compile_blocks(backend="aot_eager")  # the graphs dynamo makes, without code generation
+    before = counters["stats"]["unique_graphs"]
+    warm_up(compiled.model, compiled.cfg, LATENT, p[0])
+    graphs = counters["stats"]["unique_graphs"]
+    assert graphs > before
+    out = run(compiled, segments, 24)
+    assert counters["stats"]["unique_graphs"] == graphs, "the stream compiled graphs the warm-up had not met"
+    assert (out - expected).abs().max().item() <= 1e-4

@@ -64,11 +64,17 @@ def test_schedule_matches_reference_tables(dit_golden):
     assert sched.warped().tolist() == pytest.approx([1000.0, 937.5, 833.3333, 625.0], abs=1e-3)
 
 
-@pytest.mark.parametrize("case", ["single", "switch_keep_sink", "switch_reanchor_sink", "two_switches_early"])
-def test_dit_stream_case(dit_golden, case):
+@pytest.mark.parametrize(
+    ("case", "compiled"),
+    [("single", False), ("switch_keep_sink", False), ("switch_reanchor_sink", False), ("two_switches_early", False),
+     ("switch_keep_sink", True)],
+)  # fmt: skip
+def test_dit_stream_case(dit_golden, case, compiled):
     meta, t = dit_golden
     spec = meta["cases"][case]
     model = build_dit(meta, t)
+    if compiled:
+        model.compile_blocks()
     lat = meta["latent"]
     cfg = EngineConfig(
         chunk_frames=meta["num_frame_per_block"],

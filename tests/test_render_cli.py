@@ -10,6 +10,7 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 from typer.testing import CliRunner
 
@@ -253,3 +254,28 @@ def test_unknown_words_are_warned_about(tmp_path, model):
     assert result.exit_code == 0, result.output
     warnings = [json.loads(line) for line in result.stdout.splitlines() if '"warning"' in line]
     assert any("'zebra'" in w["message"] for w in warnings)
+
+
+def test_compile_renders_the_same_video(tmp_path, model, monkeypatch):
+    from torch._dynamo.utils import counters
+
+    from longlive_cli.models.dit import CausalWanDiT
+    from longlive_cli.video import read_frames
+
+    compiled = []
+    original = CausalWanDiT.compile_blocks
+
+    def compile_blocks(self, backend: str = "inductor") -> None:
+        compiled.append(self)
+        original(self, backend="aot_eager")  # dynamo's graphs without code generation, to keep the test quick
+
+    monkeypatch.setattr(CausalWanDiT, "compile_blocks", compile_blocks)
+    path = timeline(tmp_path, model, TWO_CHANGES)
+    a, b = tmp_path / "eager.mp4", tmp_path / "compiled.mp4"
+    assert runner.invoke(app, ["render", str(path), "-o", str(a), "-q"]).exit_code == 0
+    graphs = counters["stats"]["unique_graphs"]
+    result = runner.invoke(app, ["render", str(path), "-o", str(b), "-q", "--compile"])
+    assert result.exit_code == 0, result.output
+    assert len(compiled) == 1 and counters["stats"]["unique_graphs"] > graphs
+    diffs = [np.abs(x.astype(int) - y.astype(int)).max() for x, y in zip(read_frames(a), read_frames(b), strict=True)]
+    assert len(diffs) == 48 and max(diffs) <= 2

@@ -99,3 +99,16 @@ def test_stream_cache_is_constant_size_and_reset_restarts(vae: WanVAE, golden: d
 def test_normalize_round_trip(vae: WanVAE, golden: dict[str, torch.Tensor]) -> None:
     z = golden["latent"]
     torch.testing.assert_close(vae.normalize(vae.denormalize(z)), z)
+
+
+def test_channels_last_weights_decode_the_same(
+    meta: dict, weights: dict[str, torch.Tensor], golden: dict[str, torch.Tensor]
+) -> None:
+    cfg = WanVAEConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in meta["config"].items()})
+    model = WanVAE(cfg).eval()
+    model.load_state_dict(weights, strict=True)
+    model.channels_last()
+    conv = model.decoder.conv1
+    assert conv.weight.is_contiguous(memory_format=torch.channels_last_3d)
+    outs = _stream(model, golden["latent"], (3, 2), None)
+    assert (torch.cat(outs, 2) - golden["decoded"]).abs().max() <= TOL

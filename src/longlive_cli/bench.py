@@ -1,10 +1,11 @@
 """Speed and memory of the streaming pipeline, saying exactly what was timed.
 
 Each variant (a set of overrides on the base settings) runs in its own process so that peak memory is its own.
-Per variant: warm-up (the first chunks, compile time included) is reported apart; then over the steady-state
-chunks, the median DiT time per chunk (5 forwards: 4 denoising steps + the clean cache pass), the median decode
-time per chunk (streaming decoder to uint8 frames on the host), the optional MP4 write time, the time to the
-first frame of a new video, the recache latency at a prompt change, peak memory, parameters and weight bytes.
+Per variant: compiling (with compile=true, a throwaway stream that meets every shape first) and the first chunks
+are reported apart; then over the steady-state chunks, the median DiT time per chunk (5 forwards: 4 denoising
+steps + the clean cache pass), the median decode time per chunk (streaming decoder to uint8 frames on the host),
+the optional MP4 write time, the time to the first frame (of the process's first video, first kernels included;
+and of a new video once warm), the recache latency at a prompt change, peak memory, parameters and weight bytes.
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ import torch
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from .bundle import LONGLIVE_13B, Bundle, ModelSpec, load_bundle
-from .engine import SeededNoise, StreamingGenerator, SwitchPolicy
+from .engine import SeededNoise, StreamingGenerator, SwitchPolicy, warm_up
 from .models.dit import CausalWanDiT
 from .models.taehv import TAEHV, TAEHVConfig
 from .models.vae import WanVAE
@@ -34,7 +35,9 @@ from .quantize import quantize_dit, weight_bytes
 from .video import VideoWriter, to_uint8_frames
 
 PRESETS = {"longlive-1.3b": LONGLIVE_13B}
-OVERRIDABLE = ("window", "sink", "quantize", "decoder", "dtype", "compile", "size", "sdpa")
+OVERRIDABLE = (
+    "window", "sink", "quantize", "decoder", "dtype", "compile", "size", "sdpa", "decode_step", "channels_last"
+)  # fmt: skip
 SDPA = {
     "cudnn": SDPBackend.CUDNN_ATTENTION,
     "flash": SDPBackend.FLASH_ATTENTION,
@@ -61,6 +64,8 @@ class BenchSettings:
     compile: bool = False
     size: str | None = None
     sdpa: str = "auto"
+    decode_step: int = 1
+    channels_last: bool | None = None
     write: bool = False
 
     def with_overrides(self, text: str) -> BenchSettings:
@@ -73,11 +78,11 @@ class BenchSettings:
             key = key.strip()
             if not sep or key not in OVERRIDABLE:
                 raise ValueError(f"variant {text!r}: expected key=value with keys {', '.join(OVERRIDABLE)}")
-            if key in ("window", "sink"):
+            if key in ("window", "sink", "decode_step"):
                 values[key] = int(value)
             elif key == "sdpa" and value.strip() not in ("auto", *SDPA):
                 raise ValueError(f"variant {text!r}: sdpa is one of auto, {', '.join(SDPA)}")
-            elif key == "compile":
+            elif key in ("compile", "channels_last"):
                 values[key] = value.strip().lower() in ("1", "true", "yes")
             else:
                 values[key] = value.strip()
@@ -91,13 +96,6 @@ def attention_backend(name: str) -> contextlib.AbstractContextManager:
     if name not in SDPA:
         raise ValueError(f"sdpa={name!r}: choose auto, {', '.join(SDPA)}")
     return sdpa_kernel([SDPA[name]])
-
-
-def compile_blocks(dit: torch.nn.Module) -> None:
-    """Compile the transformer block, once for all layers; cache lengths and layer indices become symbolic."""
-    torch._dynamo.config.recompile_limit = max(torch._dynamo.config.recompile_limit, 64)
-    for blk in dit.blocks:
-        blk.compile()
 
 
 def _sync(device: torch.device) -> None:
@@ -114,6 +112,8 @@ def random_bundle(spec: ModelSpec, device: str, dtype: torch.dtype) -> tuple[Bun
     spec = replace(spec, fast_decoder=fast_cfg)
     for m in (dit, vae, fast):
         m.to(device=device, dtype=dtype).eval().requires_grad_(False)
+    if vae.conv2.weight.is_cuda:
+        vae.channels_last()
     context = torch.randn(1, spec.dit.text_len, spec.dit.text_dim, device=device) * 0.1
     return Bundle(spec, dit, vae, None, f"{spec.name} (random weights)", fast), context
 
@@ -144,51 +144,69 @@ def run_variant(s: BenchSettings) -> dict:
     width, height = (int(v) for v in s.size.split("x")) if s.size else spec.size
     stride = spec.vae.space_stride
     latent = (spec.vae.z_dim, height // stride, width // stride)
-    if s.compile:
-        compile_blocks(bundle.dit)
     decoder = bundle.decoder(s.decoder)
+    if isinstance(decoder, WanVAE) and s.channels_last is not None:
+        decoder.channels_last(s.channels_last)
+    compile_s = 0.0
+    if s.compile:
+        a = time.perf_counter()
+        bundle.dit.compile_blocks()
+        with attention_backend(s.sdpa):
+            warm_up(bundle.dit, engine, latent, context)
+        _sync(device)
+        compile_s = time.perf_counter() - a
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
     gen = StreamingGenerator(bundle.dit, engine, latent, SeededNoise(0))
-    stream = decoder.stream()
+
+    def dit(call, *args) -> torch.Tensor | None:
+        with attention_backend(s.sdpa):
+            return call(*args)
+
+    stream = decoder.stream(s.decode_step or None) if isinstance(decoder, WanVAE) else decoder.stream()
     chunks = -(-s.frames // engine.chunk_frames)
     dit_times, dec_times, write_times, frames_out = [], [], [], []
     writer = None
     if s.write:
         path = Path(os.environ.get("TMPDIR", "/tmp")) / f"longlive-bench-{os.getpid()}.mp4"
         writer = VideoWriter(path, spec.fps, (width, height), overwrite=True)
-    with attention_backend(s.sdpa):
-        t0 = time.perf_counter()
-        gen.reset()
-        gen.set_prompt(context)
-        first_frame_s = None
-        warmup_s = 0.0
-        for i in range(chunks):
-            a = time.perf_counter()
-            latents = gen.step()
-            _sync(device)
-            b = time.perf_counter()
-            frames = to_uint8_frames(stream(latents.transpose(1, 2)))
-            c = time.perf_counter()
-            if writer is not None:
-                writer.write(frames)
-            d = time.perf_counter()
-            if first_frame_s is None:
-                first_frame_s = c - t0
-            if i < s.warmup_chunks:
-                warmup_s += d - a
-                continue
-            dit_times.append(b - a)
-            dec_times.append(c - b)
-            write_times.append(d - c)
-            frames_out.append(len(frames))
-        if writer is not None:
-            writer.close(keep=False)
-        _sync(device)
+    t0 = time.perf_counter()
+    gen.reset()
+    dit(gen.set_prompt, context)
+    first_frame_s = None
+    warmup_s = 0.0
+    for i in range(chunks):
         a = time.perf_counter()
-        gen.switch(context * -1, SwitchPolicy.RECACHE)
+        latents = dit(gen.step)
         _sync(device)
-        recache_s = time.perf_counter() - a
+        b = time.perf_counter()
+        frames = to_uint8_frames(stream(latents.transpose(1, 2)))
+        c = time.perf_counter()
+        if writer is not None:
+            writer.write(frames)
+        d = time.perf_counter()
+        if first_frame_s is None:
+            first_frame_s = c - t0
+        if i < s.warmup_chunks:
+            warmup_s += d - a
+            continue
+        dit_times.append(b - a)
+        dec_times.append(c - b)
+        write_times.append(d - c)
+        frames_out.append(len(frames))
+    if writer is not None:
+        writer.close(keep=False)
+    _sync(device)
+    a = time.perf_counter()
+    dit(gen.switch, context * -1, SwitchPolicy.RECACHE)
+    _sync(device)
+    recache_s = time.perf_counter() - a
+    a = time.perf_counter()
+    gen.reset()
+    dit(gen.set_prompt, context)
+    stream.reset()
+    to_uint8_frames(stream(dit(gen.step).transpose(1, 2)))
+    new_video_s = time.perf_counter() - a
     per_chunk = statistics.median(frames_out) if frames_out else 0
     dit_s = statistics.median(dit_times) if dit_times else float("nan")
     dec_s = statistics.median(dec_times) if dec_times else float("nan")
@@ -205,6 +223,7 @@ def run_variant(s: BenchSettings) -> dict:
         "decoder": type(decoder).__name__,
         "load_s": round(load_s, 3),
         "warmup_s": round(warmup_s, 3),
+        "compile_s": round(compile_s, 3),
         "steady_chunks": len(dit_times),
         "frames_per_chunk": per_chunk,
         "dit_s_per_chunk": round(dit_s, 5),
@@ -213,6 +232,7 @@ def run_variant(s: BenchSettings) -> dict:
         "dit_fps": round(per_chunk / dit_s, 2),
         "e2e_fps": round(per_chunk / (dit_s + dec_s), 2),
         "time_to_first_frame_s": round(first_frame_s, 4),
+        "new_video_first_frame_s": round(new_video_s, 4),
         "recache_s": round(recache_s, 4),
         "params": sum(p.numel() for p in bundle.dit.parameters()),
         "dit_weight_bytes": weight_bytes(bundle.dit),

@@ -134,6 +134,8 @@ def _finish(
 ) -> Bundle:
     dit = dit.to(device=device, dtype=dtype).eval().requires_grad_(False)
     vae = vae.to(device=device, dtype=dtype).eval().requires_grad_(False)
+    if vae.conv2.weight.is_cuda:
+        vae.channels_last()
     if fast is not None:
         fast = fast.to(device=device, dtype=dtype).eval().requires_grad_(False)
     text.model = text.model.to(device=device, dtype=torch.float32 if dtype == torch.float16 else dtype).eval()

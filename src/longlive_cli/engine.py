@@ -228,3 +228,17 @@ class StreamingGenerator:
             n = min(self.cfg.chunk_frames, num_frames - start)
             yield LatentChunk(index, start, self.step(n), current, switched)
             index += 1
+
+
+@torch.no_grad()
+def warm_up(model: CausalWanDiT, cfg: EngineConfig, latent_shape: tuple[int, int, int], context: torch.Tensor) -> None:
+    """Meet every shape of a stream once (the window filling, steady chunks, a recache) on a throwaway generator.
+
+    With compiled blocks, compiling then happens here rather than at the first frames and the first prompt switch.
+    """
+    gen = StreamingGenerator(model, cfg, latent_shape, SeededNoise(0))
+    gen.set_prompt(context)
+    for _ in range(-(-cfg.window // cfg.chunk_frames) + 1):
+        gen.step()
+    gen.switch(context, SwitchPolicy.RECACHE)
+    gen.step()

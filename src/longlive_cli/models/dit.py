@@ -149,6 +149,16 @@ class CausalWanDiT(nn.Module):
         self.head = Head(cfg)
         self.rope = RopeTables(cfg.head_dim)
 
+    def compile_blocks(self, backend: str = "inductor") -> None:
+        """torch.compile each block (one graph serves every layer); the cache update stays eager between graphs.
+
+        Layer indices and token counts become symbolic after their first change, so a stream compiles about ten
+        graphs in its first chunks and a prompt switch, then none.
+        """
+        torch._dynamo.config.recompile_limit = max(torch._dynamo.config.recompile_limit, 32)
+        for blk in self.blocks:
+            blk.compile(backend=backend)
+
     def frame_tokens(self, height: int, width: int) -> int:
         """Tokens per latent frame of size height x width."""
         _, ph, pw = self.cfg.patch_size

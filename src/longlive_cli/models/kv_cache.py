@@ -106,10 +106,14 @@ class KVCache:
             current_end=current_end,
         )
 
+    @torch.compiler.disable
     def update_and_view(
         self, layer: int, plan: CachePlan, k: torch.Tensor, v: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Apply ``plan`` to one layer's buffers with new k/v [B, H, n, D]; return the keys/values attended."""
+        """Apply ``plan`` to one layer's buffers with new k/v [B, H, n, D]; return the keys/values attended.
+
+        Never compiled: its slicing depends on the plan's integers, which would otherwise be guarded on.
+        """
         kb, vb = self.k[layer], self.v[layer]
         if plan.evict:
             src = slice(self.sink + plan.evict, self.sink + plan.evict + plan.rolled)

@@ -338,6 +338,14 @@ class WanVAE(nn.Module):
         video = self.stream()(z)
         return video.clamp_(-1, 1) if clamp else video
 
+    def channels_last(self, enabled: bool = True) -> WanVAE:
+        """Convolution weights in channels-last layout, so that cuDNN picks its NHWC kernels without layout copies."""
+        for m in self.modules():
+            if isinstance(m, nn.Conv3d | nn.Conv2d):
+                layout = (torch.channels_last_3d if m.weight.dim() == 5 else torch.channels_last) if enabled else None
+                m.weight.data = m.weight.data.contiguous(memory_format=layout or torch.contiguous_format)
+        return self
+
     def stream(self, step: int | None = 1) -> StreamingDecoder:
         """A decoder that carries its feature cache from call to call."""
         return StreamingDecoder(self, step)
