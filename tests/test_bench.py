@@ -29,6 +29,8 @@ def test_variants_side_by_side(tmp_path):
     assert wan_whole_chunk["settings"]["decode_step"] == 0 and wan_whole_chunk["settings"]["channels_last"]
     assert base["decoder"] == "TAEHV" and wan["decoder"] == "WanVAE"
     assert full["engine"]["window"] == 9 and full["engine"]["sink"] == 0
+    # keys + values, 2 layers x 2 heads x 16 channels, float32, 4 tokens a latent frame, window frames
+    assert (base["kv_cache_bytes"], full["kv_cache_bytes"]) == (2 * 2 * 2 * 16 * 4 * 4 * 6, 2 * 2 * 2 * 16 * 4 * 4 * 9)
     assert base["e2e_ratio"] == 1.0
     for v in report["variants"]:
         assert v["steady_chunks"] == 2 and v["frames_per_chunk"] == 12

@@ -236,6 +236,7 @@ def run_variant(s: BenchSettings) -> dict:
         "recache_s": round(recache_s, 4),
         "params": sum(p.numel() for p in bundle.dit.parameters()),
         "dit_weight_bytes": weight_bytes(bundle.dit),
+        "kv_cache_bytes": 2 * gen.cache.k.numel() * gen.cache.k.element_size(),
     }
     if device.type == "cuda":
         result["peak_memory_bytes"] = torch.cuda.max_memory_allocated(device)

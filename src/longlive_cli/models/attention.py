@@ -21,8 +21,7 @@ class RMSNorm(nn.Module):
         self.weight = nn.Parameter(torch.ones(dim))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        xf = x.float()
-        return (xf * torch.rsqrt(xf.pow(2).mean(-1, keepdim=True) + self.eps)).type_as(x) * self.weight
+        return F.rms_norm(x.float(), (x.shape[-1],), eps=self.eps).type_as(x) * self.weight
 
 
 class LayerNorm(nn.LayerNorm):
@@ -38,8 +37,7 @@ class LayerNorm(nn.LayerNorm):
 class SelfAttnContext:
     """Per-forward inputs shared by every layer's self-attention; no cache means bidirectional."""
 
-    cos: torch.Tensor
-    sin: torch.Tensor
+    rotation: torch.Tensor
     cache: KVCache | None = None
     plan: CachePlan | None = None
 
@@ -65,8 +63,8 @@ class SelfAttention(Projections):
     def forward(self, x: torch.Tensor, layer: int, ctx: SelfAttnContext) -> torch.Tensor:
         b, n, _ = x.shape
         shape = (b, n, self.num_heads, self.head_dim)
-        q = apply_rope(self.norm_q(self.q(x)).view(shape), ctx.cos, ctx.sin).transpose(1, 2)
-        k = apply_rope(self.norm_k(self.k(x)).view(shape), ctx.cos, ctx.sin).transpose(1, 2)
+        q = apply_rope(self.norm_q(self.q(x)).view(shape), ctx.rotation).transpose(1, 2)
+        k = apply_rope(self.norm_k(self.k(x)).view(shape), ctx.rotation).transpose(1, 2)
         v = self.v(x).view(shape).transpose(1, 2)
         if ctx.cache is not None:
             k, v = ctx.cache.update_and_view(layer, ctx.plan, k.to(ctx.cache.k.dtype), v.to(ctx.cache.v.dtype))

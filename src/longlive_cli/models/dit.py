@@ -196,8 +196,7 @@ class CausalWanDiT(nn.Module):
         tokens = tokens.flatten(2).transpose(1, 2)
         e = self.time_embedding(sinusoidal_embedding(self.cfg.freq_dim, t.flatten()).to(tokens.dtype))
         e0 = self.time_projection(e).unflatten(1, (6, self.cfg.dim)).unflatten(0, (b, frames))
-        cos, sin = self.rope.for_grid(start_frame, frames, gh, gw, tokens.device)
-        ctx = SelfAttnContext(cos, sin)
+        ctx = SelfAttnContext(self.rope.for_grid(start_frame, frames, gh, gw, tokens.device))
         if cache is not None:
             n = gh * gw
             ctx.cache = cache
