@@ -4,7 +4,7 @@ Builds a preset with random weights (or loads a model), fills the attention wind
 of DiT + decode to uint8 frames. The table is sorted by self device time; a one-line split of kernel time into
 matrix products, attention, convolutions and the rest follows it.
 
-    python scripts/gpu_profile.py [--preset longlive-1.3b | --model tiny] [--device cuda] [--decoder auto]
+    python scripts/gpu_profile.py [--preset longlive-1.3b | --model tiny] [--device cuda] [--decoder auto] [--compile]
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from torch.profiler import ProfilerActivity, profile
 
 from longlive_cli.bench import PRESETS, attention_backend, random_bundle
 from longlive_cli.bundle import load_bundle
-from longlive_cli.engine import SeededNoise, StreamingGenerator
+from longlive_cli.engine import SeededNoise, StreamingGenerator, warm_up
 from longlive_cli.video import to_uint8_frames
 
 KINDS = (
@@ -42,6 +42,7 @@ def main() -> None:
     ap.add_argument("--dtype", default="bf16", choices=("bf16", "float32"))
     ap.add_argument("--decoder", default="auto")
     ap.add_argument("--sdpa", default="auto")
+    ap.add_argument("--compile", action="store_true", help="compile the DiT blocks (and warm them up) first")
     ap.add_argument("--chunks", type=int, default=2, help="chunks profiled once the window is full")
     ap.add_argument("--rows", type=int, default=30)
     args = ap.parse_args()
@@ -54,26 +55,35 @@ def main() -> None:
     spec, engine = bundle.spec, bundle.spec.engine
     stride = spec.vae.space_stride
     latent = (spec.vae.z_dim, spec.size[1] // stride, spec.size[0] // stride)
+    if args.compile:
+        bundle.dit.compile_blocks()
+        with attention_backend(args.sdpa):
+            warm_up(bundle.dit, engine, latent, context)
     gen = StreamingGenerator(bundle.dit, engine, latent, SeededNoise(0))
     gen.reset()
     gen.set_prompt(context)
     stream = bundle.decoder(args.decoder).stream()
     device = torch.device(args.device)
     activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda" else [])
-    with attention_backend(args.sdpa):
-        for _ in range(-(-engine.window // engine.chunk_frames) + 1):
-            to_uint8_frames(stream(gen.step().transpose(1, 2)))
+
+    def chunk() -> None:
+        with attention_backend(args.sdpa):
+            latents = gen.step()
+        to_uint8_frames(stream(latents.transpose(1, 2)))
+
+    for _ in range(-(-engine.window // engine.chunk_frames) + 1):
+        chunk()
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    with profile(activities=activities) as prof:
+        for _ in range(args.chunks):
+            chunk()
         if device.type == "cuda":
             torch.cuda.synchronize(device)
-        with profile(activities=activities) as prof:
-            for _ in range(args.chunks):
-                to_uint8_frames(stream(gen.step().transpose(1, 2)))
-            if device.type == "cuda":
-                torch.cuda.synchronize(device)
     events = prof.key_averages()
     sort = "self_device_time_total" if device.type == "cuda" else "self_cpu_time_total"
     print(f"{spec.name}, {spec.size[0]}x{spec.size[1]}, {args.dtype}, decoder {type(stream).__qualname__}, "
-          f"{args.chunks} chunks after the window filled")  # fmt: skip
+          f"{'compiled' if args.compile else 'eager'} DiT, {args.chunks} chunks after the window filled")  # fmt: skip
     print(events.table(sort_by=sort, row_limit=args.rows, max_name_column_width=70))
     if device.type == "cuda":
         split: dict[str, float] = {}
