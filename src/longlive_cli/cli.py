@@ -242,7 +242,7 @@ def check(
         for i, (change, (_, _, landed_s)) in enumerate(zip(timeline.prompts, plan.changes, strict=True)):
             policy = timeline.policy_at(i) if i else "-"
             table.add_row(str(i), f"{change.at:g} s", f"{landed_s:.3f} s", policy, change.text)
-        out.print(table)
+        print_table(table)
         for w in plan.warnings:
             err.print(f"[yellow]warning:[/] {w}", soft_wrap=True)
     if failures:
@@ -298,7 +298,7 @@ def info(
     ]
     for k, v in rows:
         table.add_row(k, v)
-    out.print(table)
+    print_table(table)
 
 
 @app.command()
@@ -417,8 +417,14 @@ def _print_bench(report: dict) -> None:
             _bytes(v["dit_weight_bytes"]),
             f"{v['compile_s']:.1f} s compile + {v['warmup_s']:.2f} s" if v["compile_s"] else f"{v['warmup_s']:.2f} s",
         )
-    out.print(table)
+    print_table(table)
     out.print(f"[dim]{' '.join(report['measured'].split())}[/]")
+
+
+def print_table(table: Table) -> None:
+    """Tables to a terminal fit it; piped into a file or log, they get room enough not to wrap every cell."""
+    console = out if out.is_terminal else Console(highlight=False, width=max(out.width, 200))
+    console.print(table)
 
 
 def _bytes(n: int) -> str:
@@ -581,7 +587,7 @@ def _print_video_metrics(report: dict) -> None:
         latency = f"{seg['latency_s']:.2f} s" + ("" if seg["settled"] else " (never)") if i else "-"
         continuity = f"{seg['continuity']:.2f}" if i and seg["continuity"] is not None else "-"
         table.add_row(str(i), f"{seg['at_s']:g} s", _pct(seg["adherence_all"]), latency, continuity)
-    out.print(table)
+    print_table(table)
     out.print("steady adherence: " + ", ".join(f"{k} {_pct(v)}" for k, v in steady.items()))
 
 
@@ -607,7 +613,7 @@ def _print_suite(report: dict, name: str) -> None:
             f"{_pct(row['drift_first_all'])} / {_pct(row['drift_last_all'])}",
             "-" if row["drift_color_shift"] is None else f"{row['drift_color_shift']:.1f}",
         )
-    out.print(table)
+    print_table(table)
 
 
 def main() -> None:
