@@ -63,9 +63,9 @@ class BenchSettings:
     decoder: str = "auto"
     compile: bool = False
     size: str | None = None
-    sdpa: str = "auto"
-    decode_step: int = 1
-    channels_last: bool | None = None
+    sdpa: str = "auto"  # attention backend for the DiT: auto | cudnn | flash | efficient | math
+    decode_step: int = 1  # Wan VAE latents per decoder call; 0: the whole chunk at once
+    channels_last: bool | None = None  # Wan VAE convolution layout; None: the loader's (channels-last on CUDA)
     write: bool = False
 
     def with_overrides(self, text: str) -> BenchSettings:
