@@ -279,3 +279,13 @@ def test_compile_renders_the_same_video(tmp_path, model, monkeypatch):
     assert len(compiled) == 1 and counters["stats"]["unique_graphs"] > graphs
     diffs = [np.abs(x.astype(int) - y.astype(int)).max() for x, y in zip(read_frames(a), read_frames(b), strict=True)]
     assert len(diffs) == 48 and max(diffs) <= 2
+
+
+def test_rich_progress_into_a_pipe_prints_lines_not_a_bar(tmp_path, model):
+    path = timeline(tmp_path, model, TWO_CHANGES)
+    result = runner.invoke(app, ["render", str(path), "-o", str(tmp_path / "out.mp4")])
+    assert result.exit_code == 0, result.output
+    lines = result.output.splitlines()
+    assert any("prompt 1" in line and "lands at 1.31 s (recache)" in line for line in lines)
+    assert any(line.startswith("wrote ") for line in lines)
+    assert not any("/48 frames" in line or "…" in line for line in lines), result.output

@@ -23,7 +23,10 @@ class _Speed(ProgressColumn):
 
 
 class RichProgress:
-    """Frames done / total, seconds of video, current prompt, speed vs real time, ETA."""
+    """Frames done / total, seconds of video, current prompt, speed vs real time, ETA.
+
+    The live bar is drawn on a terminal only; into a pipe or a log go the switch and warning lines alone.
+    """
 
     def __init__(self, console: Console | None = None, label: str = ""):
         self.console = console or Console(stderr=True)
@@ -43,7 +46,7 @@ class RichProgress:
 
     def __call__(self, event: dict) -> None:
         kind = event["event"]
-        if kind == "start":
+        if kind == "start" and self.console.is_terminal:
             self.progress.start()
             self.task = self.progress.add_task(
                 "render", total=event["frames"], label=self.label, video="0.0 s", prompt="", fps=None, realtime=None
@@ -65,7 +68,7 @@ class RichProgress:
                 fps=event["fps"],
                 realtime=event["realtime"],
             )
-        elif kind == "done":
+        elif kind == "done" and self.task is not None:
             self.progress.stop()
 
 
