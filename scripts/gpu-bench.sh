@@ -29,10 +29,11 @@ fi
   # Exactness first: the golden parity tests with every model on the GPU (float32, TF32 off).
   LONGLIVE_TEST_DEVICE=cuda python3 -m pytest -q -p no:cacheprovider tests/test_golden_parity.py 2>&1 | tail -n 3
 } 2>&1 | tee "$out/gpu-env.txt"
-# The fp8 variant comes last: compiling torchao's fp8 Linears took over 120 s on an H200.
+# trace_memory names the source lines holding memory at the peak (its speed is not comparable); the fp8 variant
+# comes last: compiling torchao's fp8 Linears took over 120 s on an H200.
 timeout 420 python3 -m longlive_cli bench --preset longlive-1.3b --random-weights --device cuda --dtype bf16 \
   --frames "${FRAMES:-48}" --variant-timeout 200 \
-  -V base -V compile=true -V compile=true,decoder=fast -V sdpa=flash -V quantize=int8 \
+  -V base -V compile=true -V compile=true,decoder=fast -V sdpa=flash -V trace_memory=true \
   -V compile=true,quantize=fp8,decoder=fast --json "$out/gpu-bench.json" 2>&1 | tee "$out/gpu-bench.txt"
 if [ -n "${PROFILE:-}" ]; then
   timeout 150 python3 scripts/gpu_profile.py --preset longlive-1.3b --compile 2>&1 | tee "$out/gpu-profile.txt"

@@ -81,3 +81,47 @@ def test_a_variant_over_its_time_limit_is_reported_and_the_json_keeps_what_finis
     with pytest.raises(ValueError, match="key=value"):
         bench.run_all(base, ["base", "nonsense"], on_variant=save)
     assert len(seen) == 2, "a bad variant is refused before anything runs"
+
+
+def test_peak_breakdown_sums_what_is_alive_at_the_peak_by_source_line():
+    from longlive_cli.bench import peak_breakdown
+
+    def alloc(addr: int, size: int, line: int) -> dict:
+        frames = [{"filename": "/x/torch/nn/functional.py", "line": 1, "name": "linear"},
+                  {"filename": "/x/longlive_cli/models/dit.py", "line": line, "name": "forward"}]  # fmt: skip
+        return {"action": "alloc", "addr": addr, "size": size, "frames": frames}
+
+    trace = [
+        alloc(1, 100, 10),
+        alloc(2, 50, 20),
+        alloc(3, 30, 20),
+        {"action": "free_completed", "addr": 2},
+        alloc(4, 10, 30),  # the peak (180) was before this: 100 + 50 + 30
+        {"action": "free_completed", "addr": 99},  # freed before the trace began: ignored
+        {"action": "alloc", "addr": 5, "size": 5, "frames": []},
+    ]
+    assert peak_breakdown(trace) == [
+        {"site": "dit.py:10 forward", "bytes": 100},
+        {"site": "dit.py:20 forward", "bytes": 80},
+    ]
+
+
+def test_the_table_names_what_holds_memory_at_the_peak(tmp_path, capsys):
+    from longlive_cli import cli
+
+    model = write_converted(tmp_path / "m.safetensors", FAST_SPEC)
+    report = bench_report(model)
+    report["variants"][0]["memory_at_peak"] = {
+        "allocated_before_tracing_bytes": 3 * 2**30,
+        "sites": [{"site": "kv_cache.py:62 __init__", "bytes": 2**31}],
+    }
+    cli._print_bench(report)
+    printed = capsys.readouterr().out
+    assert "memory at the peak, base: 3.00 GiB before tracing" in printed
+    assert "2.00 GiB  kv_cache.py:62 __init__" in printed
+
+
+def bench_report(model) -> dict:
+    from longlive_cli.bench import run_all
+
+    return run_all(BenchSettings(model=str(model), frames=6, warmup_chunks=1), ["base"])

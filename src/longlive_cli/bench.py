@@ -36,7 +36,8 @@ from .video import VideoWriter, to_uint8_frames
 
 PRESETS = {"longlive-1.3b": LONGLIVE_13B}
 OVERRIDABLE = (
-    "window", "sink", "quantize", "decoder", "dtype", "compile", "size", "sdpa", "decode_step", "channels_last"
+    "window", "sink", "quantize", "decoder", "dtype", "compile", "size", "sdpa", "decode_step", "channels_last",
+    "trace_memory",
 )  # fmt: skip
 SDPA = {
     "cudnn": SDPBackend.CUDNN_ATTENTION,
@@ -66,6 +67,7 @@ class BenchSettings:
     sdpa: str = "auto"  # attention backend for the DiT: auto | cudnn | flash | efficient | math
     decode_step: int = 1  # Wan VAE latents per decoder call; 0: the whole chunk at once
     channels_last: bool | None = None  # Wan VAE convolution layout; None: the loader's (channels-last on CUDA)
+    trace_memory: bool = False  # CUDA: which source lines hold the memory at the peak (slows the variant down)
     write: bool = False
 
     def with_overrides(self, text: str) -> BenchSettings:
@@ -82,7 +84,7 @@ class BenchSettings:
                 values[key] = int(value)
             elif key == "sdpa" and value.strip() not in ("auto", *SDPA):
                 raise ValueError(f"variant {text!r}: sdpa is one of auto, {', '.join(SDPA)}")
-            elif key in ("compile", "channels_last"):
+            elif key in ("compile", "channels_last", "trace_memory"):
                 values[key] = value.strip().lower() in ("1", "true", "yes")
             else:
                 values[key] = value.strip()
@@ -96,6 +98,29 @@ def attention_backend(name: str) -> contextlib.AbstractContextManager:
     if name not in SDPA:
         raise ValueError(f"sdpa={name!r}: choose auto, {', '.join(SDPA)}")
     return sdpa_kernel([SDPA[name]])
+
+
+def peak_breakdown(trace: list[dict], top: int = 12) -> list[dict]:
+    """Allocations alive at the traced peak, summed by the innermost project source line that made them."""
+    live: dict[int, tuple[int, str]] = {}
+    current = peak = 0
+    at_peak: dict[int, tuple[int, str]] = {}
+    for event in trace:
+        if event["action"] == "alloc":
+            frames = event.get("frames", [])
+            site = next((f"{Path(f['filename']).name}:{f['line']} {f['name']}" for f in frames
+                         if "longlive_cli" in f["filename"]), "elsewhere")  # fmt: skip
+            live[event["addr"]] = (event["size"], site)
+            current += event["size"]
+            if current > peak:
+                peak, at_peak = current, dict(live)
+        elif event["action"] == "free_completed" and event["addr"] in live:
+            current -= live.pop(event["addr"])[0]
+    sites: dict[str, int] = {}
+    for size, site in at_peak.values():
+        sites[site] = sites.get(site, 0) + size
+    ranked = sorted(sites.items(), key=lambda item: -item[1])[:top]
+    return [{"site": site, "bytes": size} for site, size in ranked]
 
 
 def _sync(device: torch.device) -> None:
@@ -157,6 +182,10 @@ def run_variant(s: BenchSettings) -> dict:
         compile_s = time.perf_counter() - a
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
+    tracing = s.trace_memory and device.type == "cuda"
+    if tracing:
+        untraced = torch.cuda.memory_allocated(device)
+        torch.cuda.memory._record_memory_history(max_entries=500_000, stacks="python")
     gen = StreamingGenerator(bundle.dit, engine, latent, SeededNoise(0))
 
     def dit(call, *args) -> torch.Tensor | None:
@@ -238,6 +267,10 @@ def run_variant(s: BenchSettings) -> dict:
         "dit_weight_bytes": weight_bytes(bundle.dit),
         "kv_cache_bytes": 2 * gen.cache.k.numel() * gen.cache.k.element_size(),
     }
+    if tracing:
+        trace = torch.cuda.memory._snapshot()["device_traces"][device.index or 0]
+        torch.cuda.memory._record_memory_history(enabled=None)
+        result["memory_at_peak"] = {"allocated_before_tracing_bytes": untraced, "sites": peak_breakdown(trace)}
     if device.type == "cuda":
         result["peak_memory_bytes"] = torch.cuda.max_memory_allocated(device)
         result["memory_kind"] = "CUDA max allocated"

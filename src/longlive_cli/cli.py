@@ -418,6 +418,13 @@ def _print_bench(report: dict) -> None:
             f"{v['compile_s']:.1f} s compile + {v['warmup_s']:.2f} s" if v["compile_s"] else f"{v['warmup_s']:.2f} s",
         )
     print_table(table)
+    for v in report["variants"]:
+        if "memory_at_peak" in v:
+            at_peak = v["memory_at_peak"]
+            out.print(f"memory at the peak, {v['variant']}: "
+                      f"{_bytes(at_peak['allocated_before_tracing_bytes'])} before tracing (weights)")  # fmt: skip
+            for site in at_peak["sites"]:
+                out.print(f"  {_bytes(site['bytes']):>10}  {site['site']}")
     out.print(f"[dim]{' '.join(report['measured'].split())}[/]")
 
 
