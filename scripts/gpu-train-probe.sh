@@ -4,22 +4,37 @@
 # decides how much of scripts/train_tiny.sh fits one GPU lease. Lands in $OUT (or out/): train-probe.txt (summary)
 # and train-probe.log (every stage's output).
 #
-#   bash scripts/gpu-train-probe.sh                      # STEPS="vae:100 decoder:300 teacher:300 student:60 long:20"
+#   bash scripts/gpu-train-probe.sh            # STEPS="vae:100 decoder:300 teacher:300 student:60 long:20"
+#   STEPS="vae decoder teacher student long" EXPORT=1 bash scripts/gpu-train-probe.sh
+#
+# A stage named without ":N" runs its recipe's own step count. EXPORT=1 then exports the long-tuned model and
+# leaves it in $OUT as tiny.safetensors.part-* (15 MB pieces; `cat` them back together) with MODEL_CARD.md and
+# tiny.json.
 set -uo pipefail
 out=${OUT:-out}
 mkdir -p "$out"
 export PYTHONPATH=$PWD/src PYTHONUNBUFFERED=1
 run=${RUN:-/tmp/train-probe}
 rm -rf "$run"
+begin=$(date +%s)
 for spec in ${STEPS:-vae:100 decoder:300 teacher:300 student:60 long:20}; do
   stage=${spec%%:*}
-  steps=${spec##*:}
+  steps=()
+  [ "$spec" = "$stage" ] || steps=(--steps "${spec##*:}")
   start=$(date +%s)
-  echo "== $stage, $steps steps" >>"$out/train-probe.log"
+  echo "== $spec" >>"$out/train-probe.log"
   timeout "${STAGE_TIMEOUT:-150}" python3 -m longlive_cli.train.cli --stage "$stage" --config "recipes/tiny/$stage.yaml" \
-    --out "$run" --steps "$steps" --threads "${THREADS:-8}" >>"$out/train-probe.log" 2>&1
+    --out "$run" "${steps[@]}" --threads "${THREADS:-8}" >>"$out/train-probe.log" 2>&1
   rc=$?
-  rate=$(grep -E "[0-9]+/$steps .*steps/s" "$out/train-probe.log" | tail -n 1)
-  echo "$stage: $steps steps, exit $rc, $(($(date +%s) - start)) s wall; last: ${rate:-no rate line}" | tee -a "$out/train-probe.txt"
-  [ "$rc" -eq 0 ] || break
+  rate=$(grep -E "^$stage [0-9]+/[0-9]+ .*steps/s" "$out/train-probe.log" | tail -n 1)
+  echo "$spec: exit $rc, $(($(date +%s) - start)) s wall; last: ${rate:-no rate line}" | tee -a "$out/train-probe.txt"
+  [ "$rc" -eq 0 ] || exit "$rc"
 done
+if [ -n "${EXPORT:-}" ]; then
+  python3 -m longlive_cli.train.cli --stage export --out "$run" --assets "$run/assets" --generator long \
+    --command "STEPS=\"${STEPS:-}\" EXPORT=1 scripts/gpu-train-probe.sh" --total-s "$(($(date +%s) - begin))" \
+    >>"$out/train-probe.log" 2>&1 || exit 1
+  split -b 15M "$run/assets/tiny.safetensors" "$out/tiny.safetensors.part-"
+  cp "$run/assets/MODEL_CARD.md" "$run/assets/tiny.json" "$out/"
+  sha256sum "$run/assets/tiny.safetensors" | tee -a "$out/train-probe.txt"
+fi
