@@ -21,7 +21,7 @@ from longlive_cli.models.dit import CausalWanDiT, DiTConfig
 from longlive_cli.models.world_text import build_tokenizer, unknown_words, unknown_words_message
 from longlive_cli.schedule import FlowMatchSchedule
 from longlive_cli.train import text as text_lib
-from longlive_cli.train.artifacts import FINAL, load_weights
+from longlive_cli.train.artifacts import FINAL, load_weights, training_device
 from longlive_cli.train.checkpoint import Randomness
 from longlive_cli.train.cli import run_stage, train_app
 from longlive_cli.train.data import pool_clip, to_video
@@ -163,6 +163,7 @@ def test_export_writes_a_bundle_the_renderer_streams(run_dir: Path, tmp_path: Pa
     path = export(run_dir, tmp_path, command="scripts/train_tiny.sh")
     card = (tmp_path / "MODEL_CARD.md").read_text()
     assert "scripts/train_tiny.sh" in card and "| student | 2 |" in card
+    assert f"Wall time on {training_device()}:" in card, "the card names what the stages trained on"
     bundle = load_bundle(path)
     assert bundle.spec.name == "tiny" and bundle.spec.size == (SIZE, SIZE) and bundle.spec.decoder == "fast"
     context = bundle.text.encode(["a red ball moving left and right on a gray background", "the red ball turns blue"])

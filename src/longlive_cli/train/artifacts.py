@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import platform
 from pathlib import Path
 
 import torch
@@ -30,9 +31,16 @@ def load_weights(path: Path) -> tuple[dict[str, dict[str, torch.Tensor]], dict]:
     return parts, json.loads(read_safetensors_metadata(path)["config"])
 
 
+def training_device() -> str:
+    """What a stage trains on (the model card's wall times depend on it)."""
+    if torch.cuda.is_available():
+        return f"{torch.cuda.get_device_name()} (GPU)"
+    return f"{platform.processor() or platform.machine()} CPU, {torch.get_num_threads()} thread(s) per process"
+
+
 def write_summary(folder: Path, summary: dict) -> None:
-    """Steps, wall time, throughput and recipe of a finished stage."""
-    (folder / SUMMARY).write_text(json.dumps(summary, indent=2) + "\n")
+    """Steps, wall time, throughput, recipe and device of a finished stage."""
+    (folder / SUMMARY).write_text(json.dumps({"device": training_device(), **summary}, indent=2) + "\n")
 
 
 def read_summary(folder: Path) -> dict:

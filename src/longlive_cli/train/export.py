@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import platform
 from importlib import resources
 from pathlib import Path
 
@@ -12,7 +11,7 @@ import torch
 from longlive_cli.bundle import ModelSpec, load_converted, save_bundle
 from longlive_cli.engine import EngineConfig
 from longlive_cli.models.world_text import build_tokenizer
-from longlive_cli.train.artifacts import FINAL, read_summary
+from longlive_cli.train.artifacts import FINAL, read_summary, training_device
 from longlive_cli.train.decoder import load_fast_decoder
 from longlive_cli.train.evaluate import evaluate
 from longlive_cli.train.teacher import load_dit_and_text
@@ -127,6 +126,7 @@ def model_card(
         f"| {part} | " + " | ".join(_cell(row.get(key)) for key in CARD_COLUMNS) + " |"
         for part, row in scores["rows"].items()
     )
+    devices = " and ".join(sorted({summary.get("device", training_device()) for summary in s.values()}))
     total = f"{_minutes(sum(summary['wall_s'] for summary in s.values()))} for the {len(s)} stages"
     if total_s:
         total += f"; the last run of the command took {_minutes(total_s)} (finished stages only rewrite their results)"
@@ -156,8 +156,7 @@ vocabulary; `longlive render timelines/demo.yaml` uses it by default.
 ```
 
 The recipes are `recipes/tiny/*.yaml`; each stage resumes from its checkpoint when the command is run again.
-Wall time on {platform.processor() or platform.machine()} ({torch.get_num_threads()} thread(s) per process, \
-a CPU shared with other work): {total}.
+Wall time on {devices}: {total}.
 
 | stage | steps | wall time | params |
 |---|---|---|---|
