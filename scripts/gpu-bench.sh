@@ -33,7 +33,7 @@ fi
 # comes last: compiling torchao's fp8 Linears took over 120 s on an H200.
 timeout 420 python3 -m longlive_cli bench --preset longlive-1.3b --random-weights --device cuda --dtype bf16 \
   --frames "${FRAMES:-48}" --variant-timeout 200 \
-  -V base -V compile=true -V compile=true,decoder=fast -V sdpa=flash -V trace_memory=true \
+  -V base -V compile=true -V compile=true,overlap=true -V compile=true,decoder=fast -V trace_memory=true \
   -V compile=true,quantize=fp8,decoder=fast --json "$out/gpu-bench.json" 2>&1 | tee "$out/gpu-bench.txt"
 if [ -n "${PROFILE:-}" ]; then
   timeout 150 python3 scripts/gpu_profile.py --preset longlive-1.3b --compile 2>&1 | tee "$out/gpu-profile.txt"

@@ -125,3 +125,32 @@ def bench_report(model) -> dict:
     from longlive_cli.bench import run_all
 
     return run_all(BenchSettings(model=str(model), frames=6, warmup_chunks=1), ["base"])
+
+
+def test_decode_behind_returns_each_chunk_in_order_as_a_direct_decode_would():
+    import torch
+
+    from longlive_cli.models.taehv import TAEHV
+    from longlive_cli.video import DecodeBehind, to_uint8_frames
+
+    torch.manual_seed(0)
+    decoder = TAEHV(FAST_SPEC.fast_decoder).eval()
+    chunks = [torch.randn(1, 3, 16, 4, 4) for _ in range(3)]
+    direct = decoder.stream()
+    expected = [to_uint8_frames(direct(c.transpose(1, 2))) for c in chunks]
+    behind = DecodeBehind(decoder.stream(), torch.device("cpu"))
+    behind.submit(chunks[0])
+    behind.submit(chunks[1])
+    got = [behind.collect()]
+    behind.submit(chunks[2])
+    got += [behind.collect(), behind.collect()]
+    assert not behind.pending
+    assert all((g == e).all() for g, e in zip(got, expected, strict=True))
+
+
+def test_overlap_variant_counts_the_same_steady_chunks(tmp_path):
+    from longlive_cli import bench
+
+    model = write_converted(tmp_path / "m.safetensors", FAST_SPEC)
+    result = bench.run_variant(BenchSettings(model=str(model), frames=15, warmup_chunks=1, overlap=True))
+    assert result["steady_chunks"] == 3 and result["frames_per_chunk"] == 12 and result["e2e_fps"] > 0

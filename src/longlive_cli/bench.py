@@ -6,6 +6,8 @@ are reported apart; then over the steady-state chunks, the median DiT time per c
 steps + the clean cache pass), the median decode time per chunk (streaming decoder to uint8 frames on the host),
 the optional MP4 write time, the time to the first frame (of the process's first video, first kernels included;
 and of a new video once warm), the recache latency at a prompt change, peak memory, parameters and weight bytes.
+With overlap=true each chunk is decoded on a second CUDA stream while the next chunk's DiT runs: the DiT time is
+then until its work is queued, and the decode time is the wait for the chunk before it.
 """
 
 from __future__ import annotations
@@ -32,12 +34,12 @@ from .models.dit import CausalWanDiT
 from .models.taehv import TAEHV, TAEHVConfig
 from .models.vae import WanVAE
 from .quantize import quantize_dit, weight_bytes
-from .video import VideoWriter, to_uint8_frames
+from .video import DecodeBehind, VideoWriter, to_uint8_frames
 
 PRESETS = {"longlive-1.3b": LONGLIVE_13B}
 OVERRIDABLE = (
     "window", "sink", "quantize", "decoder", "dtype", "compile", "size", "sdpa", "decode_step", "channels_last",
-    "trace_memory",
+    "trace_memory", "overlap",
 )  # fmt: skip
 SDPA = {
     "cudnn": SDPBackend.CUDNN_ATTENTION,
@@ -68,6 +70,7 @@ class BenchSettings:
     decode_step: int = 1  # Wan VAE latents per decoder call; 0: the whole chunk at once
     channels_last: bool | None = None  # Wan VAE convolution layout; None: the loader's (channels-last on CUDA)
     trace_memory: bool = False  # CUDA: which source lines hold the memory at the peak (slows the variant down)
+    overlap: bool = False  # decode each chunk on a second CUDA stream while the next chunk's DiT runs
     write: bool = False
 
     def with_overrides(self, text: str) -> BenchSettings:
@@ -84,7 +87,7 @@ class BenchSettings:
                 values[key] = int(value)
             elif key == "sdpa" and value.strip() not in ("auto", *SDPA):
                 raise ValueError(f"variant {text!r}: sdpa is one of auto, {', '.join(SDPA)}")
-            elif key in ("compile", "channels_last", "trace_memory"):
+            elif key in ("compile", "channels_last", "trace_memory", "overlap"):
                 values[key] = value.strip().lower() in ("1", "true", "yes")
             else:
                 values[key] = value.strip()
@@ -204,25 +207,37 @@ def run_variant(s: BenchSettings) -> dict:
     dit(gen.set_prompt, context)
     first_frame_s = None
     warmup_s = 0.0
+    behind = DecodeBehind(stream, device) if s.overlap else None
+    warmup_chunks = max(s.warmup_chunks, 2) if behind else s.warmup_chunks
     for i in range(chunks):
         a = time.perf_counter()
         latents = dit(gen.step)
-        _sync(device)
-        b = time.perf_counter()
-        frames = to_uint8_frames(stream(latents.transpose(1, 2)))
+        if behind is None:
+            _sync(device)
+            b = time.perf_counter()
+            frames = to_uint8_frames(stream(latents.transpose(1, 2)))
+        else:
+            # The first chunk is decoded at once; from the third on, the chunk before this one is collected.
+            b = time.perf_counter()
+            behind.submit(latents)
+            frames = behind.collect() if i != 1 else None
         c = time.perf_counter()
-        if writer is not None:
+        if writer is not None and frames is not None:
             writer.write(frames)
         d = time.perf_counter()
         if first_frame_s is None:
             first_frame_s = c - t0
-        if i < s.warmup_chunks:
+        if i < warmup_chunks:
             warmup_s += d - a
             continue
         dit_times.append(b - a)
         dec_times.append(c - b)
         write_times.append(d - c)
         frames_out.append(len(frames))
+    if behind is not None and behind.pending:
+        last = behind.collect()
+        if writer is not None:
+            writer.write(last)
     if writer is not None:
         writer.close(keep=False)
     _sync(device)

@@ -343,7 +343,8 @@ def bench(
             "--variants",
             "-V",
             help="Repeat: 'base' or key=value,... over window, sink, quantize, "
-            "decoder, dtype, compile, size, sdpa, decode_step, channels_last. Ratios are to the first.",
+            "decoder, dtype, compile, size, sdpa, decode_step, channels_last, overlap, trace_memory. "
+            "Ratios are to the first.",
         ),
     ] = None,
     write: Annotated[bool, typer.Option(help="Also time MP4 writing (reported apart).")] = False,
