@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The whole GPU table in one run (about 6 minutes on an H100 or H200): golden parity on the GPU, then the
+# The whole GPU table in one run (at most 9 minutes on an H100 or H200): golden parity on the GPU, then the
 # longlive-1.3b architecture with random weights at 832x480 in bf16, variants side by side, then a kernel profile of
 # the compiled base variant when PROFILE=1. Everything lands in $OUT (or out/): gpu-env.txt, gpu-bench.json/.txt and
 # gpu-profile.txt.
@@ -31,7 +31,7 @@ fi
 } 2>&1 | tee "$out/gpu-env.txt"
 # trace_memory names the source lines holding memory at the peak (its speed is not comparable); the fp8 variant
 # comes last: compiling torchao's fp8 Linears took over 120 s on an H200.
-timeout 420 python3 -m longlive_cli bench --preset longlive-1.3b --random-weights --device cuda --dtype bf16 \
+timeout 480 python3 -m longlive_cli bench --preset longlive-1.3b --random-weights --device cuda --dtype bf16 \
   --frames "${FRAMES:-48}" --variant-timeout 200 \
   -V base -V compile=true -V compile=true,overlap=true -V compile=true,decoder=fast -V trace_memory=true \
   -V compile=true,quantize=fp8,decoder=fast --json "$out/gpu-bench.json" 2>&1 | tee "$out/gpu-bench.txt"
