@@ -53,8 +53,7 @@ def main() -> None:
         bundle = load_bundle(args.model or "tiny", args.device, dtype)
         context = bundle.text.encode(["a small red circle moving left and right on a gray background"])
     spec, engine = bundle.spec, bundle.spec.engine
-    stride = spec.vae.space_stride
-    latent = (spec.vae.z_dim, spec.size[1] // stride, spec.size[0] // stride)
+    latent = spec.latent_shape
     if args.compile:
         bundle.dit.compile_blocks()
         with attention_backend(args.sdpa):

@@ -118,9 +118,7 @@ class BundleCache:
                 err.print(f"[dim]compiling {bundle.spec.name}'s DiT blocks (once per process)…[/]")
                 bundle.dit.compile_blocks()
                 spec = bundle.spec
-                stride = spec.vae.space_stride
-                latent = (spec.vae.z_dim, spec.size[1] // stride, spec.size[0] // stride)
-                warm_up(bundle.dit, spec.engine, latent, torch.zeros(1, 1, spec.dit.text_dim))
+                warm_up(bundle.dit, spec.engine, spec.latent_shape, torch.zeros(1, 1, spec.dit.text_dim))
             self.loaded[key] = bundle
         return self.loaded[key]
 
