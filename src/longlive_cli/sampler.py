@@ -169,7 +169,11 @@ class ChunkSampler:
 
     @torch.no_grad()
     def cache_pass(self, x0: Tensor, prompt: PromptKV, cache: KVCache, start: int) -> None:
-        """Write the finished chunk x0 to the cache at the context timestep (re-noised first if the sampler says)."""
+        """Write the finished chunk x0 to the cache at the context timestep.
+
+        With ``noisy_context`` x0 is first noised to that timestep with a fresh draw (at 0, the table's nearest
+        sigma, about 0.005), as the reference's training rollout does.
+        """
         t = self._time(x0, self.cfg.context_noise)
         if self.noisy_context:
             x0 = self.schedule.add_noise(x0, self._draw(x0.shape), t)
@@ -210,9 +214,7 @@ class ChunkSampler:
         return joined[:, -self.cfg.window :]
 
     @torch.no_grad()
-    def recache(
-        self, prompt: PromptKV, cache: KVCache, history: Tensor, frame: int, reanchor: bool = False
-    ) -> None:
+    def recache(self, prompt: PromptKV, cache: KVCache, history: Tensor, frame: int, reanchor: bool = False) -> None:
         """Re-encode the clean window ending at ``frame`` under ``prompt``; the sink kept, or zeroed and re-anchored."""
         if reanchor:
             cache.zero()
