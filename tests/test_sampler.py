@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 import torch
 
 from longlive_cli.engine import EngineConfig, SeededNoise, Segment, StreamingGenerator
@@ -83,6 +84,16 @@ def test_the_exit_step_ends_the_chunk_and_alone_carries_gradient() -> None:
     for k, p in model.named_parameters():
         torch.testing.assert_close(grads[k], p.grad, rtol=0, atol=0, msg=k)
     assert any(g.abs().sum() > 0 for g in grads.values())
+
+
+def test_sampler_refuses_steps_it_does_not_have_and_gradient_without_a_training_cache() -> None:
+    model = tiny_model()
+    sampler = ChunkSampler(model, CFG, slots(0))
+    prompt = model.encode_prompt(context())
+    with pytest.raises(ValueError, match="training cache"):
+        sampler.generate(prompt, sampler.new_cache(1, LATENT), 0, (1, 3, *LATENT), grad=True)
+    with pytest.raises(ValueError, match=r"steps 0\.\.4 are not within the sampler's 4 steps"):
+        sampler.generate(prompt, sampler.new_cache(1, LATENT), 0, (1, 3, *LATENT), stop=4)
 
 
 def test_a_step_longer_than_a_chunk_runs_chunk_by_chunk() -> None:

@@ -156,6 +156,8 @@ class ChunkSampler:
         With ``grad`` the forward of step ``stop`` records autograd through ``prompt``; every other runs without.
         """
         stop = len(self.timesteps) - 1 if stop is None else stop
+        if not 0 <= first <= stop < len(self.timesteps):
+            raise ValueError(f"steps {first}..{stop} are not within the sampler's {len(self.timesteps)} steps")
         frozen = detached(prompt)
         for j in range(first, stop + 1):
             t = self._time(x, self.timesteps[j])
@@ -193,8 +195,10 @@ class ChunkSampler:
 
         Each chunk of ``chunk_frames`` (the last may be shorter) starts from the noise source's draw for output
         frame ``noise_frame`` (default ``start``) onwards, is denoised up to ``stop`` and written to the cache.
-        With ``grad`` each chunk's last step carries gradient and the cache is cut from the graph after it.
+        With ``grad`` each chunk's last step carries gradient and the (training) cache is cut from the graph after it.
         """
+        if grad and not isinstance(cache, TrainingKVCache):
+            raise ValueError("a rollout with gradient needs a training cache (new_cache(..., training=True))")
         b, frames, *latent = shape
         first = start if noise_frame is None else noise_frame
         outputs = []
