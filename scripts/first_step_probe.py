@@ -59,7 +59,7 @@ def probe(run: Path, weights: Path, chunks: list[int], clips: int) -> dict:
             start = c * n
             cache = trainer.new_cache(b, h, w)
             for k in range(c):
-                dit(x0[:, k * n : (k + 1) * n], torch.zeros(b, n), prompt, cache, k * n, cache_only=True)
+                trainer.sampler.cache_pass(x0[:, k * n : (k + 1) * n], prompt, cache, k * n)
             target = x0[:, start : start + n]
             want = truth[:, start : start + n]
             row = {"copy": (truth[:, start - 1 : start] - want).norm(dim=-1).mean().item()}

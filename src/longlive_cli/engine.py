@@ -1,4 +1,4 @@
-"""Streaming generation: the chunk loop of LongLive (4 warped steps + a clean cache pass) and prompt switches.
+"""Streaming generation: prompt segments and switches around LongLive's chunk sampler (``sampler.py``).
 
 ``StreamingGenerator`` owns a static KV cache and a short history of clean latents (one window), so memory does
 not grow with video length. ``stream`` takes prompt segments and yields latent chunks as they finish;
@@ -10,13 +10,11 @@ from __future__ import annotations
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from enum import Enum
-from typing import Protocol
 
 import torch
 
 from .models.dit import CausalWanDiT, PromptKV
-from .models.kv_cache import KVCache
-from .schedule import FlowMatchSchedule
+from .sampler import ChunkSampler, NoiseSource, SeededNoise
 
 
 class SwitchPolicy(str, Enum):
@@ -59,31 +57,6 @@ class EngineConfig:
             raise ValueError("at least one denoising step is needed")
 
 
-class NoiseSource(Protocol):
-    """Where Gaussian noise comes from; injectable so runs can be replayed exactly."""
-
-    def initial(self, frame: int, shape: tuple[int, ...]) -> torch.Tensor:
-        """Starting noise [B, n, C, H, W] for the chunk whose first output frame is ``frame``."""
-        ...
-
-    def renoise(self, shape: tuple[int, ...]) -> torch.Tensor:
-        """A fresh draw [B*n, C, H, W] to re-noise x0 between denoising steps."""
-        ...
-
-
-class SeededNoise:
-    """Float32 draws on the CPU from one seeded generator: same seed, same video on any device."""
-
-    def __init__(self, seed: int):
-        self.generator = torch.Generator().manual_seed(seed)
-
-    def initial(self, frame: int, shape: tuple[int, ...]) -> torch.Tensor:
-        return torch.randn(shape, generator=self.generator)
-
-    def renoise(self, shape: tuple[int, ...]) -> torch.Tensor:
-        return torch.randn(shape, generator=self.generator)
-
-
 @dataclass
 class Segment:
     """A prompt requested from latent frame ``start`` on, with the policy for switching to it."""
@@ -120,24 +93,12 @@ class StreamingGenerator:
         self.latent_shape = latent_shape
         self.noise = noise
         self.batch = batch
-        param = next(model.parameters())
-        self.device, self.dtype = param.device, param.dtype
-        mc = model.cfg
-        _, height, width = latent_shape
-        self.frame_tokens = model.frame_tokens(height, width)
-        self.cache = KVCache(
-            mc.num_layers,
-            batch,
-            mc.num_heads,
-            mc.head_dim,
-            self.frame_tokens,
-            capacity_frames=cfg.window,
-            sink_frames=cfg.sink,
-            dtype=self.dtype,
-            device=self.device,
-        )
-        self.schedule = FlowMatchSchedule(cfg.shift)
-        self.timesteps = self.schedule.warped(cfg.steps).tolist()
+        self.sampler = ChunkSampler(model, cfg, noise)
+        self.device, self.dtype = self.sampler.device, self.sampler.dtype
+        self.frame_tokens = model.frame_tokens(*latent_shape[1:])
+        self.cache = self.sampler.new_cache(batch, latent_shape)
+        self.schedule = self.sampler.schedule
+        self.timesteps = self.sampler.timesteps
         self.history = torch.zeros(batch, 0, *latent_shape, device=self.device, dtype=self.dtype)
         self.prompt: PromptKV | None = None
         self.frame = 0
@@ -166,18 +127,8 @@ class StreamingGenerator:
             self.history = self.history[:, :0]
             self.frame = 0
         elif policy is SwitchPolicy.RECACHE:
-            self._recache()
-
-    def _recache(self) -> None:
-        reanchor = self.cfg.sink_mode is SinkMode.REANCHOR
-        if reanchor:
-            self.cache.zero()
-        n = min(self.cfg.window, self.frame)
-        if n == 0:
-            return
-        frames = self.history[:, -n:]
-        t = torch.full((self.batch, n), self.cfg.context_noise, device=self.device)
-        self.model(frames, t, self.prompt, self.cache, self.frame - n, sink_recache=reanchor, cache_only=True)
+            reanchor = self.cfg.sink_mode is SinkMode.REANCHOR
+            self.sampler.recache(self.prompt, self.cache, self.history, self.frame, reanchor)
 
     @torch.no_grad()
     def step(self, num_frames: int | None = None) -> torch.Tensor:
@@ -185,22 +136,9 @@ class StreamingGenerator:
         if self.prompt is None:
             raise RuntimeError("set a prompt before generating")
         n = num_frames or self.cfg.chunk_frames
-        b = self.batch
-        shape = (b, n, *self.latent_shape)
-        x = self.noise.initial(self.emitted, shape).to(self.device, self.dtype)
-        start = self.frame
-        last = len(self.timesteps) - 1
-        for j, t in enumerate(self.timesteps):
-            tt = torch.full((b, n), t, device=self.device)
-            flow = self.model(x, tt, self.prompt, self.cache, start)
-            x0 = self.schedule.x0_from_flow(flow, x, tt)
-            if j < last:
-                eps = self.noise.renoise((b * n, *self.latent_shape)).to(self.device, self.dtype)
-                nxt = torch.full((b, n), self.timesteps[j + 1], device=self.device)
-                x = self.schedule.add_noise(x0, eps.view(shape), nxt)
-        clean_t = torch.full((b, n), self.cfg.context_noise, device=self.device)
-        self.model(x0, clean_t, self.prompt, self.cache, start, cache_only=True)
-        self.history = torch.cat((self.history, x0), dim=1)[:, -self.cfg.window :]
+        shape = (self.batch, n, *self.latent_shape)
+        x0 = self.sampler.generate(self.prompt, self.cache, self.frame, shape, noise_frame=self.emitted)
+        self.history = self.sampler.remember(self.history, x0)
         self.frame += n
         self.emitted += n
         return x0

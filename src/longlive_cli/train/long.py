@@ -33,6 +33,7 @@ from longlive_cli.models.dit import CausalWanDiT, PromptKV
 from longlive_cli.models.taehv import TAEHV
 from longlive_cli.models.text import UMT5TextEncoder
 from longlive_cli.models.vae import WanVAE
+from longlive_cli.sampler import ChunkSampler, SlotNoise
 from longlive_cli.schedule import FlowMatchSchedule
 from longlive_cli.train import text as text_lib
 from longlive_cli.train.artifacts import FINAL, save_weights, write_summary
@@ -44,7 +45,7 @@ from longlive_cli.train.loop import Session, pick_device
 from longlive_cli.train.lora import add_lora, merged_state, peft_state
 from longlive_cli.train.optim import EMA
 from longlive_cli.train.recipe import LongRecipe, RecipeError, recipe_dict
-from longlive_cli.train.student import TrainingKVCache, detached, engine_settings
+from longlive_cli.train.student import engine_config, engine_settings
 from longlive_cli.train.teacher import load_dit_and_text
 from longlive_cli.world.grammar import describe
 from longlive_cli.world.timelines import random_attributes, random_change
@@ -99,19 +100,9 @@ class Rollout:
         self.pairs = pairs  # a prompts file's lines; None: ShapesWorld prompts
         self.latent_shape = latent_shape
         self.slots, self.shared, self.device = slots, shared, device
-        self.schedule = FlowMatchSchedule(recipe.shift)
-        self.timesteps = self.schedule.warped(recipe.timesteps)
-        cfg = dit.cfg
-        self.cache = TrainingKVCache(
-            cfg.num_layers,
-            len(slots),
-            cfg.num_heads,
-            cfg.head_dim,
-            dit.frame_tokens(*latent_shape[1:]),
-            capacity_frames=recipe.window,
-            sink_frames=recipe.sink,
-            device=device,
-        )
+        noise = SlotNoise([r.torch for r in slots])
+        self.sampler = ChunkSampler(dit, engine_config(recipe), noise, noisy_context=True)
+        self.cache = self.sampler.new_cache(len(slots), latent_shape, training=True)
         self.seq: Sequence | None = None
 
     @property
@@ -141,10 +132,6 @@ class Rollout:
         self.cache.reset()
         self.seq = Sequence(texts, teacher_texts, switch)
 
-    def noise(self, frames: int) -> Tensor:
-        """Standard Gaussian [B, frames, C, h, w], each slot from its own generator."""
-        return torch.stack([r.randn(frames, *self.latent_shape) for r in self.slots]).to(self.device)
-
     def prompt(self, segment: int) -> PromptKV:
         feats = text_lib.encode(self.text, [t[segment] for t in self.seq.texts])
         return self.dit.encode_prompt(feats)
@@ -153,48 +140,26 @@ class Rollout:
         """What the teacher and critic read for the chunk just made."""
         return [t[self.seq.segment] for t in self.seq.teacher_texts]
 
-    @torch.no_grad()
-    def recache(self) -> None:
-        """The engine's recache at a change: the clean window re-encoded under the new prompt, sink kept."""
-        seq = self.seq
-        n = min(self.recipe.window, seq.frame)
-        t = torch.zeros(len(self.slots), n, device=self.device)
-        self.dit(seq.history[:, -n:], t, detached(self.prompt(seq.segment)), self.cache, seq.frame - n, cache_only=True)
+    def exit_step(self) -> int:
+        """The denoising step at which the next chunk stops, and the one that carries gradient: a random draw from
+        the generator every process shares, so all processes stop at the same step."""
+        return int(self.shared.np.integers(len(self.sampler.timesteps)))
 
     def chunk(self, grad: bool) -> tuple[Tensor, Tensor]:
         """Generate the next training chunk; returns its loss window [B, W, C, h, w] and gradient mask [W]."""
-        recipe, seq, dit = self.recipe, self.seq, self.dit
+        recipe, seq = self.recipe, self.seq
         start = seq.frame
         n = recipe.first_chunk if start == 0 else recipe.new_frames
         if start == seq.switch:
             seq.segment = 1
-            self.recache()
-        exit_step = int(self.shared.np.integers(len(self.timesteps)))
-        b, k = len(self.slots), recipe.chunk_frames
+            with torch.no_grad():
+                self.sampler.recache(self.prompt(seq.segment), self.cache, seq.history, start)
+        stop = self.exit_step()
         with torch.set_grad_enabled(grad):
             prompt = self.prompt(seq.segment)
-        frozen = detached(prompt)
-        outputs = []
-        for block in range(start, start + n, k):
-            x = self.noise(k)
-            for j in range(exit_step + 1):
-                t = torch.full((b, k), float(self.timesteps[j]), device=self.device)
-                live = grad and j == exit_step
-                with torch.set_grad_enabled(live):
-                    flow = dit(x, t, prompt if live else frozen, self.cache, block)
-                    x0 = self.schedule.x0_from_flow(flow, x, t)
-                if j < exit_step:
-                    nxt = torch.full((b, k), float(self.timesteps[j + 1]), device=self.device)
-                    x = self.schedule.add_noise(x0, self.noise(k), nxt)
-            outputs.append(x0)
-            with torch.no_grad():
-                zero = torch.zeros(b, k, device=self.device)
-                clean = self.schedule.add_noise(x0.detach(), self.noise(k), zero)  # the reference's sigma(0) ~ 0.005
-                dit(clean, zero, frozen, self.cache, block, cache_only=True)
-            self.cache.detach()
-            past = x0.detach() if seq.history is None else torch.cat((seq.history, x0.detach()), 1)
-            seq.history = past[:, -recipe.window :]
-        new = torch.cat(outputs, 1)
+        shape = (len(self.slots), n, *self.latent_shape)
+        new = self.sampler.generate(prompt, self.cache, start, shape, stop=stop, grad=grad)
+        seq.history = self.sampler.remember(seq.history, new.detach())
         seq.frame += n
         return self.loss_window(new)
 

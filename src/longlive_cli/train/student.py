@@ -21,10 +21,11 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
+from longlive_cli.engine import EngineConfig
 from longlive_cli.models.dit import CausalWanDiT, PromptKV
-from longlive_cli.models.kv_cache import CachePlan, KVCache
+from longlive_cli.models.kv_cache import KVCache
 from longlive_cli.models.text import UMT5TextEncoder
-from longlive_cli.schedule import FlowMatchSchedule
+from longlive_cli.sampler import ChunkSampler, GeneratorNoise
 from longlive_cli.train import text as text_lib
 from longlive_cli.train.artifacts import FINAL, save_weights, write_summary
 from longlive_cli.train.checkpoint import Randomness
@@ -33,25 +34,6 @@ from longlive_cli.train.loop import Session, TrainState, pick_device
 from longlive_cli.train.optim import EMA, adamw
 from longlive_cli.train.recipe import StudentRecipe, recipe_dict
 from longlive_cli.train.teacher import load_dit_and_text, load_pool
-
-
-class TrainingKVCache(KVCache):
-    """The engine's cache, handing attention copies rather than views of the shared buffer when autograd records.
-
-    Every layer writes into one buffer, so a view saved for backward by one layer would be invalidated by the
-    next layer's write; copies keep autograd's saved tensors intact.
-    """
-
-    def update_and_view(self, layer: int, plan: CachePlan, k: Tensor, v: Tensor) -> tuple[Tensor, Tensor]:
-        keys, values = super().update_and_view(layer, plan, k, v)
-        if not torch.is_grad_enabled():  # nothing is saved for backward: the views are safe
-            return keys, values
-        return keys.clone(), values.clone()
-
-    def detach(self) -> None:
-        """Cut the graph of the chunk just trained, so the next chunk's gradients stop at the cached context."""
-        self.k = self.k.detach()
-        self.v = self.v.detach()
 
 
 def engine_settings(recipe: StudentRecipe) -> dict:
@@ -65,41 +47,32 @@ def engine_settings(recipe: StudentRecipe) -> dict:
     }
 
 
-def detached(prompt: PromptKV) -> PromptKV:
-    """The same keys and values cut from the graph, for passes that write the cache without gradients."""
-    return PromptKV([(k.detach(), v.detach()) for k, v in prompt.layers])
+def engine_config(recipe: StudentRecipe) -> EngineConfig:
+    """The engine settings of ``engine_settings`` as the sampler takes them."""
+    return EngineConfig(**{**engine_settings(recipe), "steps": tuple(recipe.timesteps)})
 
 
 class StreamingTrainer:
-    """One clip-batch of streaming teacher forcing; mirrors ``StreamingGenerator``'s cache calls."""
+    """One clip-batch of streaming teacher forcing over the engine's own sampler, cache pass and recache."""
 
     def __init__(self, dit: CausalWanDiT, text: UMT5TextEncoder, recipe: StudentRecipe, rand: Randomness):
         self.dit = dit
         self.text = text
         self.recipe = recipe
         self.rand = rand
-        self.schedule = FlowMatchSchedule(recipe.shift)
-        self.timesteps = self.schedule.warped(recipe.timesteps)
+        self.sampler = ChunkSampler(dit, engine_config(recipe), GeneratorNoise(rand.torch))
+        self.schedule = self.sampler.schedule
+        self.timesteps = torch.tensor(self.sampler.timesteps)
 
-    def new_cache(self, batch: int, height: int, width: int) -> TrainingKVCache:
-        cfg, device = self.dit.cfg, next(self.dit.parameters()).device
-        return TrainingKVCache(
-            cfg.num_layers,
-            batch,
-            cfg.num_heads,
-            cfg.head_dim,
-            self.dit.frame_tokens(height, width),
-            capacity_frames=self.recipe.window,
-            sink_frames=self.recipe.sink,
-            device=device,
-        )
+    def new_cache(self, batch: int, height: int, width: int) -> KVCache:
+        return self.sampler.new_cache(batch, (self.dit.cfg.in_dim, height, width), training=True)
 
     def clip(self, x0: Tensor, prompts: list[list[str]], change: int, weights: Callable[[Tensor], Tensor]) -> float:
         """Backpropagate the mean flow loss over the chunks of clean latents x0 [B, F, C, h, w]; returns it.
 
         ``weights`` gives the per-cell loss weights [B, n, h, w] of a chunk's latents.
         """
-        recipe, dit = self.recipe, self.dit
+        recipe, dit, sampler = self.recipe, self.dit, self.sampler
         b, frames, _, height, width = x0.shape
         n = recipe.chunk_frames
         chunks = frames // n
@@ -113,7 +86,7 @@ class StreamingTrainer:
                 segment = 1
                 with torch.no_grad():
                     prompt = dit.encode_prompt(text_lib.encode(self.text, [p[segment] for p in prompts]))
-                    self.recache(cache, history, prompt, start)
+                sampler.recache(prompt, cache, history, start)
             prompt = dit.encode_prompt(text_lib.encode(self.text, [p[segment] for p in prompts]))
             target = x0[:, start : start + n]
             drawn = self.rand.np.integers(0, len(self.timesteps), size=b)
@@ -142,37 +115,24 @@ class StreamingTrainer:
                 else:
                     predicted = self.schedule.x0_from_flow(flow.detach(), noisy, t)
                 clean = torch.where(own[:, None, None, None, None], predicted, clean)
-            with torch.no_grad():
-                dit(clean, torch.zeros_like(t), detached(prompt), cache, start, cache_only=True)
-            history = torch.cat((history, clean), dim=1)[:, -recipe.window :]
+            sampler.cache_pass(clean, prompt, cache, start)
+            history = sampler.remember(history, clean)
         return total
 
     @torch.no_grad()
     def sampled(self, noise: Tensor, step: int, prompt: PromptKV, cache: KVCache, start: int) -> Tensor:
         """The chunk as the engine's sampler hands it to step ``step`` (0-based): its earlier steps run from pure
         noise on this context, each x0 renoised with fresh noise to the next timestep."""
-        x = noise
-        b, n = noise.shape[:2]
-        for j in range(step):
-            t = self.timesteps[j].expand(b, n).to(noise.device)
-            x0 = self.schedule.x0_from_flow(self.dit(x, t, detached(prompt), cache, start), x, t)
-            later = self.timesteps[j + 1].expand(b, n).to(noise.device)
-            x = self.schedule.add_noise(x0, self.rand.randn(*noise.shape).to(noise.device), later)
-        return x
+        if step == 0:
+            return noise
+        return self.sampler.renoised(self.sampler.denoise(noise, prompt, cache, start, stop=step - 1), step)
 
     @torch.no_grad()
     def last_step(self, target: Tensor, prompt: PromptKV, cache: KVCache, start: int) -> Tensor:
         """The chunk as the sampler's last step would return it from freshly noised ground truth: the context the
         engine caches when the earlier steps went right."""
-        t = self.timesteps[len(self.recipe.timesteps) - 1].expand(target.shape[0], target.shape[1]).to(target.device)
-        noisy = self.schedule.add_noise(target, self.rand.randn(*target.shape).to(target.device), t)
-        return self.schedule.x0_from_flow(self.dit(noisy, t, detached(prompt), cache, start), noisy, t)
-
-    def recache(self, cache: KVCache, history: Tensor, prompt: PromptKV, frame: int) -> None:
-        """The engine's recache (original sink kept): re-encode the clean window under the new prompt."""
-        n = min(self.recipe.window, frame)
-        t = torch.zeros(history.shape[0], n, device=history.device)
-        self.dit(history[:, -n:], t, prompt, cache, frame - n, cache_only=True)
+        last = len(self.sampler.timesteps) - 1
+        return self.sampler.denoise(self.sampler.renoised(target, last), prompt, cache, start, first=last)
 
 
 def objective(recipe: StudentRecipe) -> str:
