@@ -30,6 +30,7 @@ from .models.t5 import UMT5Config, UMT5Encoder, remap_hf_umt5_keys
 from .models.taehv import TAEHV, TAEHVConfig
 from .models.text import UMT5TextEncoder, load_umt5_tokenizer
 from .models.vae import WanVAE, WanVAEConfig
+from .models.word_tokenizer import tokenizer_from_str
 
 FORMAT = "longlive-cli/1"
 EMBEDDED = "tiny"
@@ -180,8 +181,6 @@ def read_bundle_spec(path: str | Path) -> ModelSpec:
 
 def load_converted(path: str | Path, device="cpu", dtype=torch.float32) -> Bundle:
     """Load a file written by ``save_bundle``."""
-    from tokenizers import Tokenizer
-
     spec = read_bundle_spec(path)
     meta = read_safetensors_metadata(path)
     state = read_tensors(path)
@@ -194,7 +193,7 @@ def load_converted(path: str | Path, device="cpu", dtype=torch.float32) -> Bundl
         with torch.device("meta"):
             fast = TAEHV(spec.fast_decoder)
         load_state_dict_into(fast, _split(state, "fast_decoder."), f"{path} [fast_decoder]")
-    text = UMT5TextEncoder(Tokenizer.from_str(meta["tokenizer"]), t5, spec.text_len)
+    text = UMT5TextEncoder(tokenizer_from_str(meta["tokenizer"]), t5, spec.text_len)
     return _finish(spec, dit, vae, text, str(path), device, dtype, fast)
 
 

@@ -20,7 +20,7 @@ from .checkpoints import CheckpointError
 from .quantize import MODES, QuantizeError, quantize_dit, weight_bytes
 from .render import RenderError, RenderSettings, render
 from .timeline import Timeline, TimelineError, load_timeline, plan_changes, single_prompt_timeline
-from .train.cli import train_app
+from .train.cli import train
 
 app = typer.Typer(
     add_completion=False,
@@ -30,7 +30,7 @@ app = typer.Typer(
 )
 err = Console(stderr=True, highlight=False)
 out = Console(highlight=False)
-app.add_typer(train_app, name="train")
+app.command("train")(train)
 
 BAD_INPUT = 1
 INTERRUPTED = 130
