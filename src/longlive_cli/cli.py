@@ -14,7 +14,9 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
+from typer.core import TyperArgument, TyperGroup
 
+from . import __version__
 from .bundle import EMBEDDED, Bundle, ModelSpec, embedded_path, find_layout, load_bundle, read_bundle_spec
 from .checkpoints import CheckpointError
 from .quantize import MODES, QuantizeError, quantize_dit, weight_bytes
@@ -22,10 +24,42 @@ from .render import RenderError, RenderSettings, render
 from .timeline import Timeline, TimelineError, load_timeline, plan_changes, single_prompt_timeline
 from .train.cli import train
 
+
+class _Commands(TyperGroup):
+    """Help shows a placeholder named after each option (MODEL, SEED), never a Python type (<str>, <int>)."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        for command in (self, *self.commands.values()):
+            _name_placeholders(command)
+
+
+def _name_placeholders(command) -> None:
+    for param in command.params:
+        if isinstance(param, TyperArgument):
+            param.metavar = param.name.upper()
+            param.display_type_rich = lambda ctx: None  # the argument's own name already stands there
+        elif getattr(param, "is_flag", False):
+            param.metavar = ""
+        elif param.metavar is None:
+            param.metavar = param.name.upper() + ("..." if getattr(param, "multiple", False) else "")
+    make_help_option = command.get_help_option
+
+    def help_option(ctx):
+        option = make_help_option(ctx)
+        if option is not None:
+            option.metavar = ""
+        return option
+
+    command.get_help_option = help_option
+
+
 app = typer.Typer(
+    cls=_Commands,
     add_completion=False,
     no_args_is_help=True,
     pretty_exceptions_enable=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
     help="Real-time, interactive, long video generation with LongLive-family models.",
 )
 err = Console(stderr=True, highlight=False)
@@ -36,6 +70,21 @@ BAD_INPUT = 1
 INTERRUPTED = 130
 DTYPES = {"float32": "float32", "fp32": "float32", "bf16": "bfloat16", "bfloat16": "bfloat16", "fp16": "float16"}
 USER_ERRORS = (TimelineError, CheckpointError, RenderError, QuantizeError, OSError)
+
+
+def _show_version(value: bool) -> None:
+    if value:
+        out.print(f"longlive-cli {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _main(
+    version: Annotated[
+        bool, typer.Option("--version", callback=_show_version, is_eager=True, help="Print the version and exit.")
+    ] = False,
+) -> None:
+    """Real-time, interactive, long video generation with LongLive-family models."""
 
 
 def fail(message: str) -> typer.Exit:
