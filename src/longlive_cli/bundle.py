@@ -179,6 +179,14 @@ def read_bundle_spec(path: str | Path) -> ModelSpec:
     return ModelSpec.from_json(meta["spec"])
 
 
+def read_tokenizer(model: str | Path):
+    """A model's tokenizer without its weights, to check prompts; None for a download folder (umT5 spells any word)."""
+    path = embedded_path() if str(model) == EMBEDDED else Path(model).expanduser()
+    if path.is_dir():
+        return None
+    return tokenizer_from_str(read_safetensors_metadata(path)["tokenizer"])
+
+
 def load_converted(path: str | Path, device="cpu", dtype=torch.float32) -> Bundle:
     """Load a file written by ``save_bundle``."""
     spec = read_bundle_spec(path)

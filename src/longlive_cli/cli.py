@@ -17,8 +17,20 @@ from rich.table import Table
 from typer.core import TyperArgument, TyperGroup
 
 from . import __version__
-from .bundle import EMBEDDED, Bundle, ModelSpec, embedded_path, find_layout, load_bundle, read_bundle_spec
+from .bundle import (
+    EMBEDDED,
+    Bundle,
+    ModelSpec,
+    embedded_path,
+    find_layout,
+    load_bundle,
+    read_bundle_spec,
+    read_tokenizer,
+)
 from .checkpoints import CheckpointError
+from .extras import MissingExtra
+from .notices import setting_warnings, vocabulary_warnings
+from .outputs import OutputError, draw_seed, plan_outputs
 from .quantize import MODES, QuantizeError, quantize_dit, weight_bytes
 from .render import RenderError, RenderSettings, render
 from .timeline import Timeline, TimelineError, load_timeline, plan_changes, single_prompt_timeline
@@ -69,7 +81,7 @@ app.command("train")(train)
 BAD_INPUT = 1
 INTERRUPTED = 130
 DTYPES = {"float32": "float32", "fp32": "float32", "bf16": "bfloat16", "bfloat16": "bfloat16", "fp16": "float16"}
-USER_ERRORS = (TimelineError, CheckpointError, RenderError, QuantizeError, OSError)
+USER_ERRORS = (TimelineError, CheckpointError, RenderError, QuantizeError, OutputError, MissingExtra, OSError)
 
 
 def _show_version(value: bool) -> None:
@@ -134,19 +146,6 @@ def _parse_size(size: str | None) -> tuple[int, int] | None:
     return int(m[1]), int(m[2])
 
 
-def _slug(text: str) -> str:
-    return re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-")[:60] or "video"
-
-
-def _outputs(timelines: list[Timeline], output: Path | None, prompt: str | None) -> list[Path]:
-    if prompt is not None:
-        return [output or Path(f"{_slug(prompt)}.mp4")]
-    if output is not None and len(timelines) > 1:
-        output.mkdir(parents=True, exist_ok=True)
-        return [output / f"{t.path.stem}.mp4" for t in timelines]
-    return [output or t.output or Path(f"{t.path.stem}.mp4") for t in timelines]
-
-
 class BundleCache:
     """Loads each model once per process, however many timelines use it."""
 
@@ -186,7 +185,10 @@ class BundleCache:
 def render_cmd(
     timelines: Annotated[list[Path] | None, typer.Argument(help="Timeline YAML files, rendered in order.")] = None,
     output: Annotated[
-        Path | None, typer.Option("-o", "--output", help="Output MP4 (a folder with several timelines).")
+        str | None,
+        typer.Option(
+            "-o", "--output", help="Output MP4, or a folder (ends in /, or exists; always with several timelines)."
+        ),
     ] = None,
     model: Annotated[str | None, typer.Option(help="'tiny', a model directory, or a converted .safetensors.")] = None,
     device: Annotated[str, typer.Option(help="auto | cpu | cuda")] = "auto",
@@ -194,11 +196,16 @@ def render_cmd(
         str | None, typer.Option(help="float32 | bf16 | fp16 (default: bf16 on GPU, float32 on CPU)")
     ] = None,
     quantize: Annotated[str | None, typer.Option(help="none | int8 | fp8 (overrides the timeline)")] = None,
-    seed: Annotated[int | None, typer.Option(help="Noise seed (overrides the timeline).")] = None,
+    seed: Annotated[
+        int | None,
+        typer.Option(min=-1, help="Noise seed (overrides the timeline); -1 draws one, printed and recorded."),
+    ] = None,
     window: Annotated[int | None, typer.Option(help="Attention window in latent frames, sink included.")] = None,
     sink: Annotated[int | None, typer.Option(help="Frame-sink size in latent frames.")] = None,
     prompt: Annotated[str | None, typer.Option(help="Render one prompt instead of timelines.")] = None,
-    duration: Annotated[str, typer.Option(help="Length for --prompt: 10s, 1m30s, 160f ...")] = "10s",
+    duration: Annotated[
+        str | None, typer.Option(help="Length for --prompt (default 10s): 10s, 1m30s, 160f ...")
+    ] = None,
     size: Annotated[str | None, typer.Option(help="WxH, multiples of 16 (overrides the timeline).")] = None,
     decoder: Annotated[
         str, typer.Option(help="auto | wan (exact) | fast (TAEHV-class) | a taew2_1 .pth/.safetensors file")
@@ -213,6 +220,10 @@ def render_cmd(
     """Render timelines (or one --prompt) to MP4, streaming each chunk to disk as it is made."""
     if bool(timelines) == (prompt is not None):
         raise typer.BadParameter("give timeline files or --prompt, not both and not neither")
+    if timelines and duration is not None:
+        raise typer.BadParameter(
+            "goes with --prompt; a timeline's length is its `duration:` key", param_hint="--duration"
+        )
     if progress not in ("rich", "json", "none"):
         raise typer.BadParameter("choose rich, json or none", param_hint="--progress")
     if quantize is not None and quantize not in MODES:
@@ -221,21 +232,24 @@ def render_cmd(
     _interrupt_on_sigterm()
     try:
         if prompt is not None:
-            jobs = [single_prompt_timeline(prompt, duration, model=model, seed=seed, window=window, sink=sink)]
+            jobs = [single_prompt_timeline(prompt, duration or "10s", model=model, window=window, sink=sink)]
         else:
             jobs = [load_timeline(p) for p in timelines]
-        outputs = _outputs(jobs, output, prompt)
+        seeds = [draw_seed(seed, job.seed) for job in jobs]
+        outputs = plan_outputs(jobs, seeds, output, prompt)
         rank, world = int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
-        work = list(zip(jobs, outputs, strict=True))[rank::world]
+        work = list(zip(jobs, seeds, outputs, strict=True))[rank::world]
         dev = resolve_device(device)
         bundles = BundleCache(dev, resolve_dtype(dtype, dev), compile)
     except USER_ERRORS as e:
         raise fail(str(e)) from None
     failures = 0
-    for timeline, target in work:
+    for timeline, job_seed, target in work:
         try:
             bundle = bundles.get(model or timeline.model_path or timeline.model, quantize or timeline.quantize)
-            settings = RenderSettings.resolve(timeline, bundle, seed=seed, window=window, sink=sink, size=wh)
+            settings = RenderSettings.resolve(
+                timeline, bundle, seed=job_seed, window=window, sink=sink, size=wh, quantize=quantize
+            )
             sink_fn = _progress(progress, quiet, target, rank)
             dec = bundles.decoder(bundle, decoder)
             result = render(timeline, bundle, target, settings, overwrite=overwrite, events=sink_fn, decoder=dec)
@@ -246,26 +260,42 @@ def render_cmd(
             err.print(f"[bold red]error:[/] {e}", soft_wrap=True)
             failures += 1
             continue
-        if not quiet and progress == "rich":
+        if not quiet and progress != "json":
             timings = result["timings"]
             err.print(
-                f"[green]wrote[/] {target} ({result['result']['frames_written']} frames, "
-                f"{timings['fps']} fps, {timings['realtime_factor']}x real time)"
+                f"[green]wrote[/] {escape(str(target))} (seed {settings.seed}, {result['result']['frames_written']} "
+                f"frames, {timings['fps']} fps, {timings['realtime_factor']}x real time)",
+                soft_wrap=True,
             )
     if failures:
         raise typer.Exit(BAD_INPUT)
 
 
 def _progress(kind: str, quiet: bool, target: Path, rank: int):
-    if quiet or kind == "none":
+    """The progress sink; warnings reach stderr whatever the display, unless --quiet."""
+    if quiet:
         return None
+    if kind == "rich":
+        from .progress import RichProgress
+
+        return RichProgress(err, label=target.name)
+    shown = None
     if kind == "json":
         from .progress import JsonProgress
 
-        return JsonProgress(output=str(target), rank=rank)
-    from .progress import RichProgress
+        shown = JsonProgress(output=str(target), rank=rank)
 
-    return RichProgress(err, label=target.name)
+    def sink(event: dict) -> None:
+        if event["event"] == "warning":
+            _warn(event["message"])
+        if shown is not None:
+            shown(event)
+
+    return sink
+
+
+def _warn(message: str) -> None:
+    err.print(f"[yellow]warning:[/] {escape(message)}", soft_wrap=True)
 
 
 @app.command()
@@ -277,7 +307,9 @@ def check(
     for path in timelines:
         try:
             timeline = load_timeline(path)
-            chunk = _spec_for(timeline).engine.chunk_frames
+            spec = _spec_for(timeline)
+            chunk = spec.engine.chunk_frames
+            tokenizer = read_tokenizer(str(timeline.model_path or timeline.model))
         except USER_ERRORS as e:
             err.print(f"[bold red]error:[/] {e}", soft_wrap=True)
             failures += 1
@@ -290,8 +322,11 @@ def check(
             policy = timeline.policy_at(i) if i else "-"
             table.add_row(str(i), f"{change.at:g} s", f"{landed_s:.3f} s", policy, change.text)
         print_table(table)
-        for w in plan.warnings:
-            err.print(f"[yellow]warning:[/] {w}", soft_wrap=True)
+        size, window = timeline.size or spec.size, timeline.window or spec.engine.window
+        notes = [*setting_warnings(spec, size, timeline.fps, window)]
+        notes += vocabulary_warnings(tokenizer, timeline) if tokenizer is not None else []
+        for w in [*plan.warnings, *notes]:
+            _warn(w)
     if failures:
         raise typer.Exit(BAD_INPUT)
 
