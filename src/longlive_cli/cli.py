@@ -623,8 +623,10 @@ def _live_summary(session) -> None:
 
 @app.command("eval")
 def eval_cmd(
-    video: Annotated[Path | None, typer.Argument(help="An MP4 rendered from --timeline.")] = None,
-    timeline: Annotated[Path | None, typer.Option(help="The timeline the video was rendered from.")] = None,
+    video: Annotated[Path | None, typer.Argument(help="An MP4 rendered by `longlive render`.")] = None,
+    timeline: Annotated[
+        Path | None, typer.Option(help="The timeline the video was rendered from (default: as its sidecar says).")
+    ] = None,
     suite: Annotated[str | None, typer.Option(help="'shapes': render and score the held-out suite.")] = None,
     model: Annotated[str, typer.Option(help="Model for --suite.")] = EMBEDDED,
     policy: Annotated[str, typer.Option(help="Switch policy for --suite: recache | keep | clear")] = "recache",
@@ -636,29 +638,29 @@ def eval_cmd(
 ) -> None:
     """ShapesWorld metrics: adherence, switch latency, continuity and drift, for one video or a model."""
     from .engine import SwitchPolicy
-    from .evaluate import SUITE, eval_video, run_suite
+    from .evaluate import SUITE, EvalError, eval_video, run_suite, timeline_of
 
     names = [p.name for p in SUITE]
     if any(name not in names for name in part or ()):
         bad = next(name for name in part if name not in names)
         raise typer.BadParameter(f"unknown part '{bad}'; the parts are: {', '.join(names)}", param_hint="--part")
     if (video is None) == (suite is None):
-        raise typer.BadParameter("give a VIDEO with --timeline, or --suite shapes")
+        raise typer.BadParameter("give a VIDEO (with --timeline, or its sidecar beside it), or --suite shapes")
     if suite is not None and suite != "shapes":
         raise typer.BadParameter("the only suite is 'shapes'", param_hint="--suite")
     if policy not in ("recache", "keep", "clear"):
         raise typer.BadParameter("choose recache, keep or clear", param_hint="--policy")
     try:
         if video is not None:
-            if timeline is None:
-                raise typer.BadParameter("--timeline is needed to know what the video should show")
-            report = eval_video(video, load_timeline(timeline))
+            report = eval_video(video, timeline_of(video) if timeline is None else load_timeline(timeline))
+            for w in report["warnings"]:
+                _warn(w)
             _print_video_metrics(report)
         else:
             bundle = load_bundle(model)
             report = run_suite(bundle, SwitchPolicy(policy), long=long, parts=part or ())
             _print_suite(report, bundle.spec.name)
-    except USER_ERRORS as e:
+    except (*USER_ERRORS, EvalError) as e:
         raise fail(str(e)) from None
     if json_out is not None:
         json_out.write_text(json.dumps(report, indent=2) + "\n")
