@@ -70,7 +70,8 @@ def test_prompt_outputs_are_named_with_the_seed_and_the_wrote_line_says_it(tmp_p
 
 
 def test_every_warning_reaches_stderr_the_sidecar_and_check(tmp_path, model):
-    path = show(tmp_path, model, extra="fps: 8\nsize: 64x64\nattention: {window: 9, sink: 3}\n", text="a dog on a beach")
+    extra = "fps: 8\nsize: 64x64\nattention: {window: 9, sink: 3}\n"
+    path = show(tmp_path, model, extra=extra, text="a dog on a beach")
     expected = ["unknown words: 'dog', 'beach'", "size 64x64", "fps 8", "window 9"]
     quiet = runner.invoke(app, ["render", str(path), "-o", str(tmp_path / "q.mp4"), "-q", "--quantize", "int8"])
     assert quiet.exit_code == 0, quiet.output
