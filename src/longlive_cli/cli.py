@@ -7,6 +7,7 @@ import os
 import re
 import signal
 import sys
+from dataclasses import replace
 from pathlib import Path
 from typing import Annotated
 
@@ -28,6 +29,7 @@ from .bundle import (
     read_tokenizer,
 )
 from .checkpoints import CheckpointError
+from .download import LONGLIVE, MODELS, is_hub_id
 from .extras import MissingExtra
 from .notices import setting_warnings, vocabulary_warnings
 from .outputs import OutputError, draw_seed, plan_outputs
@@ -246,7 +248,7 @@ def render_cmd(
     failures = 0
     for timeline, job_seed, target in work:
         try:
-            bundle = bundles.get(model or timeline.model_path or timeline.model, quantize or timeline.quantize)
+            bundle = bundles.get(model or _model_of(timeline), quantize or timeline.quantize)
             settings = RenderSettings.resolve(
                 timeline, bundle, seed=job_seed, window=window, sink=sink, size=wh, quantize=quantize
             )
@@ -309,7 +311,7 @@ def check(
             timeline = load_timeline(path)
             spec = _spec_for(timeline)
             chunk = spec.engine.chunk_frames
-            tokenizer = read_tokenizer(str(timeline.model_path or timeline.model))
+            tokenizer = read_tokenizer(str(_model_of(timeline)))
         except USER_ERRORS as e:
             err.print(f"[bold red]error:[/] {e}", soft_wrap=True)
             failures += 1
@@ -333,13 +335,28 @@ def check(
 
 def _spec_for(timeline: Timeline) -> ModelSpec:
     """A model's spec without loading its weights (checks that the model exists)."""
-    model = timeline.model_path or timeline.model
-    return read_spec(str(model))
+    return read_spec(str(_model_of(timeline)))
+
+
+def _model_of(timeline: Timeline) -> str | Path:
+    """The timeline's model: a path beside the timeline, or a hub id such as Efficient-Large-Model/LongLive."""
+    path = timeline.model_path
+    if is_hub_id(timeline.model) and (path is None or not path.exists()):
+        return timeline.model
+    return path or timeline.model
 
 
 def read_spec(model: str) -> ModelSpec:
     if model == EMBEDDED:
         return read_bundle_spec(embedded_path())
+    if is_hub_id(model):
+        from .download import MODELS, WAN
+
+        if model not in MODELS:
+            raise CheckpointError(f"{model}: not a model longlive knows how to download (known: {', '.join(MODELS)})")
+        from .bundle import LONGLIVE_13B
+
+        return LONGLIVE_13B if model != WAN else replace(LONGLIVE_13B, name="wan2.1")
     path = Path(model).expanduser()
     if path.is_dir():
         find_layout(path)
@@ -406,6 +423,24 @@ def convert(
     out.print(
         f"wrote {output} ({output.stat().st_size / 2**30:.2f} GiB, {spec.name}) and {output.with_suffix('.json')}"
     )
+
+
+@app.command()
+def download(
+    model: Annotated[str, typer.Argument(help=f"A hub id: {' or '.join(MODELS)}.")] = LONGLIVE,
+    dry_run: Annotated[bool, typer.Option(help="Only say how much would be downloaded.")] = False,
+) -> None:
+    """Fetch the released weights into the Hugging Face cache (only the files longlive reads; resumable)."""
+    from .download import fetch
+
+    try:
+        roots = fetch(model, say=lambda line: err.print(escape(line), soft_wrap=True), dry_run=dry_run)
+    except USER_ERRORS as e:
+        raise fail(str(e)) from None
+    if roots:
+        out.print(f"ready: longlive render show.yaml --model {model}")
+        for root in roots:
+            out.print(f"  {root}", soft_wrap=True)
 
 
 @app.command()
