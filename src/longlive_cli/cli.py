@@ -29,7 +29,7 @@ from .bundle import (
     read_tokenizer,
 )
 from .checkpoints import CheckpointError
-from .download import LONGLIVE, MODELS, is_hub_id
+from .download import LONGLIVE, MODELS, WAN, is_hub_id, repos_of
 from .extras import MissingExtra
 from .notices import setting_warnings, vocabulary_warnings
 from .outputs import OutputError, draw_seed, plan_outputs
@@ -350,10 +350,7 @@ def read_spec(model: str) -> ModelSpec:
     if model == EMBEDDED:
         return read_bundle_spec(embedded_path())
     if is_hub_id(model):
-        from .download import MODELS, WAN
-
-        if model not in MODELS:
-            raise CheckpointError(f"{model}: not a model longlive knows how to download (known: {', '.join(MODELS)})")
+        repos_of(model)
         from .bundle import LONGLIVE_13B
 
         return LONGLIVE_13B if model != WAN else replace(LONGLIVE_13B, name="wan2.1")

@@ -47,10 +47,11 @@ def _hub():
     return huggingface_hub
 
 
-def _parts(model: str) -> tuple[tuple[str, tuple[str, ...]], ...]:
+def repos_of(model: str) -> tuple[tuple[str, tuple[str, ...]], ...]:
+    """The repositories of a hub model and the files the loader reads from each."""
     if model not in MODELS:
         known = ", ".join(MODELS)
-        raise DownloadError(f"{model}: not a model longlive knows how to download (known: {known})")
+        raise DownloadError(f"{model}: no such file or folder, nor a hub model longlive can download ({known})")
     return MODELS[model]
 
 
@@ -68,7 +69,7 @@ def pending(model: str) -> tuple[int, int]:
     quiet = utils.are_progress_bars_disabled()
     utils.disable_progress_bars()  # a look-up, not a transfer
     try:
-        infos = [i for repo, patterns in _parts(model) for i in _snapshot(model, repo, patterns, dry_run=True)]
+        infos = [i for repo, patterns in repos_of(model) for i in _snapshot(model, repo, patterns, dry_run=True)]
     finally:
         if not quiet:
             utils.enable_progress_bars()
@@ -79,7 +80,7 @@ def pending(model: str) -> tuple[int, int]:
 def fetch(model: str, say: Callable[[str], None] = print, dry_run: bool = False) -> list[Path]:
     """The local folders of a hub model, downloading what the cache lacks after saying how much that is."""
     hub = _hub()
-    parts = _parts(model)
+    parts = repos_of(model)
     cache = hub.constants.HF_HUB_CACHE
     if hub.constants.HF_HUB_OFFLINE:
         return [Path(_snapshot(model, repo, patterns, local_files_only=True)) for repo, patterns in parts]
