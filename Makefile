@@ -17,7 +17,9 @@ demo: setup
 	@echo "open out/demo.mp4 (settings and timings in out/demo.json)"
 
 # One thread per process: several tests run renders in parallel child processes on a 2-core machine.
+# scripts/test-deps.sh installs chromium for the browser test where apt allows (else that test says why it skips).
 test: setup
+	bash scripts/test-deps.sh
 	$(PY) -m ruff check src tests scripts
 	OMP_NUM_THREADS=1 $(PY) -m pytest -q
 

@@ -64,4 +64,39 @@ def test_the_long_part_comes_back_to_its_first_prompt_in_the_same_words():
 def test_eval_usage_errors(tmp_path):
     assert runner.invoke(app, ["eval"]).exit_code == 2
     assert runner.invoke(app, ["eval", "--suite", "cars"]).exit_code == 2
-    assert runner.invoke(app, ["eval", str(tmp_path / "x.mp4")]).exit_code == 2
+    no_sidecar = runner.invoke(app, ["eval", str(tmp_path / "x.mp4")])
+    assert no_sidecar.exit_code == 1 and "give --timeline" in no_sidecar.output
+
+
+def test_eval_takes_the_timeline_from_the_sidecar(tmp_path):
+    model = write_converted(tmp_path / "m.safetensors")
+    show = tmp_path / "show.yaml"
+    show.write_text(
+        f"version: 1\nmodel: {model}\nduration: 2s\nprompts:\n  - at: 0\n    text: a red circle\n"
+        "  - at: 1s\n    text: a blue square\n"
+    )
+    video = tmp_path / "show.mp4"
+    assert runner.invoke(app, ["render", str(show), "-o", str(video), "-q"]).exit_code == 0
+    show.unlink()  # the sidecar alone says what the video should show
+    out = tmp_path / "m.json"
+    result = runner.invoke(app, ["eval", str(video), "--json", str(out)])
+    assert result.exit_code == 0, result.output
+    report = json.loads(out.read_text())
+    assert [s["at_s"] for s in report["segments"]] == [0.0, 1.0] and report["warnings"] == []
+
+
+def test_a_video_shorter_than_its_timeline_is_warned_about(tmp_path):
+    rng = np.random.default_rng(0)
+    first = Attributes("circle", "red", "large", "horizontal", "gray")
+    frames, _ = render_timeline([(0.0, first)], 2.0, size=96, seed=1)
+    video = tmp_path / "short.mp4"
+    with VideoWriter(video, 16, (96, 96)) as writer:
+        writer.write(frames)
+    timeline = tmp_path / "long.yaml"
+    text = describe(first, rng)
+    timeline.write_text(f"duration: 4s\nprompts:\n  - at: 0s\n    text: {text}\n  - at: 3s\n    text: {text}\n")
+    result = runner.invoke(app, ["eval", str(video), "--timeline", str(timeline)])
+    assert result.exit_code == 0, result.output
+    warning = " ".join(result.stderr.split())
+    assert "32 frames (2.00 s), but its timeline lasts 64 frames (4 s)" in warning
+    assert "without the 1 prompt(s) after the end" in warning

@@ -33,10 +33,10 @@ from longlive_cli.render import RenderSettings
 from longlive_cli.timeline import load_timeline, parse_timeline, plan_changes, video_frame_of_latent
 from longlive_cli.video import read_frames, read_video_info
 
+from .browser import find_chromium
 from .fakes import FAST_SPEC, write_converted
 
 runner = CliRunner()
-CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = [
     "--headless",
     "--no-sandbox",
@@ -521,11 +521,12 @@ def page_wait(page, condition: str, timeout: float = 20.0) -> None:
 def test_browser_steers_the_stream(tmp_path, bundle):
     from playwright.sync_api import sync_playwright
 
+    chromium = find_chromium()
     out = tmp_path / "browser.mp4"
     live = Live(bundle, record=out)
     try:
         with sync_playwright() as p:
-            browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+            browser = p.chromium.launch(executable_path=chromium, args=CHROMIUM_ARGS)
             page = browser.new_page(viewport={"width": 820, "height": 900})
             page.goto(live.server.steer_url)
             page_wait(page, "document.getElementById('video').naturalWidth > 0")

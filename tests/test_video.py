@@ -385,3 +385,55 @@ def test_sidecar(tmp_path: Path) -> None:
     assert list(json.loads(text)) == ["prompt", "seed", "frames"]
     assert "夜の街" in text and text.startswith('{\n  "prompt"')
     assert os.listdir(tmp_path) == ["clip.json"]
+
+
+def mp4_layout(path: Path) -> tuple[list[str], float]:
+    """Top-level box types in file order, and the duration in seconds that the movie header (mvhd) declares."""
+    data = path.read_bytes()
+    boxes, duration, at = [], None, 0
+    while at + 8 <= len(data):
+        size, kind = int.from_bytes(data[at : at + 4], "big"), data[at + 4 : at + 8].decode("latin-1")
+        size = len(data) - at if size == 0 else size
+        boxes.append(kind)
+        if kind == "moov":
+            mvhd = data.index(b"mvhd", at) + 4
+            if data[mvhd] == 1:
+                timescale = int.from_bytes(data[mvhd + 20 : mvhd + 24], "big")
+                ticks = int.from_bytes(data[mvhd + 24 : mvhd + 32], "big")
+            else:
+                timescale = int.from_bytes(data[mvhd + 12 : mvhd + 16], "big")
+                ticks = int.from_bytes(data[mvhd + 16 : mvhd + 20], "big")
+            duration = ticks / timescale
+        at += size
+    return boxes, duration
+
+
+def test_a_clean_finish_puts_the_index_first_without_reencoding(tmp_path: Path) -> None:
+    frames = pattern(0, 40)
+    done, cut = tmp_path / "done.mp4", tmp_path / "cut.mp4"
+    with VideoWriter(done, FPS, (WIDTH, HEIGHT)) as writer:
+        writer.write(frames)
+    with pytest.raises(KeyboardInterrupt), VideoWriter(cut, FPS, (WIDTH, HEIGHT)) as writer:
+        writer.write(frames)
+        raise KeyboardInterrupt
+    boxes, duration = mp4_layout(done)
+    assert boxes.index("moov") < boxes.index("mdat") and "moof" not in boxes, boxes
+    assert duration == pytest.approx(40 / FPS, abs=1 / FPS)
+    cut_boxes, cut_duration = mp4_layout(cut)
+    assert "moof" in cut_boxes and cut_duration == 0, "an interrupted file stays fragmented"
+    assert sorted(os.listdir(tmp_path)) == ["cut.mp4", "done.mp4"]
+    same = [(a == b).all() for a, b in zip(read_frames(done), read_frames(cut), strict=True)]
+    assert len(same) == 40 and all(same), "the same encoded frames, copied"
+    assert decode_errors(done) == ""
+
+
+def test_a_file_that_is_not_a_video_is_named_without_ffmpegs_banner(tmp_path: Path) -> None:
+    from longlive_cli.video import VideoReadError
+
+    path = tmp_path / "notes.mp4"
+    path.write_text("hello")
+    for read in (read_video_info, lambda p: next(read_frames(p))):
+        with pytest.raises(VideoReadError) as caught:
+            read(path)
+        message = str(caught.value)
+        assert message.startswith(f"{path}: not a video") and "\n" not in message and "configuration" not in message

@@ -7,6 +7,7 @@ and a directory laid out as a user has it after downloading Wan2.1-T2V-1.3B and 
 from __future__ import annotations
 
 import json
+import sys
 from dataclasses import asdict, dataclass, field, replace
 from importlib import resources
 from pathlib import Path
@@ -24,12 +25,14 @@ from .checkpoints import (
     read_tensors,
     save_safetensors,
 )
+from .download import is_hub_id
 from .engine import EngineConfig, SinkMode
 from .models.dit import CausalWanDiT, DiTConfig
 from .models.t5 import UMT5Config, UMT5Encoder, remap_hf_umt5_keys
 from .models.taehv import TAEHV, TAEHVConfig
 from .models.text import UMT5TextEncoder, load_umt5_tokenizer
 from .models.vae import WanVAE, WanVAEConfig
+from .models.word_tokenizer import tokenizer_from_str
 
 FORMAT = "longlive-cli/1"
 EMBEDDED = "tiny"
@@ -178,10 +181,16 @@ def read_bundle_spec(path: str | Path) -> ModelSpec:
     return ModelSpec.from_json(meta["spec"])
 
 
+def read_tokenizer(model: str | Path):
+    """A model's tokenizer without its weights, to check prompts; None for a download folder (umT5 spells any word)."""
+    path = embedded_path() if str(model) == EMBEDDED else Path(model).expanduser()
+    if path.is_dir() or is_hub_id(model):
+        return None
+    return tokenizer_from_str(read_safetensors_metadata(path)["tokenizer"])
+
+
 def load_converted(path: str | Path, device="cpu", dtype=torch.float32) -> Bundle:
     """Load a file written by ``save_bundle``."""
-    from tokenizers import Tokenizer
-
     spec = read_bundle_spec(path)
     meta = read_safetensors_metadata(path)
     state = read_tensors(path)
@@ -194,7 +203,7 @@ def load_converted(path: str | Path, device="cpu", dtype=torch.float32) -> Bundl
         with torch.device("meta"):
             fast = TAEHV(spec.fast_decoder)
         load_state_dict_into(fast, _split(state, "fast_decoder."), f"{path} [fast_decoder]")
-    text = UMT5TextEncoder(Tokenizer.from_str(meta["tokenizer"]), t5, spec.text_len)
+    text = UMT5TextEncoder(tokenizer_from_str(meta["tokenizer"]), t5, spec.text_len)
     return _finish(spec, dit, vae, text, str(path), device, dtype, fast)
 
 
@@ -247,7 +256,8 @@ def find_layout(*roots: str | Path) -> DownloadLayout:
     generator = next((c / "longlive_base.pt" for c in ll_candidates if (c / "longlive_base.pt").is_file()), None)
     lora = next((c / "lora.pt" for c in ll_candidates if (c / "lora.pt").is_file()), None)
     layout = DownloadLayout(wan_dir, generator, lora)
-    missing = [p for p in (layout.dit, layout.vae, layout.t5, layout.tokenizer / "tokenizer.json") if not p.exists()]
+    needed = (layout.vae, layout.t5, layout.tokenizer / "tokenizer.json") + (() if generator else (layout.dit,))
+    missing = [p for p in needed if not p.exists()]
     if missing:
         raise CheckpointError(f"{wan_dir}: incomplete {WAN_NAME} download, missing {', '.join(map(str, missing))}")
     return layout
@@ -279,20 +289,25 @@ def read_download(layout: DownloadLayout, prefer_ema: bool = False, lora_alpha: 
     return spec, dit, vae, t5
 
 
-def load_download(root: str | Path, device="cpu", dtype=torch.float32, **kw) -> Bundle:
-    """Load a Wan + LongLive download directory."""
-    layout = find_layout(root)
+def load_download(root: str | Path | list[Path], device="cpu", dtype=torch.float32, **kw) -> Bundle:
+    """Load a Wan + LongLive download directory (or the folders of one, as the hub cache keeps them)."""
+    roots = root if isinstance(root, list) else [root]
+    layout = find_layout(*roots)
     spec, dit_sd, vae_sd, t5_sd = read_download(layout, **kw)
     dit, vae, t5 = build_modules(spec)
     load_state_dict_into(dit, dit_sd, str(layout.generator or layout.dit))
     load_state_dict_into(vae, vae_sd, str(layout.vae))
     load_state_dict_into(t5, t5_sd, str(layout.t5))
     text = UMT5TextEncoder(load_umt5_tokenizer(layout.tokenizer), t5, spec.text_len)
-    return _finish(spec, dit, vae, text, str(root), device, dtype)
+    return _finish(spec, dit, vae, text, " + ".join(map(str, roots)), device, dtype)
 
 
 def load_bundle(model: str | Path, device="cpu", dtype=torch.float32, **kw) -> Bundle:
-    """Load ``tiny``, a converted ``.safetensors`` file, or a download directory."""
+    """Load ``tiny``, a converted ``.safetensors`` file, a download directory, or a hub id (fetched once, cached)."""
+    if is_hub_id(model):
+        from .download import fetch
+
+        return load_download(fetch(str(model), say=lambda line: print(line, file=sys.stderr)), device, dtype, **kw)
     if str(model) == EMBEDDED:
         path = embedded_path()
         if not path.is_file():

@@ -7,6 +7,7 @@ import os
 import re
 import signal
 import sys
+from dataclasses import replace
 from pathlib import Path
 from typing import Annotated
 
@@ -14,28 +15,90 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
+from typer.core import TyperArgument, TyperGroup
 
-from .bundle import EMBEDDED, Bundle, ModelSpec, embedded_path, find_layout, load_bundle, read_bundle_spec
+from . import __version__
+from .bundle import (
+    EMBEDDED,
+    Bundle,
+    ModelSpec,
+    embedded_path,
+    find_layout,
+    load_bundle,
+    read_bundle_spec,
+    read_tokenizer,
+)
 from .checkpoints import CheckpointError
+from .download import LONGLIVE, MODELS, WAN, is_hub_id, repos_of
+from .extras import MissingExtra
+from .notices import setting_warnings, vocabulary_warnings
+from .outputs import OutputError, draw_seed, plan_outputs
 from .quantize import MODES, QuantizeError, quantize_dit, weight_bytes
 from .render import RenderError, RenderSettings, render
 from .timeline import Timeline, TimelineError, load_timeline, plan_changes, single_prompt_timeline
-from .train.cli import train_app
+from .train.cli import train
+
+
+class _Commands(TyperGroup):
+    """Help shows a placeholder named after each option (MODEL, SEED), never a Python type (<str>, <int>)."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        for command in (self, *self.commands.values()):
+            _name_placeholders(command)
+
+
+def _name_placeholders(command) -> None:
+    for param in command.params:
+        if isinstance(param, TyperArgument):
+            param.metavar = param.name.upper()
+            param.display_type_rich = lambda ctx: None  # the argument's own name already stands there
+        elif getattr(param, "is_flag", False):
+            param.metavar = ""
+        elif param.metavar is None:
+            param.metavar = param.name.upper() + ("..." if getattr(param, "multiple", False) else "")
+    make_help_option = command.get_help_option
+
+    def help_option(ctx):
+        option = make_help_option(ctx)
+        if option is not None:
+            option.metavar = ""
+        return option
+
+    command.get_help_option = help_option
+
 
 app = typer.Typer(
+    cls=_Commands,
     add_completion=False,
     no_args_is_help=True,
     pretty_exceptions_enable=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
     help="Real-time, interactive, long video generation with LongLive-family models.",
 )
 err = Console(stderr=True, highlight=False)
 out = Console(highlight=False)
-app.add_typer(train_app, name="train")
+app.command("train")(train)
 
 BAD_INPUT = 1
 INTERRUPTED = 130
 DTYPES = {"float32": "float32", "fp32": "float32", "bf16": "bfloat16", "bfloat16": "bfloat16", "fp16": "float16"}
-USER_ERRORS = (TimelineError, CheckpointError, RenderError, QuantizeError, OSError)
+USER_ERRORS = (TimelineError, CheckpointError, RenderError, QuantizeError, OutputError, MissingExtra, OSError)
+
+
+def _show_version(value: bool) -> None:
+    if value:
+        out.print(f"longlive-cli {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _main(
+    version: Annotated[
+        bool, typer.Option("--version", callback=_show_version, is_eager=True, help="Print the version and exit.")
+    ] = False,
+) -> None:
+    """Real-time, interactive, long video generation with LongLive-family models."""
 
 
 def fail(message: str) -> typer.Exit:
@@ -85,19 +148,6 @@ def _parse_size(size: str | None) -> tuple[int, int] | None:
     return int(m[1]), int(m[2])
 
 
-def _slug(text: str) -> str:
-    return re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-")[:60] or "video"
-
-
-def _outputs(timelines: list[Timeline], output: Path | None, prompt: str | None) -> list[Path]:
-    if prompt is not None:
-        return [output or Path(f"{_slug(prompt)}.mp4")]
-    if output is not None and len(timelines) > 1:
-        output.mkdir(parents=True, exist_ok=True)
-        return [output / f"{t.path.stem}.mp4" for t in timelines]
-    return [output or t.output or Path(f"{t.path.stem}.mp4") for t in timelines]
-
-
 class BundleCache:
     """Loads each model once per process, however many timelines use it."""
 
@@ -137,7 +187,10 @@ class BundleCache:
 def render_cmd(
     timelines: Annotated[list[Path] | None, typer.Argument(help="Timeline YAML files, rendered in order.")] = None,
     output: Annotated[
-        Path | None, typer.Option("-o", "--output", help="Output MP4 (a folder with several timelines).")
+        str | None,
+        typer.Option(
+            "-o", "--output", help="Output MP4, or a folder (ends in /, or exists; always with several timelines)."
+        ),
     ] = None,
     model: Annotated[str | None, typer.Option(help="'tiny', a model directory, or a converted .safetensors.")] = None,
     device: Annotated[str, typer.Option(help="auto | cpu | cuda")] = "auto",
@@ -145,11 +198,16 @@ def render_cmd(
         str | None, typer.Option(help="float32 | bf16 | fp16 (default: bf16 on GPU, float32 on CPU)")
     ] = None,
     quantize: Annotated[str | None, typer.Option(help="none | int8 | fp8 (overrides the timeline)")] = None,
-    seed: Annotated[int | None, typer.Option(help="Noise seed (overrides the timeline).")] = None,
+    seed: Annotated[
+        int | None,
+        typer.Option(min=-1, help="Noise seed (overrides the timeline); -1 draws one, printed and recorded."),
+    ] = None,
     window: Annotated[int | None, typer.Option(help="Attention window in latent frames, sink included.")] = None,
     sink: Annotated[int | None, typer.Option(help="Frame-sink size in latent frames.")] = None,
     prompt: Annotated[str | None, typer.Option(help="Render one prompt instead of timelines.")] = None,
-    duration: Annotated[str, typer.Option(help="Length for --prompt: 10s, 1m30s, 160f ...")] = "10s",
+    duration: Annotated[
+        str | None, typer.Option(help="Length for --prompt (default 10s): 10s, 1m30s, 160f ...")
+    ] = None,
     size: Annotated[str | None, typer.Option(help="WxH, multiples of 16 (overrides the timeline).")] = None,
     decoder: Annotated[
         str, typer.Option(help="auto | wan (exact) | fast (TAEHV-class) | a taew2_1 .pth/.safetensors file")
@@ -164,6 +222,10 @@ def render_cmd(
     """Render timelines (or one --prompt) to MP4, streaming each chunk to disk as it is made."""
     if bool(timelines) == (prompt is not None):
         raise typer.BadParameter("give timeline files or --prompt, not both and not neither")
+    if timelines and duration is not None:
+        raise typer.BadParameter(
+            "goes with --prompt; a timeline's length is its `duration:` key", param_hint="--duration"
+        )
     if progress not in ("rich", "json", "none"):
         raise typer.BadParameter("choose rich, json or none", param_hint="--progress")
     if quantize is not None and quantize not in MODES:
@@ -172,21 +234,24 @@ def render_cmd(
     _interrupt_on_sigterm()
     try:
         if prompt is not None:
-            jobs = [single_prompt_timeline(prompt, duration, model=model, seed=seed, window=window, sink=sink)]
+            jobs = [single_prompt_timeline(prompt, duration or "10s", model=model, window=window, sink=sink)]
         else:
             jobs = [load_timeline(p) for p in timelines]
-        outputs = _outputs(jobs, output, prompt)
+        seeds = [draw_seed(seed, job.seed) for job in jobs]
+        outputs = plan_outputs(jobs, seeds, output, prompt)
         rank, world = int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
-        work = list(zip(jobs, outputs, strict=True))[rank::world]
+        work = list(zip(jobs, seeds, outputs, strict=True))[rank::world]
         dev = resolve_device(device)
         bundles = BundleCache(dev, resolve_dtype(dtype, dev), compile)
     except USER_ERRORS as e:
         raise fail(str(e)) from None
     failures = 0
-    for timeline, target in work:
+    for timeline, job_seed, target in work:
         try:
-            bundle = bundles.get(model or timeline.model_path or timeline.model, quantize or timeline.quantize)
-            settings = RenderSettings.resolve(timeline, bundle, seed=seed, window=window, sink=sink, size=wh)
+            bundle = bundles.get(model or _model_of(timeline), quantize or timeline.quantize)
+            settings = RenderSettings.resolve(
+                timeline, bundle, seed=job_seed, window=window, sink=sink, size=wh, quantize=quantize
+            )
             sink_fn = _progress(progress, quiet, target, rank)
             dec = bundles.decoder(bundle, decoder)
             result = render(timeline, bundle, target, settings, overwrite=overwrite, events=sink_fn, decoder=dec)
@@ -197,26 +262,42 @@ def render_cmd(
             err.print(f"[bold red]error:[/] {e}", soft_wrap=True)
             failures += 1
             continue
-        if not quiet and progress == "rich":
+        if not quiet and progress != "json":
             timings = result["timings"]
             err.print(
-                f"[green]wrote[/] {target} ({result['result']['frames_written']} frames, "
-                f"{timings['fps']} fps, {timings['realtime_factor']}x real time)"
+                f"[green]wrote[/] {escape(str(target))} (seed {settings.seed}, {result['result']['frames_written']} "
+                f"frames, {timings['fps']} fps, {timings['realtime_factor']}x real time)",
+                soft_wrap=True,
             )
     if failures:
         raise typer.Exit(BAD_INPUT)
 
 
 def _progress(kind: str, quiet: bool, target: Path, rank: int):
-    if quiet or kind == "none":
+    """The progress sink; warnings reach stderr whatever the display, unless --quiet."""
+    if quiet:
         return None
+    if kind == "rich":
+        from .progress import RichProgress
+
+        return RichProgress(err, label=target.name)
+    shown = None
     if kind == "json":
         from .progress import JsonProgress
 
-        return JsonProgress(output=str(target), rank=rank)
-    from .progress import RichProgress
+        shown = JsonProgress(output=str(target), rank=rank)
 
-    return RichProgress(err, label=target.name)
+    def sink(event: dict) -> None:
+        if event["event"] == "warning":
+            _warn(event["message"])
+        if shown is not None:
+            shown(event)
+
+    return sink
+
+
+def _warn(message: str) -> None:
+    err.print(f"[yellow]warning:[/] {escape(message)}", soft_wrap=True)
 
 
 @app.command()
@@ -228,7 +309,9 @@ def check(
     for path in timelines:
         try:
             timeline = load_timeline(path)
-            chunk = _spec_for(timeline).engine.chunk_frames
+            spec = _spec_for(timeline)
+            chunk = spec.engine.chunk_frames
+            tokenizer = read_tokenizer(str(_model_of(timeline)))
         except USER_ERRORS as e:
             err.print(f"[bold red]error:[/] {e}", soft_wrap=True)
             failures += 1
@@ -241,21 +324,36 @@ def check(
             policy = timeline.policy_at(i) if i else "-"
             table.add_row(str(i), f"{change.at:g} s", f"{landed_s:.3f} s", policy, change.text)
         print_table(table)
-        for w in plan.warnings:
-            err.print(f"[yellow]warning:[/] {w}", soft_wrap=True)
+        size, window = timeline.size or spec.size, timeline.window or spec.engine.window
+        notes = [*setting_warnings(spec, size, timeline.fps, window)]
+        notes += vocabulary_warnings(tokenizer, timeline) if tokenizer is not None else []
+        for w in [*plan.warnings, *notes]:
+            _warn(w)
     if failures:
         raise typer.Exit(BAD_INPUT)
 
 
 def _spec_for(timeline: Timeline) -> ModelSpec:
     """A model's spec without loading its weights (checks that the model exists)."""
-    model = timeline.model_path or timeline.model
-    return read_spec(str(model))
+    return read_spec(str(_model_of(timeline)))
+
+
+def _model_of(timeline: Timeline) -> str | Path:
+    """The timeline's model: a path beside the timeline, or a hub id such as Efficient-Large-Model/LongLive."""
+    path = timeline.model_path
+    if is_hub_id(timeline.model) and (path is None or not path.exists()):
+        return timeline.model
+    return path or timeline.model
 
 
 def read_spec(model: str) -> ModelSpec:
     if model == EMBEDDED:
         return read_bundle_spec(embedded_path())
+    if is_hub_id(model):
+        repos_of(model)
+        from .bundle import LONGLIVE_13B
+
+        return LONGLIVE_13B if model != WAN else replace(LONGLIVE_13B, name="wan2.1")
     path = Path(model).expanduser()
     if path.is_dir():
         find_layout(path)
@@ -322,6 +420,24 @@ def convert(
     out.print(
         f"wrote {output} ({output.stat().st_size / 2**30:.2f} GiB, {spec.name}) and {output.with_suffix('.json')}"
     )
+
+
+@app.command()
+def download(
+    model: Annotated[str, typer.Argument(help=f"A hub id: {' or '.join(MODELS)}.")] = LONGLIVE,
+    dry_run: Annotated[bool, typer.Option(help="Only say how much would be downloaded.")] = False,
+) -> None:
+    """Fetch the released weights into the Hugging Face cache (only the files longlive reads; resumable)."""
+    from .download import fetch
+
+    try:
+        roots = fetch(model, say=lambda line: err.print(escape(line), soft_wrap=True), dry_run=dry_run)
+    except USER_ERRORS as e:
+        raise fail(str(e)) from None
+    if roots:
+        out.print(f"ready: longlive render show.yaml --model {model}")
+        for root in roots:
+            out.print(f"  {root}", soft_wrap=True)
 
 
 @app.command()
@@ -539,8 +655,10 @@ def _live_summary(session) -> None:
 
 @app.command("eval")
 def eval_cmd(
-    video: Annotated[Path | None, typer.Argument(help="An MP4 rendered from --timeline.")] = None,
-    timeline: Annotated[Path | None, typer.Option(help="The timeline the video was rendered from.")] = None,
+    video: Annotated[Path | None, typer.Argument(help="An MP4 rendered by `longlive render`.")] = None,
+    timeline: Annotated[
+        Path | None, typer.Option(help="The timeline the video was rendered from (default: as its sidecar says).")
+    ] = None,
     suite: Annotated[str | None, typer.Option(help="'shapes': render and score the held-out suite.")] = None,
     model: Annotated[str, typer.Option(help="Model for --suite.")] = EMBEDDED,
     policy: Annotated[str, typer.Option(help="Switch policy for --suite: recache | keep | clear")] = "recache",
@@ -552,29 +670,29 @@ def eval_cmd(
 ) -> None:
     """ShapesWorld metrics: adherence, switch latency, continuity and drift, for one video or a model."""
     from .engine import SwitchPolicy
-    from .evaluate import SUITE, eval_video, run_suite
+    from .evaluate import SUITE, EvalError, eval_video, run_suite, timeline_of
 
     names = [p.name for p in SUITE]
     if any(name not in names for name in part or ()):
         bad = next(name for name in part if name not in names)
         raise typer.BadParameter(f"unknown part '{bad}'; the parts are: {', '.join(names)}", param_hint="--part")
     if (video is None) == (suite is None):
-        raise typer.BadParameter("give a VIDEO with --timeline, or --suite shapes")
+        raise typer.BadParameter("give a VIDEO (with --timeline, or its sidecar beside it), or --suite shapes")
     if suite is not None and suite != "shapes":
         raise typer.BadParameter("the only suite is 'shapes'", param_hint="--suite")
     if policy not in ("recache", "keep", "clear"):
         raise typer.BadParameter("choose recache, keep or clear", param_hint="--policy")
     try:
         if video is not None:
-            if timeline is None:
-                raise typer.BadParameter("--timeline is needed to know what the video should show")
-            report = eval_video(video, load_timeline(timeline))
+            report = eval_video(video, timeline_of(video) if timeline is None else load_timeline(timeline))
+            for w in report["warnings"]:
+                _warn(w)
             _print_video_metrics(report)
         else:
             bundle = load_bundle(model)
             report = run_suite(bundle, SwitchPolicy(policy), long=long, parts=part or ())
             _print_suite(report, bundle.spec.name)
-    except USER_ERRORS as e:
+    except (*USER_ERRORS, EvalError) as e:
         raise fail(str(e)) from None
     if json_out is not None:
         json_out.write_text(json.dumps(report, indent=2) + "\n")

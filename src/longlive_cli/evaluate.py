@@ -7,6 +7,7 @@ function of its seeds, so two models (or two switch policies) are compared on th
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,8 +17,8 @@ import torch
 
 from .bundle import Bundle
 from .engine import SeededNoise, Segment, StreamingGenerator, SwitchPolicy
-from .timeline import Timeline, latent_frames_for, requested_latent
-from .video import read_frames, to_uint8_frames
+from .timeline import Timeline, latent_frames_for, parse_timeline, requested_latent
+from .video import read_frames, sidecar_path, to_uint8_frames
 from .world.grammar import describe
 from .world.metrics import MetricsConfig, evaluate, summarise
 from .world.timelines import random_timeline, returning_timeline
@@ -44,10 +45,44 @@ SUITE = (
 )
 
 
+class EvalError(ValueError):
+    """A video that cannot be scored against its timeline."""
+
+
+def timeline_of(video: Path) -> Timeline:
+    """The timeline a video was rendered from, as its sidecar recorded it (prompts, times, length, frame rate)."""
+    side = sidecar_path(Path(video))
+    if not side.is_file():
+        raise EvalError(f"{video}: give --timeline; there is no sidecar {side} to take it from")
+    try:
+        data = json.loads(side.read_text(encoding="utf-8"))
+        settings, changes = data["settings"], data["changes"]
+        fields = {
+            "version": 1,
+            "duration": f"{settings['frames']}f",
+            "fps": settings["fps"],
+            "prompts": [{"at": c["requested_s"], "text": c["text"]} for c in changes],
+        }
+    except (ValueError, KeyError, TypeError) as e:
+        raise EvalError(f"{side}: not a render sidecar ({e}); give --timeline") from None
+    return parse_timeline(json.dumps(fields), side)
+
+
 def eval_video(path: Path, timeline: Timeline) -> dict:
-    """Metrics of an MP4 rendered from ``timeline``."""
+    """Metrics of an MP4 rendered from ``timeline``; a video shorter than it is scored as far as it goes, with a
+    warning, and prompts after its end are left out."""
     frames = np.stack(list(read_frames(path)))
-    return evaluate(frames, timeline.fps, [(p.at, p.text) for p in timeline.prompts])
+    seconds, expected = len(frames) / timeline.fps, timeline.frames()
+    prompts = [(p.at, p.text) for p in timeline.prompts if p.at < seconds]
+    warnings = []
+    if len(frames) < expected:
+        left_out = len(timeline.prompts) - len(prompts)
+        warnings.append(
+            f"{path}: {len(frames)} frames ({seconds:.2f} s), but its timeline lasts {expected} frames "
+            f"({timeline.duration:g} s); scoring what there is"
+            + (f", without the {left_out} prompt(s) after the end" if left_out else "")
+        )
+    return {**evaluate(frames, timeline.fps, prompts), "warnings": warnings}
 
 
 def suite_timelines(part: SuitePart) -> list[list[tuple[float, str]]]:

@@ -8,22 +8,36 @@ from typing import TextIO
 
 from rich.console import Console
 from rich.progress import BarColumn, Progress, ProgressColumn, Task, TextColumn, TimeRemainingColumn
+from rich.table import Column
 from rich.text import Text
 
 
 class _Speed(ProgressColumn):
-    """Generation speed in frames/s and as a multiple of real time."""
+    """Generation speed in frames/s and as a multiple of real time (shorter on a narrow terminal)."""
+
+    def __init__(self, compact: bool):
+        super().__init__(table_column=Column(no_wrap=True))
+        self.compact = compact
 
     def render(self, task: Task) -> Text:
         fps, realtime = task.fields.get("fps"), task.fields.get("realtime")
         if fps is None:
             return Text("-- fps", style="dim")
         style = "green" if realtime >= 1 else "yellow"
-        return Text(f"{fps:5.1f} fps {realtime:4.2f}x real time", style=style)
+        tail = "x" if self.compact else "x real time"
+        return Text(f"{fps:5.1f} fps {realtime:4.2f}{tail}", style=style)
+
+
+# Below this many columns the line shortens the speed; the prompt gets what is left beyond it, so it never wraps.
+WIDE = 110
+
+
+def _text(template: str, **column) -> TextColumn:
+    return TextColumn(template, table_column=Column(no_wrap=True, overflow="ellipsis", **column))
 
 
 class RichProgress:
-    """Frames done / total, seconds of video, current prompt, speed vs real time, ETA.
+    """Frames done / total, seconds of video, current prompt, speed vs real time, ETA, on one line of any width.
 
     The live bar is drawn on a terminal only; into a pipe or a log go the switch and warning lines alone.
     """
@@ -31,17 +45,19 @@ class RichProgress:
     def __init__(self, console: Console | None = None, label: str = ""):
         self.console = console or Console(stderr=True)
         self.label = label
-        self.progress = Progress(
-            TextColumn("[bold]{task.fields[label]}"),
-            BarColumn(),
-            TextColumn("{task.completed}/{task.total} frames"),
-            TextColumn("{task.fields[video]}"),
-            _Speed(),
+        wide = self.console.width >= WIDE
+        columns = [
+            _text("[bold]{task.fields[label]}", max_width=24 if wide else 16),
+            BarColumn(bar_width=30 if wide else 16),
+            _text("{task.completed}/{task.total} frames" if wide else "{task.completed}/{task.total}"),
+            _text("{task.fields[video]}"),
+            _Speed(compact=not wide),
             TimeRemainingColumn(),
-            TextColumn("[dim]{task.fields[prompt]}"),
-            console=self.console,
-            transient=False,
-        )
+        ]
+        room = self.console.width - WIDE - 5
+        if room >= 20:
+            columns.append(_text("[dim]{task.fields[prompt]}", max_width=room))
+        self.progress = Progress(*columns, console=self.console, transient=False)
         self.task = None
 
     def __call__(self, event: dict) -> None:

@@ -17,7 +17,7 @@ import torch
 from . import __version__
 from .bundle import Bundle
 from .engine import EngineConfig, SeededNoise, Segment, StreamingGenerator, SwitchPolicy
-from .models.world_text import unknown_words, unknown_words_message
+from .notices import setting_warnings, vocabulary_warnings
 from .timeline import Timeline, plan_changes, video_frame_of_latent
 from .video import VideoWriter, sidecar_path, to_uint8_frames, write_sidecar
 
@@ -36,6 +36,7 @@ class RenderSettings:
     engine: EngineConfig
     seed: int
     fps: int
+    quantize: str = "none"
 
     @classmethod
     def resolve(
@@ -46,6 +47,7 @@ class RenderSettings:
         window: int | None = None,
         sink: int | None = None,
         size: tuple[int, int] | None = None,
+        quantize: str | None = None,
     ) -> RenderSettings:
         spec = bundle.spec
         width, height = size or timeline.size or spec.size
@@ -59,21 +61,12 @@ class RenderSettings:
             engine = EngineConfig(**{**spec.engine.__dict__, "window": window, "sink": sink})
         except ValueError as e:
             raise RenderError(f"attention: {e}") from None
-        return cls((width, height), engine, timeline.seed if seed is None else seed, timeline.fps)
+        seed = timeline.seed if seed is None else seed
+        return cls((width, height), engine, seed, timeline.fps, quantize or timeline.quantize)
 
     def latent_shape(self, bundle: Bundle) -> tuple[int, int, int]:
         s = bundle.spec.vae.space_stride
         return bundle.spec.vae.z_dim, self.size[1] // s, self.size[0] // s
-
-
-def _vocabulary_warnings(bundle: Bundle, timeline: Timeline) -> list[str]:
-    """Words a small closed-vocabulary model would silently read as unknown."""
-    out = []
-    for i, p in enumerate(timeline.prompts):
-        words = unknown_words(bundle.text.tokenizer, p.text)
-        if words:
-            out.append(f"prompts[{i}]: {unknown_words_message(words)}")
-    return out
 
 
 def render(
@@ -134,15 +127,20 @@ def render(
             "window": settings.engine.window,
             "sink": settings.engine.sink,
             "steps": list(settings.engine.steps),
+            "quantize": settings.quantize,
             "decoder": type(decoder).__name__,
             "device": str(gen.device),
             "dtype": str(gen.dtype).removeprefix("torch."),
         },
         "changes": changes,
-        "warnings": list(plan.warnings),
+        "warnings": [
+            *plan.warnings,
+            *setting_warnings(bundle.spec, settings.size, settings.fps, settings.engine.window),
+            *vocabulary_warnings(bundle.text.tokenizer, timeline),
+        ],
     }
     emit({"event": "start", "frames": total, "chunks": -(-plan.latent_frames // chunk), **sidecar["settings"]})
-    for w in [*plan.warnings, *_vocabulary_warnings(bundle, timeline)]:
+    for w in sidecar["warnings"]:
         emit({"event": "warning", "message": w})
     written = 0
     chunk_times: list[float] = []

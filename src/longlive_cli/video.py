@@ -4,8 +4,10 @@
 encodes H.264 into a fragmented MP4 with a keyframe, and so a complete fragment, every second. Whatever happens to
 the process, the file on disk is a valid MP4 up to its last complete fragment:
 
-- normal end, an exception, Ctrl-C (or SIGTERM turned into ``KeyboardInterrupt``): ffmpeg is told to finish, so
-  every frame written so far is kept, and the file is moved from ``<stem>.partial.mp4`` to its final name;
+- normal end: ffmpeg finishes, and the file is rewritten as a plain MP4 with its index in front (``-c copy
+  -movflags +faststart``, no re-encoding) so that every player shows its length and seeks;
+- an exception, Ctrl-C (or SIGTERM turned into ``KeyboardInterrupt``): ffmpeg is told to finish, so every frame
+  written so far is kept, and the fragmented file is moved from ``<stem>.partial.mp4`` to its final name;
 - SIGKILL of Python alone: ffmpeg runs in its own session, sees its input end and finishes ``<stem>.partial.mp4``;
 - SIGKILL of both: ``<stem>.partial.mp4`` holds every complete fragment, missing at most about one second.
 
@@ -294,7 +296,7 @@ class VideoWriter:
     def __exit__(
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
-        self.close(keep=True)
+        self.close(keep=True, index_first=exc_type is None)
 
     def write(self, frames: np.ndarray | torch.Tensor) -> None:
         """Hand a chunk of uint8 [n, H, W, 3] frames to ffmpeg now, so nothing accumulates in memory."""
@@ -324,8 +326,11 @@ class VideoWriter:
             self._process.wait()
             raise self._error("ffmpeg stopped accepting frames") from None
 
-    def close(self, keep: bool = True) -> Path | None:
+    def close(self, keep: bool = True, index_first: bool = True) -> Path | None:
         """Finish the video and move it to ``path``, or discard it; returns the final path if a video was kept.
+
+        ``index_first`` rewrites a cleanly finished video as a plain MP4 with its index in front; without it (after an
+        interrupt) the file stays fragmented, playable as it is.
 
         Nothing is kept when no frame was written. If ffmpeg fails, ``FFmpegError`` is raised and a partial file
         that may hold frames is left in place. A second Ctrl-C while ffmpeg finishes stops it at once, leaving the
@@ -338,6 +343,8 @@ class VideoWriter:
         try:
             returncode = self._finish(discard=not keep)
             if keep and not self._failed and returncode == 0:
+                if index_first:
+                    index_in_front(self.partial_path)
                 os.replace(self.partial_path, self.path)
                 self._result = self.path
                 return self.path
@@ -375,12 +382,47 @@ class VideoWriter:
         return FFmpegError(f"{reason} while writing {self.path}{kept}:\n{log}")
 
 
+def index_in_front(path: Path) -> bool:
+    """Rewrite a fragmented MP4 in place as a plain one with the index (moov) first, copying the stream as it is.
+
+    Players then show the length and seek at once. On any failure the fragmented file is left as it was, still whole
+    and playable, and False is returned; an interrupt leaves it too, and propagates.
+    """
+    tmp = path.with_name(f".{path.stem}.{secrets.token_hex(4)}.faststart.mp4")
+    command = [_ffmpeg().get_ffmpeg_exe(), "-hide_banner", "-nostats", "-loglevel", "error", "-i", str(path),
+               "-map", "0", "-c", "copy", "-movflags", "+faststart", "-f", "mp4", "-y", str(tmp)]  # fmt: skip
+    try:
+        done = subprocess.run(command, stdin=subprocess.DEVNULL, capture_output=True, start_new_session=True)
+        if done.returncode != 0 or not tmp.is_file() or tmp.stat().st_size == 0:
+            return False
+        os.replace(tmp, path)
+        return True
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+class VideoReadError(OSError):
+    """A file ffmpeg cannot read as a video; the message is ffmpeg's reason, without its banner."""
+
+
+def _opened(path: Path, reader) -> dict:
+    """The reader's header, or a one-line reason why the file is not a video."""
+    try:
+        return next(reader)
+    except (OSError, RuntimeError, StopIteration) as e:
+        reader.close()
+        lines = [line.strip() for line in str(e).splitlines() if line.strip()]
+        fallback = lines[-1] if lines else "no frames"
+        reason = next((line for line in reversed(lines) if "rror" in line or "not found" in line), fallback)
+        raise VideoReadError(f"{path}: not a video ffmpeg can read ({reason})") from None
+
+
 def read_frames(path: Path) -> Iterator[np.ndarray]:
     """Decode a video into read-only uint8 [H, W, 3] RGB frames, one at a time."""
     path = _existing(path)
     reader = _ffmpeg().read_frames(str(path), pix_fmt="rgb24")
+    width, height = _opened(path, reader)["size"]
     try:
-        width, height = next(reader)["size"]
         for data in reader:
             yield np.frombuffer(data, dtype=np.uint8).reshape(height, width, 3)
     finally:
@@ -391,10 +433,8 @@ def read_video_info(path: Path) -> dict[str, Any]:
     """Frame count, frame rate and size of a video, as written by ``VideoWriter`` or any other tool."""
     path = _existing(path)
     reader = _ffmpeg().read_frames(str(path), pix_fmt="rgb24")
-    try:
-        meta = next(reader)
-    finally:
-        reader.close()
+    meta = _opened(path, reader)
+    reader.close()
     frames, _ = _ffmpeg().count_frames_and_secs(str(path))
     width, height = meta["size"]
     return {"frames": frames, "fps": meta["fps"], "width": width, "height": height}

@@ -10,7 +10,9 @@ from typing import TYPE_CHECKING, Protocol, runtime_checkable
 import torch
 from torch import Tensor
 
+from longlive_cli.extras import require
 from longlive_cli.models.t5 import UMT5Config, UMT5Encoder, remap_hf_umt5_keys
+from longlive_cli.models.word_tokenizer import WordTokenizer
 
 if TYPE_CHECKING:
     from tokenizers import Tokenizer
@@ -46,11 +48,7 @@ def load_umt5_tokenizer(folder: str | Path) -> Tokenizer:
     path = Path(folder) / "tokenizer.json"
     if not path.is_file():
         raise FileNotFoundError(f"no tokenizer.json in {folder}; point it at a local google/umt5-xxl folder")
-    try:
-        from tokenizers import Tokenizer
-    except ImportError as e:
-        raise ImportError("the umT5 tokenizer needs the `tokenizers` package: pip install 'longlive-cli[text]'") from e
-    return Tokenizer.from_file(str(path))
+    return require("tokenizers", "text", "the umT5 tokenizer").Tokenizer.from_file(str(path))
 
 
 class UMT5TextEncoder:
@@ -58,8 +56,10 @@ class UMT5TextEncoder:
 
     cache_size = 16
 
-    def __init__(self, tokenizer: Tokenizer, model: UMT5Encoder, text_len: int = 512):
-        if tokenizer.post_processor is None:
+    def __init__(self, tokenizer: Tokenizer | WordTokenizer, model: UMT5Encoder, text_len: int = 512):
+        if isinstance(tokenizer, WordTokenizer) and tokenizer.post_processor is None:
+            tokenizer.end_with(EOS_ID)
+        elif tokenizer.post_processor is None:
             from tokenizers.processors import TemplateProcessing
 
             tokenizer.post_processor = TemplateProcessing(single="$A </s>", special_tokens=[("</s>", EOS_ID)])

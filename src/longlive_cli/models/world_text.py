@@ -5,6 +5,8 @@ from __future__ import annotations
 import re
 from typing import TYPE_CHECKING
 
+from longlive_cli.extras import require
+from longlive_cli.models.word_tokenizer import WordTokenizer
 from longlive_cli.world.grammar import MOTION_WORDS, SYNONYMS, VOCABULARY
 
 if TYPE_CHECKING:
@@ -17,8 +19,14 @@ PUNCTUATION = (",", ".")
 
 def build_tokenizer() -> Tokenizer:
     """Lower-cased words and punctuation marks, one id each; words outside the vocabulary become ``<unk>``."""
-    from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, processors
-
+    tk = require("tokenizers", "text", "training the tiny model's tokenizer")
+    Tokenizer, models, normalizers, pre_tokenizers, processors = (
+        tk.Tokenizer,
+        tk.models,
+        tk.normalizers,
+        tk.pre_tokenizers,
+        tk.processors,
+    )
     words = (*SPECIAL_TOKENS, *PUNCTUATION, *VOCABULARY)
     tokenizer = Tokenizer(models.WordLevel({w: i for i, w in enumerate(words)}, unk_token="<unk>"))
     tokenizer.normalizer = normalizers.Lowercase()
@@ -27,22 +35,26 @@ def build_tokenizer() -> Tokenizer:
     return tokenizer
 
 
-def unknown_words(tokenizer: Tokenizer, text: str) -> list[str]:
+def unknown_words(tokenizer: Tokenizer | WordTokenizer, text: str) -> list[str]:
     """Words of ``text`` a word-level tokenizer maps to ``<unk>``, in order and without repeats.
 
     Subword tokenizers (umT5's) spell out any word, so for them the list is always empty.
     """
-    from tokenizers import models
-
     unk = tokenizer.token_to_id("<unk>")
-    if not isinstance(tokenizer.model, models.WordLevel) or unk is None:
+    if unk is None:
         return []
-    if tokenizer.normalizer is not None:
-        text = tokenizer.normalizer.normalize_str(text)
-    pieces = (
-        tokenizer.pre_tokenizer.pre_tokenize_str(text) if tokenizer.pre_tokenizer else [(w, None) for w in text.split()]
-    )
-    found = [word for word, _ in pieces if re.search(r"\w", word) and tokenizer.token_to_id(word) in (None, unk)]
+    if isinstance(tokenizer, WordTokenizer):
+        pieces = tokenizer.words(text)
+    else:
+        from tokenizers import models
+
+        if not isinstance(tokenizer.model, models.WordLevel):
+            return []
+        if tokenizer.normalizer is not None:
+            text = tokenizer.normalizer.normalize_str(text)
+        pre = tokenizer.pre_tokenizer
+        pieces = [w for w, _ in pre.pre_tokenize_str(text)] if pre else text.split()
+    found = [word for word in pieces if re.search(r"\w", word) and tokenizer.token_to_id(word) in (None, unk)]
     return list(dict.fromkeys(found))
 
 

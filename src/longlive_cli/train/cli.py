@@ -10,13 +10,16 @@ from typing import Annotated
 import typer
 from rich.console import Console
 
+from longlive_cli.extras import MissingExtra
 from longlive_cli.train.loop import TrainError
 from longlive_cli.train.recipe import STAGES, RecipeError, load_recipe
 
 EXPORT = "export"
 err = Console(stderr=True, highlight=False)
 
-train_app = typer.Typer(add_completion=False, pretty_exceptions_enable=False, help="Train the embedded tiny model.")
+train_app = typer.Typer(
+    add_completion=False, pretty_exceptions_enable=False, context_settings={"help_option_names": ["-h", "--help"]}
+)
 
 
 def run_stage(stage: str, config: Path, out: Path, resume: bool = False, steps: int | None = None) -> Path:
@@ -28,13 +31,20 @@ def run_stage(stage: str, config: Path, out: Path, resume: bool = False, steps: 
     return module.run(recipe, out, resume=resume, console=err)
 
 
-@train_app.callback(invoke_without_command=True)
+@train_app.command()
 def train(
     stage: Annotated[str, typer.Option(help=f"{' | '.join(STAGES)} | {EXPORT}")],
     config: Annotated[Path | None, typer.Option(help="Recipe YAML of the stage (not needed for export).")] = None,
-    out: Annotated[Path, typer.Option(help="Run folder: each stage reads the earlier ones' results here.")] = Path(
-        "runs/tiny"
-    ),
+    out: Annotated[
+        Path,
+        typer.Option(
+            "-o",
+            "--output",
+            "--out",
+            metavar="RUN",
+            help="Run folder: each stage reads the earlier ones' results here.",
+        ),
+    ] = Path("runs/tiny"),
     resume: Annotated[bool, typer.Option(help="Continue the stage's checkpoint in the run folder.")] = False,
     steps: Annotated[
         int | None, typer.Option(help="Override the recipe's step count (the schedule follows it).")
@@ -70,7 +80,7 @@ def train(
             path = run_stage(stage, config, out, resume, steps)
         else:
             raise typer.BadParameter(f"choose one of {', '.join(STAGES)}, {EXPORT}", param_hint="--stage")
-    except (RecipeError, TrainError, FileNotFoundError, ValueError) as e:
+    except (RecipeError, TrainError, FileNotFoundError, ValueError, MissingExtra) as e:
         err.print(f"[bold red]error:[/] {e}", soft_wrap=True)
         raise typer.Exit(1) from None
     except KeyboardInterrupt:
