@@ -100,8 +100,12 @@ def shutdown() -> None:
 
 
 def policy(precision: str) -> MixedPrecisionPolicy:
-    """Compute in ``precision``, reduce gradients in float32; the sharded master weights stay as they were made."""
-    return MixedPrecisionPolicy(param_dtype=DTYPES[precision], reduce_dtype=torch.float32)
+    """Compute in ``precision``, reduce gradients in float32; the sharded master weights stay as they were made.
+
+    Inputs are not cast: the DiT casts its latents to its weights' dtype itself, as under inference in bf16, and
+    keeps timesteps and RoPE tables in float32.
+    """
+    return MixedPrecisionPolicy(param_dtype=DTYPES[precision], reduce_dtype=torch.float32, cast_forward_inputs=False)
 
 
 def shard(model: CausalWanDiT, world: World, precision: str, checkpointing: bool = False) -> CausalWanDiT:
