@@ -75,10 +75,8 @@ def plan(recipe: LongRecipe, gpus: int, gpu_memory: float) -> dict:
         raise RecipeError("--plan needs models: (generator, teacher) in the recipe")
     if recipe.batch % gpus:
         raise RecipeError(f"batch {recipe.batch} does not split over {gpus} GPUs")
-    specs = {
-        role: model_spec(recipe.models.get(role, recipe.models["teacher"]), role)
-        for role in ("generator", "critic", "teacher")
-    }
+    specs = {role: model_spec(entry, role) for role, entry in recipe.models.items()}
+    specs.setdefault("critic", specs["teacher"])  # the stage's default: a copy of the teacher
     act = BYTES[recipe.precision]
     with torch.device("meta"):
         gen, critic, teacher = (CausalWanDiT(specs[r].dit) for r in ("generator", "critic", "teacher"))
