@@ -540,12 +540,20 @@ def bundle_models(recipe: LongRecipe, device: torch.device) -> Models:
         gen_bundle.dit,
         gen_bundle.text,
         teacher_bundle.dit,
-        teacher_bundle.text,
+        gen_bundle.text if same_text_encoder(gen_bundle.text, teacher_bundle.text) else teacher_bundle.text,
         gen_bundle.decoder(),
         spec.latent_shape,
         save,
         critic,
     )
+
+
+def same_text_encoder(a: UMT5TextEncoder, b: UMT5TextEncoder) -> bool:
+    """Whether two loaded text encoders are one (Wan's 1.3B and 14B ship the same umT5): then only one is kept."""
+    x, y = a.model.state_dict(), b.model.state_dict()
+    if a.tokenizer.to_str() != b.tokenizer.to_str() or x.keys() != y.keys():
+        return False
+    return all(x[k].shape == y[k].shape and torch.equal(x[k], y[k]) for k in x)
 
 
 def read_prompt_pairs(path: Path) -> list[tuple[str, str | None]]:
@@ -567,8 +575,13 @@ def read_prompt_pairs(path: Path) -> list[tuple[str, str | None]]:
     return pairs
 
 
-def prepare(models: Models, recipe: LongRecipe, world: World) -> tuple[CausalWanDiT, CausalWanDiT, CausalWanDiT]:
-    """Generator and critic trainable with float32 masters (and LoRA if asked), the teacher frozen; all sharded."""
+def prepare(
+    models: Models, recipe: LongRecipe, world: World, device: torch.device
+) -> tuple[CausalWanDiT, CausalWanDiT, CausalWanDiT]:
+    """Generator and critic trainable with float32 masters (and LoRA if asked), the teacher frozen; all sharded.
+
+    The models arrive on the CPU: FSDP moves each DiT's shards to the device; text encoders and codec go whole.
+    """
     gen, teacher = models.gen, models.teacher
     for module in (teacher, models.gen_text.model, models.teacher_text.model):
         module.eval().requires_grad_(False)
@@ -576,7 +589,8 @@ def prepare(models: Models, recipe: LongRecipe, world: World) -> tuple[CausalWan
     gen, critic = gen.float().train().requires_grad_(True), critic.float().train().requires_grad_(True)
     teacher = teacher.to(DTYPES[recipe.precision])
     for module in (models.gen_text.model, models.teacher_text.model):
-        module.to(DTYPES[recipe.precision])
+        module.to(device, DTYPES[recipe.precision])
+    models.codec = models.codec.to(device)
     if recipe.lora:
         add_lora(gen, recipe.lora["rank"], recipe.lora["alpha"])
         add_lora(critic, recipe.lora["rank"], recipe.lora["alpha"])
@@ -588,9 +602,10 @@ def prepare(models: Models, recipe: LongRecipe, world: World) -> tuple[CausalWan
 
 def _run(recipe: LongRecipe, run_dir: Path, resume: bool, console, world: World, device: torch.device) -> Path:
     torch.manual_seed(recipe.seed)
-    models = bundle_models(recipe, device) if recipe.models else run_models(run_dir, recipe, device)
+    cpu = torch.device("cpu")
+    models = bundle_models(recipe, cpu) if recipe.models else run_models(run_dir, recipe, cpu)
     pairs = read_prompt_pairs(Path(recipe.prompts)) if recipe.prompts else None
-    gen, critic, teacher = prepare(models, recipe, world)
+    gen, critic, teacher = prepare(models, recipe, world, device)
     gen_params, critic_params = trainable(gen), trainable(critic)
     gen_opt = optimizer(gen_params, recipe.lr, recipe)
     critic_opt = optimizer(critic_params, recipe.lr_critic, recipe)

@@ -84,7 +84,8 @@ def plan(recipe: LongRecipe, gpus: int, gpu_memory: float) -> dict:
         if recipe.lora:
             add_lora(gen, recipe.lora["rank"], recipe.lora["alpha"])
             add_lora(critic, recipe.lora["rank"], recipe.lora["alpha"])
-        texts = [build_modules(specs[r])[2] for r in ("generator", "teacher")]
+        same_text = specs["generator"].text == specs["teacher"].text  # Wan's 1.3B and 14B share one umT5
+        texts = [build_modules(specs[r])[2] for r in (("generator",) if same_text else ("generator", "teacher"))]
     (gen_train, gen_frozen), (critic_train, critic_frozen) = count(gen), count(critic)
     teacher_params = sum(count(teacher))
     trained = gen_train + critic_train
@@ -113,7 +114,7 @@ def plan(recipe: LongRecipe, gpus: int, gpu_memory: float) -> dict:
         Row("parameters", 4 * (gen_train + gen_frozen + critic_train + critic_frozen) / gpus, "float32, sharded"),
         Row("  teacher", act * teacher_params / gpus, f"{recipe.precision}, sharded, frozen"),
         Row("  gathered blocks", 2 * act * largest_unit, "two blocks unsharded at a time"),
-        Row("  text encoders", act * encoders, "frozen, whole on every GPU"),
+        Row("  text encoders", act * encoders, f"{len(texts)}, frozen, whole on every GPU"),
         Row("gradients", 4 * trained / gpus, "float32, sharded"),
         Row("optimizer", ADAM_STATES * 4 * trained / gpus, "AdamW, float32, sharded"),
         Row("activations", max(gen_full, critic_full), "estimate, checkpointing off"),
