@@ -182,3 +182,13 @@ def test_bfloat16_run_keeps_float32_weights(tmp_path: Path) -> None:
     assert all(math.isfinite(v) for v in records(tmp_path / "run" / "long")[1].values())
     weights = dit_weights(tmp_path / "run")
     assert {v.dtype for v in weights.values()} == {torch.float32}
+
+
+def test_resume_with_an_ema_is_bit_exact(tmp_path: Path) -> None:
+    """The generator's EMA is sharded like its weights and comes back from the checkpoint too."""
+    recipe = smoke(tmp_path, ema=0.5, ema_start=0)
+    run_stage("long", recipe, tmp_path / "straight")
+    run_stage("long", recipe, tmp_path / "split", steps=2)
+    run_stage("long", recipe, tmp_path / "split", resume=True)
+    assert records(tmp_path / "split" / "long") == records(tmp_path / "straight" / "long")
+    assert same_weights(tmp_path / "split", tmp_path / "straight")
