@@ -60,14 +60,6 @@ class World:
         dist.all_gather_object(out, obj)
         return out
 
-    def broadcast(self, obj: object) -> object:
-        """Rank 0's ``obj`` on every process."""
-        if self.size == 1:
-            return obj
-        box = [obj]
-        dist.broadcast_object_list(box, src=0)
-        return box[0]
-
     def barrier(self) -> None:
         if self.size > 1:
             dist.barrier()
