@@ -24,12 +24,14 @@ from longlive_cli.train.checkpoint import Randomness
 from longlive_cli.train.cli import run_stage
 from longlive_cli.train.long import Rollout
 from longlive_cli.train.recipe import LongRecipe
+from longlive_cli.train.sharded import shapes
 from tests.test_long import records
 
 REPO = Path(__file__).resolve().parents[1]
 SMOKE = REPO / "recipes" / "tiny" / "long_smoke.yaml"
-# Two chunks a sequence, so four steps start a second one; the generator steps at 0 and 2.
-CHANGES = {"max_length": 21, "checkpoint_every": 2, "steps": 4}
+# Short chunks for speed; two a sequence, so four steps start a second one; the generator steps at 0 and 2.
+CHANGES = {"first_chunk": 6, "loss_window": 6, "new_frames": 3, "max_length": 9, "window": 6, "sink": 3}
+CHANGES |= {"checkpoint_every": 2, "steps": 4}
 
 
 def free_port() -> int:
@@ -127,7 +129,7 @@ def test_two_processes_match_one_and_their_checkpoint_resumes_on_one_or_two(one:
 
 
 def test_a_rank_killed_while_writing_a_checkpoint_leaves_the_previous_one(tmp_path: Path) -> None:
-    recipe = smoke(tmp_path, checkpoint_every=1, steps=3)
+    recipe = smoke(tmp_path, checkpoint_every=1, steps=2)
     done = torchrun(recipe, tmp_path / "run", script=[str(REPO / "tests" / "kill_rank.py")])
     assert done.returncode != 0
     folder = tmp_path / "run" / "long" / "checkpoints"
@@ -136,7 +138,7 @@ def test_a_rank_killed_while_writing_a_checkpoint_leaves_the_previous_one(tmp_pa
     run_stage("long", recipe, tmp_path / "run", resume=True)
     lines = (tmp_path / "run" / "long" / "log.jsonl").read_text()
     assert "resuming from step 1" in lines
-    assert sorted(records(tmp_path / "run" / "long")) == [1, 2, 3]
+    assert sorted(records(tmp_path / "run" / "long")) == [1, 2]
 
 
 def test_activation_checkpointing_gives_the_same_gradients() -> None:
@@ -184,11 +186,21 @@ def test_bfloat16_run_keeps_float32_weights(tmp_path: Path) -> None:
     assert {v.dtype for v in weights.values()} == {torch.float32}
 
 
-def test_resume_with_an_ema_is_bit_exact(tmp_path: Path) -> None:
-    """The generator's EMA is sharded like its weights and comes back from the checkpoint too."""
-    recipe = smoke(tmp_path, ema=0.5, ema_start=0)
+@pytest.mark.parametrize(
+    "changes", [{"ema": 0.5, "ema_start": 0}, {"lora": {"rank": 2, "alpha": 4}}], ids=["ema", "lora"]
+)
+def test_resume_is_bit_exact_with_an_ema_or_lora(tmp_path: Path, changes: dict) -> None:
+    """The EMA is sharded like the weights and comes back too; a LoRA checkpoint holds the adapters and their
+    optimizer state alone (the frozen weights come back from the model files)."""
+    recipe = smoke(tmp_path, **changes)
     run_stage("long", recipe, tmp_path / "straight")
     run_stage("long", recipe, tmp_path / "split", steps=2)
+    stored = shapes(tmp_path / "split" / "long" / "checkpoints" / "step-00000002")
+    models = [k for k in stored if k.startswith(("gen.", "critic.", "gen_opt.state.", "critic_opt.state."))]
+    if "lora" in changes:
+        assert models and all(".lora_A." in k or ".lora_B." in k for k in models)
+    else:
+        assert any(k.startswith("ema.") for k in stored) and "gen.head.head.weight" in stored
     run_stage("long", recipe, tmp_path / "split", resume=True)
     assert records(tmp_path / "split" / "long") == records(tmp_path / "straight" / "long")
     assert same_weights(tmp_path / "split", tmp_path / "straight")

@@ -342,6 +342,7 @@ def micro_groups(share: range, micro_batch: int) -> list[range]:
 
 # Frozen weights come back from the model files, so a checkpoint of a LoRA run holds the adapters alone.
 OPTIONS = StateDictOptions(ignore_frozen_params=True)
+LOADING = StateDictOptions(ignore_frozen_params=True, strict=False)  # the frozen keys are missing: checked below
 BATCH_DIM = {"cache_k": 1, "cache_v": 1, "history": 0, "previous": 0, "slot_rng": 0}
 
 
@@ -431,16 +432,18 @@ class LongState:
         if self.ema is not None:
             state["ema"] = self.ema.state_dict()
         load(state, path)
-        set_state_dict(
-            self.gen, self.gen_opt, model_state_dict=state["gen"], optim_state_dict=state["gen_opt"], options=OPTIONS
-        )
-        set_state_dict(
-            self.critic,
-            self.critic_opt,
-            model_state_dict=state["critic"],
-            optim_state_dict=state["critic_opt"],
-            options=OPTIONS,
-        )
+        for name in ("gen", "critic"):
+            model = getattr(self, name)
+            keys = set_state_dict(
+                model,
+                getattr(self, f"{name}_opt"),
+                model_state_dict=state[name],
+                optim_state_dict=state[f"{name}_opt"],
+                options=LOADING,
+            )
+            trained = {k for k, p in model.named_parameters() if p.requires_grad}
+            if keys.unexpected_keys or trained & set(keys.missing_keys):
+                raise RuntimeError(f"{path}: {name} does not match this run's model ({keys})")
         doc = json.loads(state["doc"])
         self.shared.np.bit_generator.state = doc["shared_np"]
         self.shared.torch.set_state(state["shared_rng"])
