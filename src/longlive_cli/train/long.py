@@ -481,9 +481,8 @@ def apply_step(params: list[nn.Parameter], opt: torch.optim.Optimizer, clip: flo
 
 def run(recipe: LongRecipe, run_dir: Path, resume: bool = False, console=None) -> Path:
     """Long-tune the student of ``run_dir`` (or the recipe's ``models``) and write ``long/final.safetensors``."""
-    device = pick_device()
+    device = local_device(pick_device())  # each GPU process on its own device before NCCL starts
     world = init_world(device)
-    device = local_device(device)
     try:
         return _run(recipe, Path(run_dir), resume, console, world, device)
     finally:
