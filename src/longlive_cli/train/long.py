@@ -525,7 +525,7 @@ def bundle_models(recipe: LongRecipe, device: torch.device) -> Models:
                 "folder to train"
             )
     gen_bundle = load_bundle(recipe.models["generator"], device)
-    teacher_bundle = load_bundle(recipe.models["teacher"], device)
+    teacher_bundle = load_bundle(recipe.models["teacher"], device, DTYPES[recipe.precision])  # frozen: as it computes
     critic = load_bundle(recipe.models["critic"], device).dit if "critic" in recipe.models else None
     spec = gen_bundle.spec
 
@@ -555,7 +555,7 @@ def same_text_encoder(a: UMT5TextEncoder, b: UMT5TextEncoder) -> bool:
     x, y = a.model.state_dict(), b.model.state_dict()
     if a.tokenizer.to_str() != b.tokenizer.to_str() or x.keys() != y.keys():
         return False
-    return all(x[k].shape == y[k].shape and torch.equal(x[k], y[k]) for k in x)
+    return all(x[k].shape == y[k].shape and torch.equal(x[k].to(y[k].dtype), y[k]) for k in x)
 
 
 def read_prompt_pairs(path: Path) -> list[tuple[str, str | None]]:
