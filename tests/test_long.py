@@ -1,15 +1,11 @@
-"""Stage ``long``: DMD long tuning on the tiny config, its resume, its data parallelism and its LoRA export."""
+"""Stage ``long``: DMD long tuning on the tiny config, its resume and its LoRA export (processes: test_parallel)."""
 
 from __future__ import annotations
 
 import copy
 import json
 import math
-import os
 import shutil
-import socket
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -183,57 +179,6 @@ def test_resume_continues_bit_exactly(run_dir: Path, tmp_path: Path) -> None:
     resumed, straight = dit_weights(run / "long" / FINAL), dit_weights(run_dir / "long" / FINAL)
     assert resumed.keys() == straight.keys()
     assert all(torch.equal(resumed[k], straight[k]) for k in straight)
-
-
-def free_port() -> int:
-    """A port nobody listens on, so parallel test runs do not join each other's process group."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def test_two_processes_train_like_one_on_the_same_global_batch(run_dir: Path, tmp_path: Path) -> None:
-    """torchrun on gloo with a slot each trains as one process with both slots, and its checkpoint (gathered from
-    both processes) resumes in one process: the run matches the fixture's one-process run step for step."""
-    run = fresh_run(run_dir, tmp_path / "run")
-    recipe = write_long(tmp_path)
-    command = [
-        sys.executable,
-        "-m",
-        "torch.distributed.run",
-        "--nproc-per-node",
-        "2",
-        "--master-port",
-        str(free_port()),
-        "-m",
-        "longlive_cli.train.cli",
-        "--stage",
-        "long",
-        "--config",
-        str(recipe),
-        "--out",
-        str(run),
-        "--threads",
-        "1",
-        "--steps",
-        "2",
-    ]
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=120)
-    assert done.returncode == 0, done.stderr[-3000:]
-    lines = (run / "long" / "log.jsonl").read_text().splitlines()
-    assert sum('"step"' in line for line in lines) == 2  # only rank 0 logs
-    assert any("2 processes; sequences per process and step: 1" in line for line in lines)
-    run_stage("long", recipe, run, resume=True)
-    two, one = records(run / "long"), records(run_dir / "long")
-    assert two.keys() == one.keys()
-    for step, logged in one.items():
-        assert two[step] == pytest.approx(logged, rel=1e-4, abs=2e-6)
-    split, whole = dit_weights(run / "long" / FINAL), dit_weights(run_dir / "long" / FINAL)
-    diff = torch.cat([(split[k] - whole[k]).abs().flatten() for k in whole])
-    # AdamW divides each gradient by its own running size, so the few weights whose gradients are at the level of
-    # rounding differ by more than rounding; a missing or wrong all-reduce moves most weights.
-    assert diff.max() < 2e-5 and (diff > 1e-6).float().mean() < 0.01
 
 
 def test_lora_run_ships_an_adapter_that_merges_into_the_final_weights(run_dir: Path, tmp_path: Path) -> None:

@@ -81,14 +81,27 @@ class TrainingKVCache(KVCache):
     """The engine's cache, handing attention copies rather than views of the shared buffer when autograd records.
 
     Every layer writes into one buffer, so a view saved for backward by one layer would be invalidated by the
-    next layer's write; copies keep autograd's saved tensors intact.
+    next layer's write; copies keep autograd's saved tensors intact. Under activation checkpointing a block runs
+    again in the backward pass, when the buffer already holds later frames: the first run keeps each layer's buffer
+    as it found it in the call's plan, and the rerun attends over that instead of writing again.
     """
 
+    recomputable = False  # set when the model's blocks are checkpointed
+
     def update_and_view(self, layer: int, plan: CachePlan, k: Tensor, v: Tensor) -> tuple[Tensor, Tensor]:
-        keys, values = super().update_and_view(layer, plan, k, v)
         if not torch.is_grad_enabled():  # nothing is saved for backward: the views are safe
-            return keys, values
-        return keys.clone(), values.clone()
+            return super().update_and_view(layer, plan, k, v)
+        if not self.recomputable:
+            keys, values = super().update_and_view(layer, plan, k, v)
+            return keys.clone(), values.clone()
+        if layer not in plan.memo:  # the first run: the buffer moves on, the state it was met in is kept
+            kb, vb = self.k[layer], self.v[layer]
+            self.roll(kb, vb, plan)
+            plan.memo[layer] = (kb.clone(), vb.clone())
+            self.write(kb, vb, plan, k.detach(), v.detach())
+        kb, vb = (t.clone() for t in plan.memo[layer])
+        self.write(kb, vb, plan, k, v)
+        return self.attended(kb, vb, plan)
 
     def detach(self) -> None:
         """Cut the graph of the chunk just trained, so the next chunk's gradients stop at the cached context."""
@@ -114,8 +127,17 @@ class ChunkSampler:
         self.schedule = FlowMatchSchedule(cfg.shift)
         self.timesteps: list[float] = self.schedule.warped(cfg.steps).tolist()
 
-    def new_cache(self, batch: int, latent_shape: tuple[int, int, int], training: bool = False) -> KVCache:
-        """An empty sink + window cache for ``batch`` videos of ``latent_shape`` latents (a training one if asked)."""
+    def new_cache(
+        self,
+        batch: int,
+        latent_shape: tuple[int, int, int],
+        training: bool = False,
+        dtype: torch.dtype | None = None,
+    ) -> KVCache:
+        """An empty sink + window cache for ``batch`` videos of ``latent_shape`` latents (a training one if asked).
+
+        ``dtype`` overrides the parameters' dtype, for sharded models that keep float32 masters but compute lower.
+        """
         mc = self.model.cfg
         kind = TrainingKVCache if training else KVCache
         return kind(
@@ -126,7 +148,7 @@ class ChunkSampler:
             self.model.frame_tokens(*latent_shape[1:]),
             capacity_frames=self.cfg.window,
             sink_frames=self.cfg.sink,
-            dtype=self.dtype,
+            dtype=dtype or self.dtype,
             device=self.device,
         )
 

@@ -12,6 +12,7 @@ from dataclasses import asdict, dataclass, field
 
 import torch
 from torch import nn
+from torch.utils.checkpoint import checkpoint
 
 from .attention import CrossAttention, LayerNorm, SelfAttention, SelfAttnContext
 from .kv_cache import KVCache
@@ -88,8 +89,25 @@ class Block(nn.Module):
         self.norm2 = LayerNorm(dim, eps=cfg.eps, elementwise_affine=False)
         self.ffn = nn.Sequential(nn.Linear(dim, cfg.ffn_dim), nn.GELU(approximate="tanh"), nn.Linear(cfg.ffn_dim, dim))
         self.modulation = nn.Parameter(torch.randn(1, 6, dim) / dim**0.5)
+        self.checkpointed = False  # training: recompute this block's activations in the backward pass
+
+    def project_context(self, context: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """This block's cross-attention K/V of an embedded prompt (a method of the block, so FSDP can shard it)."""
+        return self.cross_attn.project_context(context)
 
     def forward(
+        self,
+        x: torch.Tensor,
+        e: torch.Tensor,
+        layer: int,
+        ctx: SelfAttnContext,
+        cross_kv: tuple[torch.Tensor, torch.Tensor],
+    ) -> torch.Tensor:
+        if self.checkpointed and torch.is_grad_enabled():
+            return checkpoint(self._forward, x, e, layer, ctx, cross_kv, use_reentrant=False)
+        return self._forward(x, e, layer, ctx, cross_kv)
+
+    def _forward(
         self,
         x: torch.Tensor,
         e: torch.Tensor,
@@ -172,7 +190,7 @@ class CausalWanDiT(nn.Module):
         if pad:
             context = torch.cat([context, context.new_zeros(context.shape[0], pad, context.shape[2])], dim=1)
         ctx = self.text_embedding(context.to(self.patch_embedding.weight.dtype))
-        return PromptKV([blk.cross_attn.project_context(ctx) for blk in self.blocks])
+        return PromptKV([blk.project_context(ctx) for blk in self.blocks])
 
     def forward(
         self,

@@ -10,7 +10,7 @@ and ``commit`` moves the indices after the forward.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 
@@ -28,6 +28,7 @@ class CachePlan:
     local_end: int
     attend_local_start: int
     current_end: int
+    memo: dict = field(default_factory=dict, compare=False, repr=False)  # per layer, for a recomputing trainer
 
 
 class KVCache:
@@ -115,16 +116,29 @@ class KVCache:
         Never compiled: its slicing depends on the plan's integers, which would otherwise be guarded on.
         """
         kb, vb = self.k[layer], self.v[layer]
+        self.roll(kb, vb, plan)
+        self.write(kb, vb, plan, k, v)
+        return self.attended(kb, vb, plan)
+
+    def roll(self, kb: torch.Tensor, vb: torch.Tensor, plan: CachePlan) -> None:
+        """Shift the window left over the evicted frames (the sink stays)."""
         if plan.evict:
             src = slice(self.sink + plan.evict, self.sink + plan.evict + plan.rolled)
             dst = slice(self.sink, self.sink + plan.rolled)
             kb[:, :, dst] = kb[:, :, src].clone()
             vb[:, :, dst] = vb[:, :, src].clone()
+
+    @staticmethod
+    def write(kb: torch.Tensor, vb: torch.Tensor, plan: CachePlan, k: torch.Tensor, v: torch.Tensor) -> None:
+        """Put the call's new keys and values in their slots."""
         if plan.write_len:
             dst = slice(plan.write_start, plan.write_start + plan.write_len)
             src = slice(plan.write_offset, plan.write_offset + plan.write_len)
             kb[:, :, dst] = k[:, :, src]
             vb[:, :, dst] = v[:, :, src]
+
+    def attended(self, kb: torch.Tensor, vb: torch.Tensor, plan: CachePlan) -> tuple[torch.Tensor, torch.Tensor]:
+        """The sink and the window's attended part of one layer's buffers."""
         end = plan.local_end
         sink = min(self.sink, end)
         if plan.attend_local_start <= sink:

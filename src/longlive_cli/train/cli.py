@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib
+import os
 from dataclasses import replace
 from pathlib import Path
 from typing import Annotated
@@ -31,9 +32,21 @@ def run_stage(stage: str, config: Path, out: Path, resume: bool = False, steps: 
     return module.run(recipe, out, resume=resume, console=err)
 
 
+def print_plan(config: Path | None, stage: str, gpus: int, gpu_memory: str) -> None:
+    """``--plan``: the long recipe's memory per GPU, on stdout."""
+    from longlive_cli.train.plan import parse_memory, plan, render
+
+    if config is None:
+        raise typer.BadParameter("give the long recipe to plan", param_hint="--config")
+    if stage not in ("", "long"):
+        raise typer.BadParameter("--plan covers the long stage", param_hint="--stage")
+    memory = parse_memory(gpu_memory)
+    print(render(plan(load_recipe(config, "long"), gpus, memory)))
+
+
 @train_app.command()
 def train(
-    stage: Annotated[str, typer.Option(help=f"{' | '.join(STAGES)} | {EXPORT}")],
+    stage: Annotated[str, typer.Option(help=f"{' | '.join(STAGES)} | {EXPORT}")] = "",
     config: Annotated[Path | None, typer.Option(help="Recipe YAML of the stage (not needed for export).")] = None,
     out: Annotated[
         Path,
@@ -60,6 +73,11 @@ def train(
     threads: Annotated[
         int, typer.Option(help="CPU threads (0: PyTorch's default); 1 avoids OpenMP stalls on a busy shared CPU.")
     ] = 0,
+    plan: Annotated[
+        bool, typer.Option("--plan", help="Print the memory per GPU of a long recipe's run and exit (no GPU needed).")
+    ] = False,
+    gpus: Annotated[int, typer.Option(min=1, help="Plan: number of GPUs.")] = 1,
+    gpu_memory: Annotated[str, typer.Option(help="Plan: memory of one GPU, e.g. 80GB.")] = "80GB",
 ) -> None:
     """Train a stage (vae, decoder, teacher, student, long) or export a finished run as the embedded model.
 
@@ -70,6 +88,9 @@ def train(
 
         torch.set_num_threads(threads)
     try:
+        if plan:
+            print_plan(config, stage, gpus, gpu_memory)
+            return
         if stage == EXPORT:
             from longlive_cli.train.export import export
 
@@ -86,7 +107,8 @@ def train(
     except KeyboardInterrupt:
         err.print(f"[yellow]interrupted:[/] continue with --resume (checkpoints are in {out / stage})")
         raise typer.Exit(130) from None
-    err.print(f"[green]done:[/] {path}")
+    if os.environ.get("RANK", "0") == "0":  # under torchrun, once
+        err.print(f"[green]done:[/] {path}")
 
 
 def main() -> None:

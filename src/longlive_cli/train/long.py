@@ -14,22 +14,27 @@ generator steps once every ``critic_steps`` steps, the critic every step. One pr
 chunk boundary with the engine's KV recache (the sink kept); the teacher and critic follow the new prompt from it.
 
 Randomness is drawn per slot of the global batch and once for all (exit step, switch frame), so ``torchrun`` with N
-processes trains on the same numbers as one process with the whole batch.
+processes trains on the same numbers as one process with the whole batch. The three DiTs are sharded with FSDP2 (see
+``parallel``), one process or many; a process may roll its slots out in several micro-batches whose gradients add
+up, and checkpoints are DCP folders every process writes its shards of (see ``sharded``).
 """
 
 from __future__ import annotations
 
 import copy
+import json
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import torch
 from torch import Tensor, nn
+from torch.distributed.checkpoint.state_dict import StateDictOptions, get_state_dict, set_state_dict
+from torch.distributed.tensor import DTensor, Shard
 
 from longlive_cli.bundle import load_bundle, save_bundle
 from longlive_cli.checkpoints import save_safetensors
-from longlive_cli.models.dit import CausalWanDiT, PromptKV
+from longlive_cli.models.dit import PRESETS, CausalWanDiT, PromptKV
 from longlive_cli.models.taehv import TAEHV
 from longlive_cli.models.text import UMT5TextEncoder
 from longlive_cli.models.vae import WanVAE
@@ -40,11 +45,22 @@ from longlive_cli.train.artifacts import FINAL, save_weights, write_summary
 from longlive_cli.train.checkpoint import Randomness
 from longlive_cli.train.data import prompts_for
 from longlive_cli.train.decoder import load_fast_decoder
-from longlive_cli.train.distributed import World, init_world, local_device, shutdown
 from longlive_cli.train.loop import Session, pick_device
 from longlive_cli.train.lora import add_lora, merged_state, peft_state
 from longlive_cli.train.optim import EMA
+from longlive_cli.train.parallel import (
+    DTYPES,
+    World,
+    full_state,
+    full_tensor,
+    grad_norm,
+    init_world,
+    local_device,
+    shard,
+    shutdown,
+)
 from longlive_cli.train.recipe import LongRecipe, RecipeError, recipe_dict
+from longlive_cli.train.sharded import ShardedCheckpoints, load, shapes
 from longlive_cli.train.student import engine_config, engine_settings
 from longlive_cli.train.teacher import load_dit_and_text
 from longlive_cli.world.grammar import describe
@@ -102,7 +118,7 @@ class Rollout:
         self.slots, self.shared, self.device = slots, shared, device
         noise = SlotNoise([r.torch for r in slots])
         self.sampler = ChunkSampler(dit, engine_config(recipe), noise, noisy_context=True)
-        self.cache = self.sampler.new_cache(len(slots), latent_shape, training=True)
+        self.cache = self.sampler.new_cache(len(slots), latent_shape, training=True, dtype=DTYPES[recipe.precision])
         self.seq: Sequence | None = None
 
     @property
@@ -252,7 +268,7 @@ def trainable(module: nn.Module) -> list[nn.Parameter]:
 
 
 def join_rollouts(parts: list[dict]) -> dict:
-    """The rollout states of the processes as one state of the whole batch (batch dimensions concatenated)."""
+    """Rollout states of consecutive slot groups as one state (batch dimensions concatenated)."""
     first = parts[0]
     cache = {**first["cache"], "k": torch.cat([p["cache"]["k"] for p in parts], 1)}
     cache["v"] = torch.cat([p["cache"]["v"] for p in parts], 1)
@@ -267,7 +283,7 @@ def join_rollouts(parts: list[dict]) -> dict:
 
 
 def rollout_share(state: dict, share: range) -> dict:
-    """This process's slots of a whole-batch rollout state."""
+    """The slots ``share`` of a rollout state."""
     cut = slice(share.start, share.stop)
     cache = {**state["cache"], "k": state["cache"]["k"][:, cut], "v": state["cache"]["v"][:, cut]}
     if state["seq"] is None:
@@ -280,67 +296,157 @@ def rollout_share(state: dict, share: range) -> dict:
     return {"cache": cache, "seq": seq}
 
 
-class LongState:
-    """Both models, optimizers, EMA, every generator of randomness and the sequence under way: a bit-exact resume.
+def micro_groups(share: range, micro_batch: int) -> list[range]:
+    """A process's slots in consecutive micro-batches of ``micro_batch`` (0: one group)."""
+    size = micro_batch or len(share)
+    if len(share) % size:
+        raise RecipeError(f"micro_batch {micro_batch} does not divide the {len(share)} sequences of a process")
+    return [range(start, start + size) for start in range(share.start, share.stop, size)]
 
-    The per-slot parts are gathered from every process into one whole-batch state, so a checkpoint resumes with
-    any number of processes that divides the batch.
+
+# Frozen weights come back from the model files, so a checkpoint of a LoRA run holds the adapters alone.
+OPTIONS = StateDictOptions(ignore_frozen_params=True)
+LOADING = StateDictOptions(ignore_frozen_params=True, strict=False)  # the frozen keys are missing: checked below
+BATCH_DIM = {"cache_k": 1, "cache_v": 1, "history": 0, "previous": 0, "slot_rng": 0}
+
+
+class LongState:
+    """Both models, optimizers, EMA, every generator of randomness and the sequences under way: a bit-exact resume.
+
+    Written through DCP: model and optimizer shards as FSDP holds them, each process's slots (KV caches, context
+    frames, generator states) as tensors sharded over the batch, and the rest (prompts, positions, numpy generator
+    states, gathered from every process) as one JSON document. A checkpoint resumes with any number of processes
+    that divides the batch.
     """
 
-    def __init__(self, gen, critic, gen_opt, critic_opt, rollout: Rollout, shared, slots, ema_decay: float, world):
+    def __init__(self, gen, critic, gen_opt, critic_opt, rollouts, shared, ema_decay: float, world: World):
         self.gen, self.critic = gen, critic
         self.gen_opt, self.critic_opt = gen_opt, critic_opt
-        self.rollout, self.shared, self.slots = rollout, shared, slots
+        self.rollouts, self.shared = rollouts, shared
+        self.slots = [r for rollout in rollouts for r in rollout.slots]
         self.ema_decay = ema_decay
         self.ema: EMA | None = None
         self.world = world
 
-    def state_dict(self) -> dict:
-        parts = self.world.gather({"slots": [r.state_dict() for r in self.slots], "rollout": self.rollout.state_dict()})
-        return {
-            "gen": self.gen.state_dict(),
-            "critic": self.critic.state_dict(),
-            "gen_opt": self.gen_opt.state_dict(),
-            "critic_opt": self.critic_opt.state_dict(),
-            "ema": None if self.ema is None else self.ema.state_dict(),
-            "shared": self.shared.state_dict(),
-            "slots": [s for p in parts for s in p["slots"]],
-            "rollout": join_rollouts([p["rollout"] for p in parts]),
-        }
+    def _sharded(self, local: Tensor, name: str) -> DTensor:
+        return DTensor.from_local(local, self.world.mesh, [Shard(BATCH_DIM[name])], run_check=False)
 
-    def load_state_dict(self, state: dict) -> None:
-        self.gen.load_state_dict(state["gen"])
-        self.critic.load_state_dict(state["critic"])
-        self.gen_opt.load_state_dict(state["gen_opt"])
-        self.critic_opt.load_state_dict(state["critic_opt"])
-        if state["ema"] is not None:
+    def _models(self) -> dict:
+        gen, gen_opt = get_state_dict(self.gen, self.gen_opt, options=OPTIONS)
+        critic, critic_opt = get_state_dict(self.critic, self.critic_opt, options=OPTIONS)
+        return {"gen": gen, "gen_opt": gen_opt, "critic": critic, "critic_opt": critic_opt}
+
+    def checkpoint_state(self) -> dict:
+        local = join_rollouts([r.state_dict() for r in self.rollouts])
+        seq = local["seq"]
+        parts = self.world.gather(
+            {
+                "np": [r.np.bit_generator.state for r in self.slots],
+                "texts": None if seq is None else seq["texts"],
+                "teacher_texts": None if seq is None else seq["teacher_texts"],
+            }
+        )
+        doc = {
+            "slot_np": [s for p in parts for s in p["np"]],
+            "shared_np": self.shared.np.bit_generator.state,
+            "global_end": local["cache"]["global_end"],
+            "local_end": local["cache"]["local_end"],
+            "seq": None,
+        }
+        tensors = {
+            "cache_k": local["cache"]["k"],
+            "cache_v": local["cache"]["v"],
+            "slot_rng": torch.stack([r.torch.get_state() for r in self.slots]).to(local["cache"]["k"].device),
+        }
+        if seq is not None:
+            doc["seq"] = {
+                "texts": [t for p in parts for t in p["texts"]],
+                "teacher_texts": [t for p in parts for t in p["teacher_texts"]],
+                **{k: seq[k] for k in ("switch", "frame", "segment")},
+            }
+            tensors.update({k: seq[k] for k in ("history", "previous") if seq[k] is not None})
+        state = {
+            **self._models(),
+            **{name: self._sharded(t, name) for name, t in tensors.items()},
+            "shared_rng": self.shared.torch.get_state(),
+            "doc": json.dumps(doc),
+        }
+        if self.ema is not None:
+            state["ema"] = self.ema.state_dict()
+        return state
+
+    def restore(self, path: Path) -> None:
+        """Load the checkpoint at ``path`` into this process's models, optimizers and share of the slots."""
+        stored = shapes(path)
+        if any(name.startswith("ema.") for name in stored) and self.ema is None:
             self.ema = EMA(self.gen, self.ema_decay)
-            self.ema.load_state_dict(state["ema"])
-        self.shared.load_state_dict(state["shared"])
-        share = self.world.split(len(state["slots"]))
-        for rand, saved in zip(self.slots, state["slots"][share.start : share.stop], strict=True):
-            rand.load_state_dict(saved)
-        self.rollout.load_state_dict(rollout_share(state["rollout"], share))
+        device = self.rollouts[0].cache.k.device
+        locals_ = {}
+        for name, dim in BATCH_DIM.items():
+            if name in stored:
+                size, dtype = stored[name]
+                size = [n // self.world.size if d == dim else n for d, n in enumerate(size)]
+                locals_[name] = torch.zeros(size, dtype=dtype, device=device)
+        state = {
+            **self._models(),
+            **{name: self._sharded(t, name) for name, t in locals_.items()},
+            "shared_rng": torch.zeros_like(self.shared.torch.get_state()),
+            "doc": "",
+        }
+        if self.ema is not None:
+            state["ema"] = self.ema.state_dict()
+        load(state, path)
+        for name in ("gen", "critic"):
+            model = getattr(self, name)
+            keys = set_state_dict(
+                model,
+                getattr(self, f"{name}_opt"),
+                model_state_dict=state[name],
+                optim_state_dict=state[f"{name}_opt"],
+                options=LOADING,
+            )
+            trained = {k for k, p in model.named_parameters() if p.requires_grad}
+            if keys.unexpected_keys or trained & set(keys.missing_keys):
+                raise RuntimeError(f"{path}: {name} does not match this run's model ({keys})")
+        doc = json.loads(state["doc"])
+        self.shared.np.bit_generator.state = doc["shared_np"]
+        self.shared.torch.set_state(state["shared_rng"])
+        mine = self.world.split(len(doc["slot_np"]))
+        for rand, np_state, torch_state in zip(
+            self.slots, doc["slot_np"][mine.start : mine.stop], locals_["slot_rng"], strict=True
+        ):
+            rand.np.bit_generator.state = np_state
+            rand.torch.set_state(torch_state.cpu().clone())  # a whole tensor: set_state reads its storage
+        cache = {"k": locals_["cache_k"], "v": locals_["cache_v"]}
+        cache.update(global_end=doc["global_end"], local_end=doc["local_end"])
+        seq = doc["seq"]
+        if seq is not None:
+            seq["texts"], seq["teacher_texts"] = (seq[k][mine.start : mine.stop] for k in ("texts", "teacher_texts"))
+            seq.update({k: locals_.get(k) for k in ("history", "previous")})
+        whole = {"cache": cache, "seq": seq}
+        offset = 0
+        for rollout in self.rollouts:
+            n = len(rollout.slots)
+            rollout.load_state_dict(rollout_share(whole, range(offset, offset + n)))
+            offset += n
 
 
 def optimizer(params: list[nn.Parameter], lr: float, recipe: LongRecipe) -> torch.optim.AdamW:
     return torch.optim.AdamW(params, lr=lr, betas=tuple(recipe.betas), weight_decay=recipe.weight_decay)
 
 
-def apply_step(params: list[nn.Parameter], opt: torch.optim.Optimizer, world: World, clip: float) -> float:
-    """Average gradients over the processes, clip, step; returns the gradient norm before clipping."""
-    world.average_gradients(params)
+def apply_step(params: list[nn.Parameter], opt: torch.optim.Optimizer, clip: float) -> float:
+    """Clip the (FSDP-averaged) gradients and step; returns the gradient norm before clipping."""
     norm = torch.nn.utils.clip_grad_norm_(params, clip)
     opt.step()
     opt.zero_grad(set_to_none=True)
-    return float(norm)
+    return grad_norm(norm)
 
 
 def run(recipe: LongRecipe, run_dir: Path, resume: bool = False, console=None) -> Path:
     """Long-tune the student of ``run_dir`` (or the recipe's ``models``) and write ``long/final.safetensors``."""
-    device = pick_device()
+    device = local_device(pick_device())  # each GPU process on its own device before NCCL starts
     world = init_world(device)
-    device = local_device(device)
     try:
         return _run(recipe, Path(run_dir), resume, console, world, device)
     finally:
@@ -358,6 +464,7 @@ class Models:
     codec: TAEHV | WanVAE  # decode + encode: the loss window's first frame
     latent_shape: tuple[int, int, int]
     save: Callable[[Path, dict[str, Tensor], dict], None]  # (path, tuned DiT weights, engine settings)
+    critic: CausalWanDiT | None = None  # None: a copy of the teacher
 
 
 def run_models(run_dir: Path, recipe: LongRecipe, device: torch.device) -> Models:
@@ -374,9 +481,16 @@ def run_models(run_dir: Path, recipe: LongRecipe, device: torch.device) -> Model
 
 
 def bundle_models(recipe: LongRecipe, device: torch.device) -> Models:
-    """Generator and teacher from model files or folders ``longlive`` loads (``models:`` in the recipe)."""
+    """Generator, teacher (and critic) from model files or folders ``longlive`` loads (``models:`` in the recipe)."""
+    for role, name in recipe.models.items():
+        if name in PRESETS:
+            raise RecipeError(
+                f"models.{role}: '{name}' names an architecture, not weights: it serves --plan; give a model file or "
+                "folder to train"
+            )
     gen_bundle = load_bundle(recipe.models["generator"], device)
-    teacher_bundle = load_bundle(recipe.models["teacher"], device)
+    teacher_bundle = load_bundle(recipe.models["teacher"], device, DTYPES[recipe.precision])  # frozen: as it computes
+    critic = load_bundle(recipe.models["critic"], device).dit if "critic" in recipe.models else None
     spec = gen_bundle.spec
 
     def save(path: Path, weights: dict[str, Tensor], engine: dict) -> None:
@@ -392,11 +506,20 @@ def bundle_models(recipe: LongRecipe, device: torch.device) -> Models:
         gen_bundle.dit,
         gen_bundle.text,
         teacher_bundle.dit,
-        teacher_bundle.text,
+        gen_bundle.text if same_text_encoder(gen_bundle.text, teacher_bundle.text) else teacher_bundle.text,
         gen_bundle.decoder(),
         spec.latent_shape,
         save,
+        critic,
     )
+
+
+def same_text_encoder(a: UMT5TextEncoder, b: UMT5TextEncoder) -> bool:
+    """Whether two loaded text encoders are one (Wan's 1.3B and 14B ship the same umT5): then only one is kept."""
+    x, y = a.model.state_dict(), b.model.state_dict()
+    if a.tokenizer.to_str() != b.tokenizer.to_str() or x.keys() != y.keys():
+        return False
+    return all(x[k].shape == y[k].shape and torch.equal(x[k].to(y[k].dtype), y[k]) for k in x)
 
 
 def read_prompt_pairs(path: Path) -> list[tuple[str, str | None]]:
@@ -418,63 +541,104 @@ def read_prompt_pairs(path: Path) -> list[tuple[str, str | None]]:
     return pairs
 
 
-def _run(recipe: LongRecipe, run_dir: Path, resume: bool, console, world: World, device: torch.device) -> Path:
-    torch.manual_seed(recipe.seed)
-    models = bundle_models(recipe, device) if recipe.models else run_models(run_dir, recipe, device)
-    pairs = read_prompt_pairs(Path(recipe.prompts)) if recipe.prompts else None
-    gen, gen_text, teacher, teacher_text = models.gen, models.gen_text, models.teacher, models.teacher_text
-    for module in (teacher, gen_text.model, teacher_text.model):
+def prepare(
+    models: Models, recipe: LongRecipe, world: World, device: torch.device
+) -> tuple[CausalWanDiT, CausalWanDiT, CausalWanDiT]:
+    """Generator and critic trainable with float32 masters (and LoRA if asked), the teacher frozen; all sharded.
+
+    The models arrive on the CPU: FSDP moves each DiT's shards to the device; text encoders and codec go whole.
+    """
+    gen, teacher = models.gen, models.teacher
+    for module in (teacher, models.gen_text.model, models.teacher_text.model):
         module.eval().requires_grad_(False)
-    gen.train().requires_grad_(True)
-    critic = copy.deepcopy(teacher).train().requires_grad_(True)
+    critic = models.critic if models.critic is not None else copy.deepcopy(teacher)
+    gen, critic = gen.float().train().requires_grad_(True), critic.float().train().requires_grad_(True)
+    teacher = teacher.to(DTYPES[recipe.precision])
+    for module in (models.gen_text.model, models.teacher_text.model):
+        module.to(device, DTYPES[recipe.precision])
+    models.codec = models.codec.to(device)
     if recipe.lora:
         add_lora(gen, recipe.lora["rank"], recipe.lora["alpha"])
         add_lora(critic, recipe.lora["rank"], recipe.lora["alpha"])
+    for model in (gen, critic):
+        shard(model, world, recipe.precision, recipe.checkpointing)
+    shard(teacher, world, recipe.precision)
+    return gen, critic, teacher
+
+
+def _run(recipe: LongRecipe, run_dir: Path, resume: bool, console, world: World, device: torch.device) -> Path:
+    torch.manual_seed(recipe.seed)
+    cpu = torch.device("cpu")
+    models = bundle_models(recipe, cpu) if recipe.models else run_models(run_dir, recipe, cpu)
+    pairs = read_prompt_pairs(Path(recipe.prompts)) if recipe.prompts else None
+    gen, critic, teacher = prepare(models, recipe, world, device)
     gen_params, critic_params = trainable(gen), trainable(critic)
     gen_opt = optimizer(gen_params, recipe.lr, recipe)
     critic_opt = optimizer(critic_params, recipe.lr_critic, recipe)
 
     shared = Randomness(recipe.seed)
-    slots = [slot_randomness(recipe.seed, i) for i in world.split(recipe.batch)]
-    rollout = Rollout(gen, gen_text, models.codec, recipe, models.latent_shape, slots, shared, device, pairs)
-    dmd = DMD(teacher, critic, teacher_text, recipe)
-    state = LongState(gen, critic, gen_opt, critic_opt, rollout, shared, slots, recipe.ema, world)
+    rollouts = []
+    for group in micro_groups(world.split(recipe.batch), recipe.micro_batch):
+        slots = [slot_randomness(recipe.seed, i) for i in group]
+        rollout = Rollout(gen, models.gen_text, models.codec, recipe, models.latent_shape, slots, shared, device, pairs)
+        rollout.cache.recomputable = recipe.checkpointing
+        rollouts.append(rollout)
+    share = sum(len(r.slots) for r in rollouts)
+    dmd = DMD(teacher, critic, models.teacher_text, recipe)
+    state = LongState(gen, critic, gen_opt, critic_opt, rollouts, shared, recipe.ema, world)
+
+    def passes(model: CausalWanDiT, loss_of: Callable[[Rollout], Tensor]) -> float:
+        """One backward per micro-batch, each with the same shared draws; FSDP reduces after the last."""
+        start = shared.state_dict()
+        total = 0.0
+        for i, rollout in enumerate(rollouts):
+            shared.load_state_dict(start)
+            model.set_requires_gradient_sync(i == len(rollouts) - 1)
+            if rollout.finished:
+                rollout.start()
+            loss = loss_of(rollout) * (len(rollout.slots) / share)
+            loss.backward()
+            total += loss.item()
+        return world.average(total)
+
+    def gen_loss(rollout: Rollout) -> Tensor:
+        window, mask = rollout.chunk(grad=True)
+        return dmd.generator_loss(window, mask, rollout.teacher_prompts(), rollout.slots)
+
+    def critic_loss(rollout: Rollout) -> Tensor:
+        with torch.no_grad():
+            window, mask = rollout.chunk(grad=False)
+        return dmd.critic_loss(window, mask, rollout.teacher_prompts(), rollout.slots)
 
     def step(i: int) -> dict[str, float]:
         metrics: dict[str, float] = {}
         if i % recipe.critic_steps == 0:
-            if rollout.finished:
-                rollout.start()
-            window, mask = rollout.chunk(grad=True)
-            loss = dmd.generator_loss(window, mask, rollout.teacher_prompts(), slots)
-            loss.backward()
-            metrics["gen_grad"] = apply_step(gen_params, gen_opt, world, recipe.grad_clip)
-            metrics["gen_loss"] = world.average(loss.item())
+            metrics["gen_loss"] = passes(gen, gen_loss)
+            metrics["gen_grad"] = apply_step(gen_params, gen_opt, recipe.grad_clip)
             if recipe.ema and i >= recipe.ema_start:
                 if state.ema is None:
                     state.ema = EMA(gen, recipe.ema)
                 state.ema.update(gen)
-        if rollout.finished:
-            rollout.start()
-        with torch.no_grad():
-            window, mask = rollout.chunk(grad=False)
-        loss = dmd.critic_loss(window, mask, rollout.teacher_prompts(), slots)
-        loss.backward()
-        metrics["critic_grad"] = apply_step(critic_params, critic_opt, world, recipe.grad_clip)
-        metrics["critic_loss"] = world.average(loss.item())
-        metrics["frame"] = float(rollout.seq.frame)
+        metrics["critic_loss"] = passes(critic, critic_loss)
+        metrics["critic_grad"] = apply_step(critic_params, critic_opt, recipe.grad_clip)
+        metrics["frame"] = float(rollouts[0].seq.frame)
         return metrics
 
-    with Session(run_dir, "long", recipe, resume, console, main=world.main) as session:
-        if world.size > 1:
-            session.log.note(f"{world.size} processes; sequences per process and step: {recipe.batch // world.size}")
+    checkpoints = lambda folder: ShardedCheckpoints(folder, world)  # noqa: E731
+    with Session(run_dir, "long", recipe, resume, console, main=world.main, checkpoints=checkpoints) as session:
+        session.log.note(
+            f"{world.size} process(es), FSDP2 in {recipe.precision}; sequences per process and step: {share}"
+            f" in {len(rollouts)} pass(es)"
+        )
         session.train(state, step)
         path = session.folder / FINAL
+        tuned = full_state(gen)
+        averaged = {k: full_tensor(v) for k, v in state.ema.state_dict().items()} if state.ema else None
         if world.main:
-            weights = state.ema.weights(gen) if state.ema is not None else gen.state_dict()
+            weights = {k: averaged.get(k, v) for k, v in tuned.items()} if averaged else tuned
             if recipe.lora:
-                weights = merged_state(gen)
-                save_safetensors(peft_state(gen), session.folder / LORA_FILE, {"alpha": str(recipe.lora["alpha"])})
+                weights = merged_state(tuned, recipe.lora["alpha"] / recipe.lora["rank"])
+                save_safetensors(peft_state(tuned), session.folder / LORA_FILE, {"alpha": str(recipe.lora["alpha"])})
             models.save(path, weights, engine_settings(recipe))
             write_summary(
                 session.folder,

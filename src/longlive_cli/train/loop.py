@@ -72,44 +72,76 @@ class TrainState:
         return float(norm)
 
 
+class FileCheckpoint:
+    """One process's whole state in ``<stage>/checkpoint.pt`` (torch.save, written atomically)."""
+
+    def __init__(self, folder: Path, main: bool = True):
+        self.path = Path(folder) / CHECKPOINT
+        self.main = main
+        self.saved: dict | None = None
+
+    def find(self) -> Path | None:
+        return self.path if self.path.exists() else None
+
+    def meta(self, path: Path) -> dict:
+        self.saved = load_checkpoint(path)
+        return {"step": self.saved["step"], "wall_s": self.saved["wall_s"]}
+
+    def restore(self, path: Path, state: TrainState) -> None:
+        state.load_state_dict(self.saved["state"])
+
+    def save(self, step: int, meta: dict, state: TrainState) -> Path:
+        snapshot = state.state_dict()
+        if self.main:
+            save_checkpoint(self.path, {"step": step, **meta, "state": snapshot})
+        return self.path
+
+
 class Session:
     """One run of one stage in ``run_dir/<stage>``: its log, its checkpoint and its wall time across resumes."""
 
-    def __init__(self, run_dir: Path, stage: str, recipe: Recipe, resume: bool, console=None, main: bool = True):
+    def __init__(
+        self,
+        run_dir: Path,
+        stage: str,
+        recipe: Recipe,
+        resume: bool,
+        console=None,
+        main: bool = True,
+        checkpoints: Callable[[Path], object] | None = None,
+    ):
         self.folder = Path(run_dir) / stage
         self.recipe = recipe
-        self.main = main  # only the main process of a distributed run logs and writes checkpoints
-        self.checkpoint = self.folder / CHECKPOINT
-        self.saved: dict | None = None
-        if self.checkpoint.exists():
+        self.main = main  # only the main process of a distributed run logs
+        self.checkpoints = checkpoints(self.folder) if checkpoints else FileCheckpoint(self.folder, main)
+        self.checkpoint = self.checkpoints.find()
+        saved = {"step": 0, "wall_s": 0.0}
+        if self.checkpoint is not None:
             if not resume:
                 raise TrainError(
                     f"{self.checkpoint} exists: pass --resume to continue that run, or choose another --out"
                 )
-            self.saved = load_checkpoint(self.checkpoint)
-        start = self.saved["step"] if self.saved else 0
-        wall = self.saved["wall_s"] if self.saved else 0.0
-        self.log = TrainLog(self.folder, stage, recipe.steps, start, wall, console, enabled=main)
+            saved = self.checkpoints.meta(self.checkpoint)
+        self.start = saved["step"]
+        self.log = TrainLog(self.folder, stage, recipe.steps, self.start, saved["wall_s"], console, enabled=main)
 
     def __enter__(self) -> Session:
         self.log.__enter__()
-        if self.saved:
-            self.log.note(f"resuming from step {self.saved['step']} ({self.checkpoint})")
+        if self.checkpoint is not None:
+            self.log.note(f"resuming from step {self.start} ({self.checkpoint})")
         return self
 
     def __exit__(self, *exc) -> None:
         self.log.__exit__(*exc)
 
-    def train(self, state: TrainState, step_fn: Callable[[int], dict[str, float]]) -> None:
+    def train(self, state, step_fn: Callable[[int], dict[str, float]]) -> None:
         """Run ``step_fn`` for the remaining steps; each metric is averaged over the steps that reported it."""
         recipe = self.recipe
-        start = 0
-        if self.saved:
-            state.load_state_dict(self.saved["state"])
-            start = self.saved["step"]
+        if self.checkpoint is not None:
+            self.checkpoints.restore(self.checkpoint, state)
         sums: dict[str, float] = {}
         counts: dict[str, int] = {}
-        for step in range(start, recipe.steps):
+        for step in range(self.start, recipe.steps):
             for key, value in step_fn(step).items():
                 sums[key] = sums.get(key, 0.0) + value
                 counts[key] = counts.get(key, 0) + 1
@@ -118,9 +150,5 @@ class Session:
                 self.log.step(done, {k: v / counts[k] for k, v in sums.items()})
                 sums, counts = {}, {}
             if done % recipe.checkpoint_every == 0 or done == recipe.steps:
-                snapshot = state.state_dict()  # on every process: a distributed state gathers its parts
-                if self.main:
-                    save_checkpoint(
-                        self.checkpoint,
-                        {"step": done, "wall_s": self.log.wall_s, "state": snapshot, "recipe": recipe_dict(recipe)},
-                    )
+                meta = {"wall_s": self.log.wall_s, "recipe": recipe_dict(recipe)}
+                self.checkpoint = self.checkpoints.save(done, meta, state)  # every process: each writes its part

@@ -1,6 +1,6 @@
 """LoRA for training: low-rank adapters beside every Linear of the DiT's blocks, saved in PEFT's key layout.
 
-The saved file loads wherever the released ``lora.pt`` does (``longlive convert`` merges it), and ``merged`` folds
+The saved file loads wherever the released ``lora.pt`` does (``longlive convert`` merges it), and ``merged_state`` folds
 the adapters back into plain weights, so a LoRA-tuned model ships exactly like a fully tuned one.
 """
 
@@ -46,31 +46,26 @@ def lora_modules(model: nn.Module) -> dict[str, LoRALinear]:
     return {name: m for name, m in model.named_modules() if isinstance(m, LoRALinear)}
 
 
-def peft_state(model: nn.Module) -> dict[str, Tensor]:
-    """Adapter weights under PEFT's keys (``base_model.model.<module>.lora_A.weight``), as LongLive's lora.pt."""
-    state = {}
-    for name, m in lora_modules(model).items():
-        state[f"{PEFT_PREFIX}{name}.lora_A.weight"] = m.lora_A.weight.detach().float().cpu()
-        state[f"{PEFT_PREFIX}{name}.lora_B.weight"] = m.lora_B.weight.detach().float().cpu()
-    return state
+def peft_state(state: dict[str, Tensor]) -> dict[str, Tensor]:
+    """The adapters of a model's state dict under PEFT's keys (``base_model.model.<module>.lora_A.weight``)."""
+    return {
+        f"{PEFT_PREFIX}{key}": value.detach().float().cpu()
+        for key, value in state.items()
+        if key.endswith((".lora_A.weight", ".lora_B.weight"))
+    }
 
 
 @torch.no_grad()
-def merged_state(model: nn.Module) -> dict[str, Tensor]:
-    """The plain state dict of ``model`` with every adapter folded in: W + scale * B @ A, under the original keys."""
-    state = {}
-    adapters = lora_modules(model)
-    for key, value in model.state_dict().items():
-        owner = next((name for name in adapters if key.startswith(f"{name}.")), None)
-        if owner is None:
-            state[key] = value.detach().clone()
+def merged_state(state: dict[str, Tensor], scale: float) -> dict[str, Tensor]:
+    """A model's state dict with every adapter folded in (W + scale * B @ A) under the original keys."""
+    merged = {}
+    for key, value in state.items():
+        if key.endswith((".lora_A.weight", ".lora_B.weight")):
             continue
-        rest = key[len(owner) + 1 :]
-        if not rest.startswith("base."):
-            continue
-        m = adapters[owner]
+        owner, base, rest = key.rpartition(".base.")
         value = value.detach().clone()
-        if rest == "base.weight":
-            value += m.scale * (m.lora_B.weight.float() @ m.lora_A.weight.float()).to(value.dtype)
-        state[f"{owner}.{rest.removeprefix('base.')}"] = value
-    return state
+        if base and rest == "weight":
+            a, b = state[f"{owner}.lora_A.weight"].float(), state[f"{owner}.lora_B.weight"].float()
+            value += scale * (b @ a).to(value.dtype)
+        merged[f"{owner}.{rest}" if base else key] = value
+    return merged

@@ -162,7 +162,10 @@ class LongRecipe:
     switch_prob: float = 1.0  # share of sequences that change prompt once, at a random chunk boundary
     describe_change_prob: float = 0.5  # share of changes prompted as "the red ball turns blue" rather than in full
     lora: dict = field(default_factory=dict)  # {rank, alpha}: LoRA on every block Linear; empty: full fine-tuning
-    models: dict = field(default_factory=dict)  # {generator, teacher}: model files/folders; empty: the run folder's
+    models: dict = field(default_factory=dict)  # {generator, teacher[, critic]}: models; empty: the run folder's
+    precision: str = "float32"  # compute dtype of all three DiTs (float32 master weights, gradients reduced in fp32)
+    checkpointing: bool = False  # recompute each block's activations in the backward pass (less memory, more time)
+    micro_batch: int = 0  # sequences per process and pass; gradients of a step's passes add up (0: all at once)
     prompts: str = ""  # prompts file (a line: prompt, or prompt<TAB>prompt after the change); empty: ShapesWorld's
     negative_prompt: str = ""  # the unconditional prompt of the teacher's guidance
     log_every: int = 1
@@ -285,8 +288,12 @@ def _validate_long(recipe: LongRecipe, where: str) -> None:
         raise RecipeError(f"{where}.betas: need two numbers, got {recipe.betas}")
     if recipe.lora and (set(recipe.lora) != {"rank", "alpha"} or recipe.lora["rank"] < 1):
         raise RecipeError(f"{where}.lora: give rank (>= 1) and alpha, or leave it out for full fine-tuning")
-    if recipe.models and set(recipe.models) != {"generator", "teacher"}:
-        raise RecipeError(f"{where}.models: give both generator and teacher (paths), or leave it out")
+    if recipe.models and not {"generator", "teacher"} <= set(recipe.models) <= {"generator", "teacher", "critic"}:
+        raise RecipeError(f"{where}.models: give generator and teacher (and optionally critic), or leave it out")
+    if recipe.precision not in ("float32", "bfloat16"):
+        raise RecipeError(f"{where}.precision: expected 'float32' or 'bfloat16', got '{recipe.precision}'")
+    if recipe.micro_batch < 0 or (recipe.micro_batch and recipe.batch % recipe.micro_batch):
+        raise RecipeError(f"{where}.micro_batch: must divide batch ({recipe.batch}), got {recipe.micro_batch}")
     if recipe.lora and recipe.ema:
         raise RecipeError(f"{where}.ema: LoRA training keeps no EMA (as LongLive's); set ema: 0 or drop lora")
     if not 0 <= recipe.min_timestep < recipe.max_timestep <= 1000:

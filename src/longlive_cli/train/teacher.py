@@ -103,7 +103,7 @@ def run(recipe: TeacherRecipe, run_dir: Path, resume: bool = False, console=None
         length = pool.latents.shape[1]
         pretrained = session.folder / "text_pretrain.json"  # what the pretrained encoder names, kept across resumes
         if frozen:
-            if not session.saved:
+            if session.checkpoint is None:
                 named = text_lib.pretrain(
                     text,
                     pool.attributes,
