@@ -15,7 +15,7 @@ from typing import Protocol
 import torch
 
 from .models.dit import CausalWanDiT, PromptKV
-from .models.kv_cache import KVCache
+from .models.kv_cache import POSITIONS, KVCache
 from .schedule import FlowMatchSchedule
 
 
@@ -45,8 +45,11 @@ class EngineConfig:
     shift: float = 5.0
     context_noise: float = 0.0
     sink_mode: SinkMode = SinkMode.KEEP
+    positions: str = "absolute"  # or "relative": window-relative RoPE, LongLive's infinite-length mode
 
     def __post_init__(self) -> None:
+        if self.positions not in POSITIONS:
+            raise ValueError(f"positions must be one of {', '.join(POSITIONS)}, got {self.positions!r}")
         if self.chunk_frames < 1:
             raise ValueError(f"chunk_frames must be >= 1, got {self.chunk_frames}")
         if not 0 <= self.sink < self.window:
@@ -135,6 +138,7 @@ class StreamingGenerator:
             sink_frames=cfg.sink,
             dtype=self.dtype,
             device=self.device,
+            positions=cfg.positions,
         )
         self.schedule = FlowMatchSchedule(cfg.shift)
         self.timesteps = self.schedule.warped(cfg.steps).tolist()
