@@ -19,7 +19,15 @@ from .bundle import EMBEDDED, Bundle, ModelSpec, embedded_path, find_layout, loa
 from .checkpoints import CheckpointError
 from .quantize import MODES, QuantizeError, quantize_dit, weight_bytes
 from .render import RenderError, RenderSettings, render
-from .timeline import Timeline, TimelineError, load_timeline, plan_changes, single_prompt_timeline
+from .timeline import (
+    MAX_SECONDS,
+    POSITION_MODES,
+    Timeline,
+    TimelineError,
+    load_timeline,
+    plan_changes,
+    single_prompt_timeline,
+)
 from .train.cli import train_app
 
 app = typer.Typer(
@@ -72,6 +80,16 @@ def resolve_dtype(dtype: str | None, device: str):
     if dtype not in DTYPES:
         raise typer.BadParameter(f"choose one of {', '.join(DTYPES)}", param_hint="--dtype")
     return getattr(torch, DTYPES[dtype])
+
+
+POSITIONS_HELP = "RoPE time positions: auto (relative past the 1024-frame table) | absolute | relative"
+
+
+def _check_positions(positions: str | None) -> None:
+    if positions is not None and positions not in POSITION_MODES:
+        raise typer.BadParameter(
+            f"choose one of {', '.join(POSITION_MODES)}, got {positions!r}", param_hint="--positions"
+        )
 
 
 def _parse_size(size: str | None) -> tuple[int, int] | None:
@@ -148,8 +166,9 @@ def render_cmd(
     seed: Annotated[int | None, typer.Option(help="Noise seed (overrides the timeline).")] = None,
     window: Annotated[int | None, typer.Option(help="Attention window in latent frames, sink included.")] = None,
     sink: Annotated[int | None, typer.Option(help="Frame-sink size in latent frames.")] = None,
+    positions: Annotated[str | None, typer.Option(help=POSITIONS_HELP + " (overrides the timeline)")] = None,
     prompt: Annotated[str | None, typer.Option(help="Render one prompt instead of timelines.")] = None,
-    duration: Annotated[str, typer.Option(help="Length for --prompt: 10s, 1m30s, 160f ...")] = "10s",
+    duration: Annotated[str, typer.Option(help="Length for --prompt: 10s, 1m30s, 1h, 2:00:00, 160f ...")] = "10s",
     size: Annotated[str | None, typer.Option(help="WxH, multiples of 16 (overrides the timeline).")] = None,
     decoder: Annotated[
         str, typer.Option(help="auto | wan (exact) | fast (TAEHV-class) | a taew2_1 .pth/.safetensors file")
@@ -168,11 +187,16 @@ def render_cmd(
         raise typer.BadParameter("choose rich, json or none", param_hint="--progress")
     if quantize is not None and quantize not in MODES:
         raise typer.BadParameter(f"choose one of {', '.join(MODES)}", param_hint="--quantize")
+    _check_positions(positions)
     wh = _parse_size(size)
     _interrupt_on_sigterm()
     try:
         if prompt is not None:
-            jobs = [single_prompt_timeline(prompt, duration, model=model, seed=seed, window=window, sink=sink)]
+            jobs = [
+                single_prompt_timeline(
+                    prompt, duration, model=model, seed=seed, window=window, sink=sink, positions=positions
+                )
+            ]
         else:
             jobs = [load_timeline(p) for p in timelines]
         outputs = _outputs(jobs, output, prompt)
@@ -186,7 +210,9 @@ def render_cmd(
     for timeline, target in work:
         try:
             bundle = bundles.get(model or timeline.model_path or timeline.model, quantize or timeline.quantize)
-            settings = RenderSettings.resolve(timeline, bundle, seed=seed, window=window, sink=sink, size=wh)
+            settings = RenderSettings.resolve(
+                timeline, bundle, seed=seed, window=window, sink=sink, size=wh, positions=positions
+            )
             sink_fn = _progress(progress, quiet, target, rank)
             dec = bundles.decoder(bundle, decoder)
             result = render(timeline, bundle, target, settings, overwrite=overwrite, events=sink_fn, decoder=dec)
@@ -456,7 +482,10 @@ def live(
         Path | None, typer.Option(help="Write the video to this MP4, with a timeline .yaml that replays it.")
     ] = None,
     overwrite: Annotated[bool, typer.Option(help="Replace an existing recording.")] = False,
-    duration: Annotated[str, typer.Option(help="Length limit: 240s, 1m30s, 400f ...")] = "240s",
+    duration: Annotated[
+        str | None, typer.Option(help="Length limit: 90s, 10m, 1h, 2:00:00 ... (default: until stopped, 24h at most)")
+    ] = None,
+    positions: Annotated[str, typer.Option(help=POSITIONS_HELP)] = "auto",
     pace: Annotated[bool, typer.Option(help="Generate at the video's frame rate (--no-pace: flat out).")] = True,
     keep_running: Annotated[bool, typer.Option(help="Go on after the end of standard input.")] = False,
     compile: Annotated[
@@ -470,11 +499,13 @@ def live(
 
     if quantize not in MODES:
         raise typer.BadParameter(f"choose one of {', '.join(MODES)}", param_hint="--quantize")
+    _check_positions(positions)
     wh = _parse_size(size)
     _interrupt_on_sigterm()
     try:
         first = None if prompt is None else clean_text(prompt)
-        timeline = single_prompt_timeline(first or "live", duration, model=model, seed=seed)
+        limit = duration if duration is not None else MAX_SECONDS
+        timeline = single_prompt_timeline(first or "live", limit, model=model, seed=seed, positions=positions)
         dev = resolve_device(device)
         bundles = BundleCache(dev, resolve_dtype(dtype, dev), compile)
         bundle = bundles.get(model, quantize)

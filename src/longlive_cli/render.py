@@ -8,8 +8,10 @@ goes out as plain dict events to whatever sink the caller passes (rich display, 
 from __future__ import annotations
 
 import time
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
+from itertools import pairwise
 from pathlib import Path
 
 import torch
@@ -18,10 +20,12 @@ from . import __version__
 from .bundle import Bundle
 from .engine import EngineConfig, SeededNoise, Segment, StreamingGenerator, SwitchPolicy
 from .models.world_text import unknown_words, unknown_words_message
-from .timeline import Timeline, plan_changes, video_frame_of_latent
+from .timeline import Timeline, plan_changes, video_frame_of_latent, video_frames_for
 from .video import VideoWriter, sidecar_path, to_uint8_frames, write_sidecar
 
 Events = Callable[[dict], None]
+# Chunk times kept for the sidecar's median: the most recent ones, so hours of video take no more memory.
+RECENT_CHUNK_TIMES = 4096
 
 
 class RenderError(ValueError):
@@ -46,6 +50,7 @@ class RenderSettings:
         window: int | None = None,
         sink: int | None = None,
         size: tuple[int, int] | None = None,
+        positions: str | None = None,
     ) -> RenderSettings:
         spec = bundle.spec
         width, height = size or timeline.size or spec.size
@@ -55,8 +60,10 @@ class RenderSettings:
         window = window or timeline.window or spec.engine.window
         if sink is None:
             sink = spec.engine.sink if timeline.sink is None else timeline.sink
+        run = longest_position_run(timeline, spec.engine.chunk_frames)
+        positions = _positions(positions or timeline.positions, run, bundle.dit.rope.max_positions, timeline)
         try:
-            engine = EngineConfig(**{**spec.engine.__dict__, "window": window, "sink": sink})
+            engine = EngineConfig(**{**spec.engine.__dict__, "window": window, "sink": sink, "positions": positions})
         except ValueError as e:
             raise RenderError(f"attention: {e}") from None
         return cls((width, height), engine, timeline.seed if seed is None else seed, timeline.fps)
@@ -64,6 +71,29 @@ class RenderSettings:
     def latent_shape(self, bundle: Bundle) -> tuple[int, int, int]:
         s = bundle.spec.vae.space_stride
         return bundle.spec.vae.z_dim, self.size[1] // s, self.size[0] // s
+
+
+def longest_position_run(timeline: Timeline, chunk: int) -> int:
+    """The most latent frames between two restarts of the frame count: the video, cut where a 'clear' lands."""
+    plan = plan_changes(timeline, chunk)
+    cuts = [landed for i, (_, landed, _) in enumerate(plan.changes) if i and timeline.policy_at(i) == "clear"]
+    bounds = [0, *(c for c in cuts if c < plan.latent_frames), plan.latent_frames]
+    return max(b - a for a, b in pairwise(bounds))
+
+
+def _positions(mode: str, run: int, table: int, timeline: Timeline) -> str:
+    """Absolute RoPE positions while the frame count fits the table, relative past it (``auto``)."""
+    if mode == "auto":
+        return "relative" if run > table else "absolute"
+    if mode == "absolute" and run > table:
+        where = f"{timeline.path}: " if timeline.path else ""
+        fits = video_frames_for(table)
+        raise RenderError(
+            f"{where}attention.positions: absolute positions end after {table} latent frames "
+            f"({fits / timeline.fps:.0f} s at {timeline.fps} fps) and this video runs {run} without a 'clear'; "
+            "use 'relative' (or 'auto') for longer videos"
+        )
+    return mode
 
 
 def _vocabulary_warnings(bundle: Bundle, timeline: Timeline) -> list[str]:
@@ -133,6 +163,7 @@ def render(
             "chunk": chunk,
             "window": settings.engine.window,
             "sink": settings.engine.sink,
+            "positions": settings.engine.positions,
             "steps": list(settings.engine.steps),
             "decoder": type(decoder).__name__,
             "device": str(gen.device),
@@ -145,7 +176,7 @@ def render(
     for w in [*plan.warnings, *_vocabulary_warnings(bundle, timeline)]:
         emit({"event": "warning", "message": w})
     written = 0
-    chunk_times: list[float] = []
+    chunk_times: deque[float] = deque(maxlen=RECENT_CHUNK_TIMES)
     first_frame_s = None
     interrupted = False
     writer = VideoWriter(output, settings.fps, settings.size, overwrite=overwrite)
