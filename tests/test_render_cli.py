@@ -17,7 +17,7 @@ from typer.testing import CliRunner
 from longlive_cli.cli import app
 from longlive_cli.video import read_video_info
 
-from .fakes import write_converted
+from .fakes import FAST_SPEC, with_engine, write_converted
 
 runner = CliRunner()
 
@@ -326,3 +326,16 @@ def test_rich_progress_into_a_pipe_prints_lines_not_a_bar(tmp_path, model):
     assert any("prompt 1" in line and "lands at 1.31 s (recache)" in line for line in lines)
     assert any(line.startswith("wrote ") for line in lines)
     assert not any("/48 frames" in line or "…" in line for line in lines), result.output
+
+
+def test_a_video_past_the_rope_table_renders_whole_in_relative_positions(tmp_path):
+    """4100 frames (256 s, 1026 latent frames) need relative positions; auto picks them and the MP4 is complete."""
+    model = write_converted(tmp_path / "one_step.safetensors", with_engine(FAST_SPEC, steps=(1000,)))
+    out = tmp_path / "long.mp4"
+    args = ["render", "--prompt", "a red circle", "--duration", "4100f", "--model", str(model), "-o", str(out)]
+    result = runner.invoke(app, [*args, "--size", "16x16", "--progress", "none"])
+    assert result.exit_code == 0, result.output
+    assert read_video_info(out)["frames"] == 4100
+    side = json.loads(out.with_suffix(".json").read_text())
+    assert (side["settings"]["latent_frames"], side["settings"]["positions"]) == (1026, "relative")
+    assert side["result"]["complete"]
