@@ -577,7 +577,8 @@ def eval_cmd(
     policy: Annotated[str, typer.Option(help="Switch policy for --suite: recache | keep | clear")] = "recache",
     long: Annotated[bool, typer.Option(help="Include the 240 s runs in --suite.")] = True,
     part: Annotated[
-        list[str] | None, typer.Option(help="Only this suite part, by name (repeatable), e.g. 'long 240 s'.")
+        list[str] | None,
+        typer.Option(help="Only this suite part, by name (repeatable), e.g. 'long 240 s'; 'long 20 min' runs only so."),
     ] = None,
     json_out: Annotated[Path | None, typer.Option("--json", help="Write every figure here.")] = None,
 ) -> None:
