@@ -71,6 +71,7 @@ def main() -> None:
         "rss_mib_at": at,
         "spread_pct": round(100 * (high - low) / low, 2),
         "peak_rss_mib": round(max(r for _, r in samples), 1),
+        "peak_at_s": max(samples, key=lambda sample: sample[1])[0],
         "first_chunk_rss_mib": round(samples[0][1], 1),
         "mp4_frames": frames,
         "expected_frames": expected,

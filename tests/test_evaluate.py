@@ -31,8 +31,10 @@ def test_ground_truth_video_scores_full_marks(tmp_path):
     timeline = tmp_path / "gt.yaml"
     timeline.write_text(f"duration: 6s\nprompts:\n  - at: 0s\n    text: {texts[0]}\n  - at: 3s\n    text: {texts[1]}\n")
     out = tmp_path / "m.json"
-    result = runner.invoke(app, ["eval", str(video), "--timeline", str(timeline), "--json", str(out)])
+    args = ["eval", str(video), "--timeline", str(timeline), "--json", str(out), "--drift-share", "0.1"]
+    result = runner.invoke(app, args)
     assert result.exit_code == 0, result.output
+    assert "drift: all-attribute adherence 100.0 % in the first part, 100.0 % in the last" in result.output
     report = json.loads(out.read_text())
     assert report["adherence"]["steady"]["all"] >= 0.99
     change = report["segments"][1]

@@ -581,6 +581,9 @@ def eval_cmd(
         typer.Option(help="Only this suite part, by name (repeatable), e.g. 'long 240 s'; 'long 20 min' runs only so."),
     ] = None,
     json_out: Annotated[Path | None, typer.Option("--json", help="Write every figure here.")] = None,
+    drift_share: Annotated[
+        float, typer.Option(min=0.01, max=0.5, help="For a VIDEO: the first and last share compared for drift.")
+    ] = 0.2,
 ) -> None:
     """ShapesWorld metrics: adherence, switch latency, continuity and drift, for one video or a model."""
     from .engine import SwitchPolicy
@@ -600,7 +603,7 @@ def eval_cmd(
         if video is not None:
             if timeline is None:
                 raise typer.BadParameter("--timeline is needed to know what the video should show")
-            report = eval_video(video, load_timeline(timeline))
+            report = eval_video(video, load_timeline(timeline), drift_share)
             _print_video_metrics(report)
         else:
             bundle = load_bundle(model)
@@ -627,6 +630,8 @@ def _print_video_metrics(report: dict) -> None:
         table.add_row(str(i), f"{seg['at_s']:g} s", _pct(seg["adherence_all"]), latency, continuity)
     print_table(table)
     out.print("steady adherence: " + ", ".join(f"{k} {_pct(v)}" for k, v in steady.items()))
+    first, last = report["drift"]["first"]["adherence_all"], report["drift"]["last"]["adherence_all"]
+    out.print(f"drift: all-attribute adherence {_pct(first)} in the first part, {_pct(last)} in the last")
 
 
 def _print_suite(report: dict, name: str) -> None:

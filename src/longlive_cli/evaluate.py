@@ -46,10 +46,11 @@ SUITE = (
 )
 
 
-def eval_video(path: Path, timeline: Timeline) -> dict:
-    """Metrics of an MP4 rendered from ``timeline``."""
+def eval_video(path: Path, timeline: Timeline, drift_share: float = MetricsConfig.drift_share) -> dict:
+    """Metrics of an MP4 rendered from ``timeline``; drift compares its first and last ``drift_share``."""
     frames = np.stack(list(read_frames(path)))
-    return evaluate(frames, timeline.fps, [(p.at, p.text) for p in timeline.prompts])
+    config = MetricsConfig(drift_share=drift_share)
+    return evaluate(frames, timeline.fps, [(p.at, p.text) for p in timeline.prompts], config)
 
 
 def suite_timelines(part: SuitePart) -> list[list[tuple[float, str]]]:
