@@ -407,7 +407,7 @@ def test_bad_input_exits_1(tmp_path, model):
     cases = [
         (["live", "--model", str(tmp_path / "none.safetensors")], "model not found"),
         ([*base, "--duration", "24h1s"], "24h"),
-        ([*base, "--duration", "5m", "--positions", "absolute"], "absolute positions end after 1024"),
+        ([*base, "--duration", "5m", "--positions", "absolute"], "--positions: absolute positions end after 1024"),
         ([*base, "  "], "empty prompt"),
         ([*base, "--record", str(tmp_path / "taken.mp4")], "--overwrite"),
         ([*base, "--record", str(tmp_path / "no" / "x.mp4")], "does not exist"),

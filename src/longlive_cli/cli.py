@@ -509,7 +509,7 @@ def live(
         dev = resolve_device(device)
         bundles = BundleCache(dev, resolve_dtype(dtype, dev), compile)
         bundle = bundles.get(model, quantize)
-        settings = RenderSettings.resolve(timeline, bundle, size=wh)
+        settings = RenderSettings.resolve(timeline, bundle, size=wh, positions=positions)
         options = LiveOptions(
             max_frames=timeline.frames(),
             prompt=first,

@@ -61,7 +61,10 @@ class RenderSettings:
         if sink is None:
             sink = spec.engine.sink if timeline.sink is None else timeline.sink
         run = longest_position_run(timeline, spec.engine.chunk_frames)
-        positions = _positions(positions or timeline.positions, run, bundle.dit.rope.max_positions, timeline)
+        key = f"{timeline.path}: attention.positions" if timeline.path else "attention.positions"
+        if positions:
+            key = "--positions"
+        positions = _positions(positions or timeline.positions, run, bundle.dit.rope.max_positions, timeline.fps, key)
         try:
             engine = EngineConfig(**{**spec.engine.__dict__, "window": window, "sink": sink, "positions": positions})
         except ValueError as e:
@@ -81,17 +84,14 @@ def longest_position_run(timeline: Timeline, chunk: int) -> int:
     return max(b - a for a, b in pairwise(bounds))
 
 
-def _positions(mode: str, run: int, table: int, timeline: Timeline) -> str:
+def _positions(mode: str, run: int, table: int, fps: int, key: str) -> str:
     """Absolute RoPE positions while the frame count fits the table, relative past it (``auto``)."""
     if mode == "auto":
         return "relative" if run > table else "absolute"
     if mode == "absolute" and run > table:
-        where = f"{timeline.path}: " if timeline.path else ""
-        fits = video_frames_for(table)
         raise RenderError(
-            f"{where}attention.positions: absolute positions end after {table} latent frames "
-            f"({fits / timeline.fps:.0f} s at {timeline.fps} fps) and this video runs {run} without a 'clear'; "
-            "use 'relative' (or 'auto') for longer videos"
+            f"{key}: absolute positions end after {table} latent frames ({video_frames_for(table) / fps:.0f} s "
+            f"at {fps} fps) and this video runs {run} without a 'clear'; use 'relative' (or 'auto') for longer videos"
         )
     return mode
 
