@@ -272,7 +272,13 @@ def test_check_reports_landings_and_errors(tmp_path, model):
     path = timeline(tmp_path, model, TWO_CHANGES)
     result = runner.invoke(app, ["check", str(path)])
     assert result.exit_code == 0, result.output
-    assert "1.312 s" in result.output and "clear" in result.output
+    assert "1.312 s" in result.output and "clear" in result.output and "absolute positions" in result.output
+    long = timeline(tmp_path, model, "duration: 1h\nprompts:\n  - at: 0\n    text: a\n", "long.yaml")
+    result = runner.invoke(app, ["check", str(long)])
+    assert result.exit_code == 0 and "relative positions" in result.output, result.output
+    body = "duration: 5m\nattention: {positions: absolute}\nprompts:\n  - at: 0\n    text: a\n"
+    result = runner.invoke(app, ["check", str(timeline(tmp_path, model, body, "abs.yaml"))])
+    assert result.exit_code == 1 and "abs.yaml: attention.positions: absolute positions end" in result.output
     bad = timeline(tmp_path, model, "duration: 2s\nprompts: []\n", "bad.yaml")
     result = runner.invoke(app, ["check", str(bad)])
     assert result.exit_code == 1 and "bad.yaml" in result.output

@@ -17,8 +17,9 @@ from rich.table import Table
 
 from .bundle import EMBEDDED, Bundle, ModelSpec, embedded_path, find_layout, load_bundle, read_bundle_spec
 from .checkpoints import CheckpointError
+from .models.rope import MAX_POSITIONS
 from .quantize import MODES, QuantizeError, quantize_dit, weight_bytes
-from .render import RenderError, RenderSettings, render
+from .render import RenderError, RenderSettings, positions_for, render
 from .timeline import (
     MAX_SECONDS,
     POSITION_MODES,
@@ -255,12 +256,14 @@ def check(
         try:
             timeline = load_timeline(path)
             chunk = _spec_for(timeline).engine.chunk_frames
+            positions = positions_for(timeline, chunk, MAX_POSITIONS)
         except USER_ERRORS as e:
             err.print(f"[bold red]error:[/] {e}", soft_wrap=True)
             failures += 1
             continue
         plan = plan_changes(timeline, chunk)
-        table = Table(title=f"{path}: {timeline.duration:g} s, {plan.video_frames} frames at {timeline.fps} fps")
+        title = f"{path}: {timeline.duration:g} s, {plan.video_frames} frames at {timeline.fps} fps"
+        table = Table(title=f"{title}, {positions} positions")
         for col in ("#", "requested", "lands at", "switch", "prompt"):
             table.add_column(col)
         for i, (change, (_, _, landed_s)) in enumerate(zip(timeline.prompts, plan.changes, strict=True)):

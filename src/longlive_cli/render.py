@@ -60,11 +60,7 @@ class RenderSettings:
         window = window or timeline.window or spec.engine.window
         if sink is None:
             sink = spec.engine.sink if timeline.sink is None else timeline.sink
-        run = longest_position_run(timeline, spec.engine.chunk_frames)
-        key = f"{timeline.path}: attention.positions" if timeline.path else "attention.positions"
-        if positions:
-            key = "--positions"
-        positions = _positions(positions or timeline.positions, run, bundle.dit.rope.max_positions, timeline.fps, key)
+        positions = positions_for(timeline, spec.engine.chunk_frames, bundle.dit.rope.max_positions, positions)
         try:
             engine = EngineConfig(**{**spec.engine.__dict__, "window": window, "sink": sink, "positions": positions})
         except ValueError as e:
@@ -84,11 +80,18 @@ def longest_position_run(timeline: Timeline, chunk: int) -> int:
     return max(b - a for a, b in pairwise(bounds))
 
 
-def _positions(mode: str, run: int, table: int, fps: int, key: str) -> str:
-    """Absolute RoPE positions while the frame count fits the table, relative past it (``auto``)."""
+def positions_for(timeline: Timeline, chunk: int, table: int, override: str | None = None) -> str:
+    """RoPE positions of a render: ``override`` (the command line) or the timeline's; ``auto`` gives absolute
+    positions while the frame count fits the table of ``table`` positions and relative ones past it."""
+    mode = override or timeline.positions
+    run = longest_position_run(timeline, chunk)
     if mode == "auto":
         return "relative" if run > table else "absolute"
     if mode == "absolute" and run > table:
+        key = "--positions" if override else "attention.positions"
+        if timeline.path and not override:
+            key = f"{timeline.path}: {key}"
+        fps = timeline.fps
         raise RenderError(
             f"{key}: absolute positions end after {table} latent frames ({video_frames_for(table) / fps:.0f} s "
             f"at {fps} fps) and this video runs {run} without a 'clear'; use 'relative' (or 'auto') for longer videos"
