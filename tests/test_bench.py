@@ -20,7 +20,12 @@ def test_variants_side_by_side(tmp_path):
     model = write_converted(tmp_path / "m.safetensors", FAST_SPEC)
     out = tmp_path / "bench.json"
     args = ["bench", "--model", str(model), "--device", "cpu", "--frames", "12", "--json", str(out)]
-    variants = ["base", "decoder=wan", "window=9,sink=0", "decoder=wan,decode_step=0,channels_last=true"]
+    variants = [
+        "base",
+        "decoder=wan",
+        "window=9,sink=0,positions=relative",
+        "decoder=wan,decode_step=0,channels_last=true",
+    ]
     result = runner.invoke(app, [*args, *(a for v in variants for a in ("-V", v)), "--write"])
     assert result.exit_code == 0, result.output
     report = json.loads(out.read_text())
@@ -28,7 +33,8 @@ def test_variants_side_by_side(tmp_path):
     base, wan, full, wan_whole_chunk = report["variants"]
     assert wan_whole_chunk["settings"]["decode_step"] == 0 and wan_whole_chunk["settings"]["channels_last"]
     assert base["decoder"] == "TAEHV" and wan["decoder"] == "WanVAE"
-    assert full["engine"]["window"] == 9 and full["engine"]["sink"] == 0
+    assert (full["engine"]["window"], full["engine"]["sink"], full["engine"]["positions"]) == (9, 0, "relative")
+    assert base["engine"]["positions"] == "absolute"
     # keys + values, 2 layers x 2 heads x 16 channels, float32, 4 tokens a latent frame, window frames
     assert (base["kv_cache_bytes"], full["kv_cache_bytes"]) == (2 * 2 * 2 * 16 * 4 * 4 * 6, 2 * 2 * 2 * 16 * 4 * 4 * 9)
     assert base["e2e_ratio"] == 1.0

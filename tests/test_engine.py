@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from longlive_cli.engine import EngineConfig, Segment, SinkMode, StreamingGenerator, SwitchPolicy
+from longlive_cli.engine import EngineConfig, SeededNoise, Segment, SinkMode, StreamingGenerator, SwitchPolicy
 from longlive_cli.models.dit import PRESETS, CausalWanDiT, DiTConfig
 from longlive_cli.models.kv_cache import KVCache
 
@@ -214,6 +214,7 @@ def test_bidirectional_forward_without_cache():
         ({"sink": 12, "window": 12}, "sink < window"),
         ({"window": 4, "sink": 3}, "whole chunk"),
         ({"steps": ()}, "denoising step"),
+        ({"positions": "sliding"}, "positions"),
     ],
 )
 def test_engine_config_is_validated(kwargs, message):
@@ -248,3 +249,37 @@ def test_compiled_blocks_after_warm_up_match_eager_and_compile_nothing_more():
     out = run(compiled, segments, 24)
     assert counters["stats"]["unique_graphs"] == graphs, "the stream compiled graphs the warm-up had not met"
     assert (out - expected).abs().max().item() <= 1e-4
+
+
+def test_relative_positions_equal_absolute_until_the_window_fills():
+    """Slot positions are frame numbers while the cache fills, so both modes agree on the first window only."""
+    (p0,) = prompts(1)
+    absolute = run(tiny_generator(), [Segment(0, p0)], 18)
+    relative = run(tiny_generator(positions="relative"), [Segment(0, p0)], 18)
+    torch.testing.assert_close(relative[:, :12], absolute[:, :12], rtol=0, atol=0)
+    assert not torch.allclose(relative[:, 12:], absolute[:, 12:])
+
+
+def test_relative_positions_stream_past_the_rope_table_in_flat_memory():
+    """1053 latent frames (past the 1024-entry table, about 4.4 min of video) with positions bounded by the window."""
+    (p0,) = prompts(1)
+    gen = tiny_generator(frames=1053, positions="relative")
+    ptr = gen.cache.k.data_ptr()
+    starts = []
+    for chunk in gen.stream([Segment(0, p0)], 1053):
+        assert gen.history.shape[1] <= gen.cfg.window
+        starts.append(chunk.start)
+    assert starts[-1] == 1050 and torch.isfinite(chunk.latents).all()
+    assert gen.cache.k.data_ptr() == ptr
+    assert max(start + frames for start, frames, *_ in gen.model.rope._cache) <= gen.cfg.window
+
+
+def test_seeded_noise_makes_a_longer_run_extend_a_shorter_one():
+    """Chunk noise comes from one seeded stream, so a video is the start of any longer video with the same seed."""
+    (p0,) = prompts(1)
+    outs = []
+    for frames in (18, 36):
+        torch.manual_seed(0)
+        gen = StreamingGenerator(CausalWanDiT(TINY).eval(), EngineConfig(positions="relative"), LATENT, SeededNoise(5))
+        outs.append(run(gen, [Segment(0, p0)], frames))
+    torch.testing.assert_close(outs[1][:, :18], outs[0], rtol=0, atol=0)

@@ -14,7 +14,7 @@ from longlive_cli.video import VideoWriter
 from longlive_cli.world.grammar import Attributes, describe, parse
 from longlive_cli.world.timelines import render_timeline
 
-from .fakes import FAST_SPEC, write_converted
+from .fakes import FAST_SPEC, with_engine, write_converted
 
 runner = CliRunner()
 
@@ -31,8 +31,10 @@ def test_ground_truth_video_scores_full_marks(tmp_path):
     timeline = tmp_path / "gt.yaml"
     timeline.write_text(f"duration: 6s\nprompts:\n  - at: 0s\n    text: {texts[0]}\n  - at: 3s\n    text: {texts[1]}\n")
     out = tmp_path / "m.json"
-    result = runner.invoke(app, ["eval", str(video), "--timeline", str(timeline), "--json", str(out)])
+    args = ["eval", str(video), "--timeline", str(timeline), "--json", str(out), "--drift-share", "0.1"]
+    result = runner.invoke(app, args)
     assert result.exit_code == 0, result.output
+    assert "drift: all-attribute adherence 100.0 % in the first part, 100.0 % in the last" in result.output
     report = json.loads(out.read_text())
     assert report["adherence"]["steady"]["all"] >= 0.99
     change = report["segments"][1]
@@ -51,14 +53,29 @@ def test_suite_renders_and_summarises(tmp_path, monkeypatch):
     assert a == evaluate.suite_timelines(evaluate.SUITE[0])
 
 
-def test_the_long_part_comes_back_to_its_first_prompt_in_the_same_words():
-    (long,) = [part for part in evaluate.SUITE if part.returning]
-    for prompts in evaluate.suite_timelines(long):
-        assert len(prompts) == long.changes + 1 and prompts[-1][1] == prompts[0][1]
-        assert prompts[1][0] >= 0.2 * long.duration_s and prompts[-1][0] <= 0.8 * long.duration_s - 10
-        assert len({text for _, text in prompts[1:-1]} - {prompts[0][1]}) == long.changes - 1
-    firsts = [parse(prompts[0][1]).attributes() for prompts in evaluate.suite_timelines(long)]
+def test_the_long_parts_come_back_to_their_first_prompt_in_the_same_words():
+    long240, long20 = [part for part in evaluate.SUITE if part.returning]
+    assert (long240.duration_s, long240.extended, long20.duration_s, long20.extended) == (240, False, 1200, True)
+    for long in (long240, long20):
+        for prompts in evaluate.suite_timelines(long):
+            assert len(prompts) == long.changes + 1 and prompts[-1][1] == prompts[0][1]
+            assert prompts[1][0] >= 0.2 * long.duration_s and prompts[-1][0] <= 0.8 * long.duration_s - 10
+            assert len({text for _, text in prompts[1:-1]} - {prompts[0][1]}) == long.changes - 1
+    firsts = [parse(prompts[0][1]).attributes() for prompts in evaluate.suite_timelines(long240)]
     assert {(a.color, a.shape) == ("green", "triangle") for a in firsts} == {True, False}, "both held-out families"
+
+
+def test_extended_parts_run_only_when_named(tmp_path, monkeypatch):
+    """The 20 min part stays out of the default suite; asked for, it renders past the RoPE table."""
+    long = evaluate.SuitePart("longer", runs=1, duration_s=65.0, changes=2, seed=9, returning=True, extended=True)
+    monkeypatch.setattr(
+        evaluate, "SUITE", (evaluate.SuitePart("short", runs=1, duration_s=2.0, changes=0, seed=5), long)
+    )
+    bundle = load_bundle(write_converted(tmp_path / "m.safetensors", with_engine(FAST_SPEC, steps=(1000,))))
+    assert list(evaluate.run_suite(bundle)["rows"]) == ["short"]
+    monkeypatch.setattr(bundle.dit.rope, "max_positions", 64)  # 65 s is 261 latent frames: past a 64-entry table
+    report = evaluate.run_suite(bundle, parts=["longer"])
+    assert list(report["rows"]) == ["longer"] and report["rows"]["longer"]["frames"] == 1040
 
 
 def test_eval_usage_errors(tmp_path):

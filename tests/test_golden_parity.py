@@ -64,13 +64,8 @@ def test_schedule_matches_reference_tables(dit_golden):
     assert sched.warped().tolist() == pytest.approx([1000.0, 937.5, 833.3333, 625.0], abs=1e-3)
 
 
-@pytest.mark.parametrize(
-    ("case", "compiled"),
-    [("single", False), ("switch_keep_sink", False), ("switch_reanchor_sink", False), ("two_switches_early", False),
-     ("switch_keep_sink", True)],
-)  # fmt: skip
-def test_dit_stream_case(dit_golden, case, compiled):
-    meta, t = dit_golden
+def run_case(meta: dict, t: dict, case: str, positions: str = "absolute", compiled: bool = False) -> tuple:
+    """Stream a golden case through the engine with the recorded noise; (latents [1, F, C, H, W], switch frames)."""
     spec = meta["cases"][case]
     model = build_dit(meta, t)
     if compiled:
@@ -84,6 +79,7 @@ def test_dit_stream_case(dit_golden, case, compiled):
         shift=meta["timestep_shift"],
         context_noise=meta["context_noise"],
         sink_mode=SinkMode.KEEP if spec["global_sink"] else SinkMode.REANCHOR,
+        positions=positions,
     )
     noise = ReplayNoise(t["noise"], t[f"{case}.renoise"])
     gen = StreamingGenerator(model, cfg, (lat["channels"], lat["height"], lat["width"]), noise)
@@ -92,16 +88,57 @@ def test_dit_stream_case(dit_golden, case, compiled):
         Segment(s, t[f"context.{p}"], SwitchPolicy.RECACHE) for s, p in zip(starts, spec["prompts"], strict=True)
     ]
     chunks = list(gen.stream(segments, lat["frames"]))
-    out = torch.cat([c.latents for c in chunks], dim=1).cpu()
+    return torch.cat([c.latents for c in chunks], dim=1).cpu(), [c.start for c in chunks if c.switched]
+
+
+@pytest.mark.parametrize(
+    ("case", "compiled"),
+    [("single", False), ("switch_keep_sink", False), ("switch_reanchor_sink", False), ("two_switches_early", False),
+     ("switch_keep_sink", True)],
+)  # fmt: skip
+def test_dit_stream_case(dit_golden, case, compiled):
+    meta, t = dit_golden
+    out, landed = run_case(meta, t, case, compiled=compiled)
     expected = t[f"{case}.output"]
     err = (out - expected).abs().max().item()
     assert err <= 1e-4, f"{case}: max abs error {err:.3g}"
-    landed = [c.start for c in chunks if c.switched]
     if case == "two_switches_early":
         assert landed == [4, 12]
     if case != "single":
         n = landed[0]
         torch.testing.assert_close(out[:, :n], t["single.output"][:, :n], rtol=0, atol=1e-5)
+
+
+@pytest.fixture(scope="module")
+def infinity_golden():
+    meta = json.loads((GOLDEN / "dit_infinity.json").read_text())
+    return meta, load_file(GOLDEN / "dit_infinity.safetensors")
+
+
+@pytest.mark.parametrize(
+    ("case", "compiled"),
+    [("single_long", False), ("switch_keep_sink", False), ("switch_reanchor_sink", False), ("single_long", True)],
+)
+def test_dit_infinity_case(infinity_golden, case, compiled):
+    """Relative positions reproduce LongLive's infinite-length mode: un-rotated cache, slot-relative RoPE."""
+    meta, t = infinity_golden
+    out, landed = run_case(meta, t, case, positions="relative", compiled=compiled)
+    err = (out - t[f"{case}.output"]).abs().max().item()
+    assert err <= 1e-4, f"{case}: max abs error {err:.3g}"
+    if case != "single_long":
+        assert landed == [18]
+        torch.testing.assert_close(out[:, :18], t["single_long.output"][:, :18], rtol=0, atol=1e-5)
+
+
+def test_dit_infinity_absolute_positions_are_the_ordinary_mode(infinity_golden):
+    """Absolute positions on the same 40 frames give the ordinary mode and miss the infinite one by far."""
+    meta, t = infinity_golden
+    out, _ = run_case(meta, t, "plain_single_long", positions="absolute")
+    err = (out - t["plain_single_long.output"]).abs().max().item()
+    assert err <= 1e-4, f"plain_single_long: max abs error {err:.3g}"
+    miss = (out - t["single_long.output"]).abs()
+    assert miss[:, :6].max().item() <= 1e-5  # the window is not full yet: both modes agree
+    assert miss[:, 6:].max().item() > 100 * 1e-4
 
 
 def golden_weights(name: str) -> tuple[dict, dict[str, torch.Tensor], dict[str, torch.Tensor]]:

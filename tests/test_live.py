@@ -185,6 +185,9 @@ def test_cli_live_from_stdin_records_and_replays(tmp_path, model):
     assert "steer: http://127.0.0.1:" in result.output and "unknown command ':bogus'" in result.output
     side = json.loads(out.with_suffix(".json").read_text())
     assert side["result"]["stopped_by"] == "eof"
+    # No --duration: it runs until stopped, so past the RoPE table, in relative positions, which the replay keeps.
+    assert (side["settings"]["limit_s"], side["settings"]["positions"]) == (86400, "relative")
+    assert parse_timeline(out.with_suffix(".yaml").read_text()).positions == "relative"
     assert [(c["text"], c["policy"], c["source"]) for c in side["changes"]] == [
         ("a red circle moving right", None, "stdin"),
         ("blue square", "keep", "stdin"),
@@ -403,7 +406,8 @@ def test_bad_input_exits_1(tmp_path, model):
     base = ["live", "--model", str(model), "--port", "0", "--no-pace"]
     cases = [
         (["live", "--model", str(tmp_path / "none.safetensors")], "model not found"),
-        ([*base, "--duration", "241s"], "240"),
+        ([*base, "--duration", "24h1s"], "24h"),
+        ([*base, "--duration", "5m", "--positions", "absolute"], "--positions: absolute positions end after 1024"),
         ([*base, "  "], "empty prompt"),
         ([*base, "--record", str(tmp_path / "taken.mp4")], "--overwrite"),
         ([*base, "--record", str(tmp_path / "no" / "x.mp4")], "does not exist"),

@@ -17,7 +17,7 @@ from typer.testing import CliRunner
 from longlive_cli.cli import app
 from longlive_cli.video import read_video_info
 
-from .fakes import write_converted
+from .fakes import FAST_SPEC, with_engine, write_converted
 
 runner = CliRunner()
 
@@ -55,7 +55,7 @@ def test_timeline_with_two_changes_renders_mp4_and_sidecar(tmp_path, model):
     assert (info["frames"], info["width"], info["height"], info["fps"]) == (48, 32, 32, 16)
     side = json.loads(out.with_suffix(".json").read_text())
     assert side["result"] == {"frames_written": 48, "complete": True, "interrupted": False}
-    assert side["settings"]["seed"] == 7
+    assert (side["settings"]["seed"], side["settings"]["positions"]) == (7, "absolute")
     landed = [(c["requested_s"], c["landed_s"], c["policy"]) for c in side["changes"]]
     assert landed == [(0.0, 0.0, None), (1.0, 1.3125, "recache"), (2.0, 2.0625, "clear")]
     assert not list(tmp_path.glob("*.partial*"))
@@ -186,7 +186,11 @@ def _bad(tmp_path: Path, model: Path) -> dict[str, tuple[list[str], str]]:
             [t("order.yaml", "duration: 5s\nprompts:\n  - at: 2s\n    text: a\n  - at: 1s\n    text: b\n")],
             "order.yaml:",
         ),
-        "too_long": ([t("long.yaml", "duration: 241s\nprompts:\n  - at: 0\n    text: a\n")], "240"),
+        "too_long": ([t("long.yaml", "duration: 25h\nprompts:\n  - at: 0\n    text: a\n")], "24h"),
+        "absolute_too_long": (
+            [t("abs.yaml", "duration: 5m\nattention: {positions: absolute}\nprompts:\n  - at: 0\n    text: a\n")],
+            "abs.yaml: attention.positions: absolute positions end after 1024 latent frames",
+        ),
         "negative": ([t("neg.yaml", "duration: -2s\nprompts:\n  - at: 0\n    text: a\n")], "negative"),
         "no_text": ([t("notext.yaml", "duration: 2s\nprompts:\n  - at: 0\n")], "text"),
         "types": ([t("types.yaml", good + "fps: fast\n")], "fps"),
@@ -205,8 +209,8 @@ def _bad(tmp_path: Path, model: Path) -> dict[str, tuple[list[str], str]]:
 
 
 BAD_CASES = [
-    "syntax", "typo", "order", "too_long", "negative", "no_text", "types", "empty", "binary", "huge",
-    "missing_timeline", "missing_model", "corrupt_model", "unwritable", "existing", "bad_size", "small_window",
+    "syntax", "typo", "order", "too_long", "absolute_too_long", "negative", "no_text", "types", "empty", "binary",
+    "huge", "missing_timeline", "missing_model", "corrupt_model", "unwritable", "existing", "bad_size", "small_window",
     "fp8_on_cpu",
 ]  # fmt: skip
 
@@ -229,13 +233,52 @@ def test_usage_errors_exit_2(tmp_path, model):
     assert runner.invoke(app, ["render", "x.yaml", "--prompt", "a"]).exit_code == 2
     assert runner.invoke(app, ["render", "--prompt", "a", "--progress", "loud"]).exit_code == 2
     assert runner.invoke(app, ["render", "--prompt", "a", "--bogus"]).exit_code == 2
+    assert runner.invoke(app, ["render", "--prompt", "a", "--positions", "sideways"]).exit_code == 2
+
+
+@pytest.mark.parametrize(
+    ("body", "override", "expected"),
+    [
+        ("duration: 4m", None, "absolute"),  # 961 latent frames fit the 1024-entry RoPE table
+        ("duration: 5m", None, "relative"),  # 1201 do not: auto switches
+        ("duration: 5m\nswitch: clear", None, "absolute"),  # a clear at 2:30 restarts the frame count
+        ("duration: 10s\nattention: {positions: relative}", None, "relative"),
+        ("duration: 10s\nattention: {positions: relative}", "absolute", "absolute"),
+        ("duration: 2h", None, "relative"),
+    ],
+)
+def test_positions_resolve_from_length_timeline_and_command(model, body, override, expected):
+    from longlive_cli.bundle import load_bundle
+    from longlive_cli.render import RenderSettings
+    from longlive_cli.timeline import parse_timeline
+
+    prompts = "prompts:\n  - at: 0\n    text: a\n  - at: 2m30s\n    text: b\n"
+    if "2h" in body or "10s" in body:
+        prompts = "prompts:\n  - at: 0\n    text: a\n"
+    settings = RenderSettings.resolve(parse_timeline(f"{body}\n{prompts}"), load_bundle(model), positions=override)
+    assert settings.engine.positions == expected
+
+
+def test_relative_positions_render_and_say_so_in_the_sidecar(tmp_path, model):
+    out = tmp_path / "rel.mp4"
+    args = ["render", "--prompt", "a red circle", "--duration", "3s", "--model", str(model), "-o", str(out)]
+    result = runner.invoke(app, [*args, "--positions", "relative", "--progress", "none"])
+    assert result.exit_code == 0, result.output
+    assert read_video_info(out)["frames"] == 48
+    assert json.loads(out.with_suffix(".json").read_text())["settings"]["positions"] == "relative"
 
 
 def test_check_reports_landings_and_errors(tmp_path, model):
     path = timeline(tmp_path, model, TWO_CHANGES)
     result = runner.invoke(app, ["check", str(path)])
     assert result.exit_code == 0, result.output
-    assert "1.312 s" in result.output and "clear" in result.output
+    assert "1.312 s" in result.output and "clear" in result.output and "absolute positions" in result.output
+    long = timeline(tmp_path, model, "duration: 1h\nprompts:\n  - at: 0\n    text: a\n", "long.yaml")
+    result = runner.invoke(app, ["check", str(long)])
+    assert result.exit_code == 0 and "relative positions" in result.output, result.output
+    body = "duration: 5m\nattention: {positions: absolute}\nprompts:\n  - at: 0\n    text: a\n"
+    result = runner.invoke(app, ["check", str(timeline(tmp_path, model, body, "abs.yaml"))])
+    assert result.exit_code == 1 and "abs.yaml: attention.positions: absolute positions end" in result.output
     bad = timeline(tmp_path, model, "duration: 2s\nprompts: []\n", "bad.yaml")
     result = runner.invoke(app, ["check", str(bad)])
     assert result.exit_code == 1 and "bad.yaml" in result.output
@@ -289,3 +332,16 @@ def test_rich_progress_into_a_pipe_prints_lines_not_a_bar(tmp_path, model):
     assert any("prompt 1" in line and "lands at 1.31 s (recache)" in line for line in lines)
     assert any(line.startswith("wrote ") for line in lines)
     assert not any("/48 frames" in line or "…" in line for line in lines), result.output
+
+
+def test_a_video_past_the_rope_table_renders_whole_in_relative_positions(tmp_path):
+    """4100 frames (256 s, 1026 latent frames) need relative positions; auto picks them and the MP4 is complete."""
+    model = write_converted(tmp_path / "one_step.safetensors", with_engine(FAST_SPEC, steps=(1000,)))
+    out = tmp_path / "long.mp4"
+    args = ["render", "--prompt", "a red circle", "--duration", "4100f", "--model", str(model), "-o", str(out)]
+    result = runner.invoke(app, [*args, "--size", "16x16", "--progress", "none"])
+    assert result.exit_code == 0, result.output
+    assert read_video_info(out)["frames"] == 4100
+    side = json.loads(out.with_suffix(".json").read_text())
+    assert (side["settings"]["latent_frames"], side["settings"]["positions"]) == (1026, "relative")
+    assert side["result"]["complete"]

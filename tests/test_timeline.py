@@ -31,7 +31,7 @@ duration: 20s
 fps: 16
 seed: 42
 size: 128x128
-attention: {window: 12, sink: 3}
+attention: {window: 12, sink: 3, positions: Relative}
 quantize: int8
 switch: recache
 prompts:
@@ -61,7 +61,7 @@ def test_full_file_parses_to_expected_values(tmp_path):
     assert t.model_path == (tmp_path / "models/longlive.safetensors").absolute()
     assert t.output == (tmp_path / "out/demo.mp4").absolute()
     assert (t.duration, t.fps, t.seed, t.size) == (20.0, 16, 42, (128, 128))
-    assert (t.window, t.sink, t.quantize, t.switch) == (12, 3, "int8", "recache")
+    assert (t.window, t.sink, t.positions, t.quantize, t.switch) == (12, 3, "relative", "int8", "recache")
     assert t.prompts == (
         PromptChange(0.0, "a red circle moving right on a gray background", None, 12),
         PromptChange(8.0, "the red circle turns blue and moves up", "keep", 14),
@@ -73,7 +73,7 @@ def test_full_file_parses_to_expected_values(tmp_path):
 def test_defaults_and_tiny_model():
     t = parse_timeline(timeline_with(("0", "a cat")))
     assert (t.path, t.model, t.model_path, t.output) == (None, "tiny", None, None)
-    assert (t.fps, t.seed, t.size, t.window, t.sink) == (16, 0, None, None, None)
+    assert (t.fps, t.seed, t.size, t.window, t.sink, t.positions) == (16, 0, None, None, None, "auto")
     assert (t.quantize, t.switch) == ("none", "recache")
 
 
@@ -98,13 +98,20 @@ def test_null_optional_keys_mean_default():
         ("1m 30s", 90.0),
         ("20S", 20.0),
         ("0", 0.0),
+        ("1h", 3600.0),
+        ("90m", 5400.0),
+        ("1h30m", 5400.0),
+        ("1.5h", 5400.0),
+        ("2h 0m 30s", 7230.0),
+        ("2:00:00", 7200.0),
+        ("1:02:03.5", 3723.5),
     ],
 )
 def test_time_syntax(value, seconds):
     assert parse_time(value, 16, "duration") == pytest.approx(seconds)
 
 
-@pytest.mark.parametrize("value", ["-5s", "abc", "1h", "1.5f", "", None, [1], True, float("inf")])
+@pytest.mark.parametrize("value", ["-5s", "abc", "1h30", "1:60:00", "h", "1.5f", "", None, [1], True, float("inf")])
 def test_bad_times_name_the_key(value):
     with pytest.raises(TimelineError, match="duration") as info:
         parse_time(value, 16, "duration")
@@ -213,8 +220,9 @@ BAD = [
     ("out-of-order", timeline_with(("0s", "a"), ("10s", "b"), ("8s", "c")), 7, "prompts[2].at", ["8s after 10s"]),
     ("equal-times", timeline_with(("0s", "a"), ("8s", "b"), ("8s", "c")), 7, "prompts[2].at", ["two prompts at 8s"]),
     ("first-not-zero", timeline_with(("2s", "a")), 3, "prompts[0].at", ["first prompt must be at 0s, got 2s"]),
-    ("too-long", timeline_with(("0s", "a"), duration="241s"), 1, "duration", ["241s is too long", "240s"]),
-    ("too-long-frames", timeline_with(("0s", "a"), duration="4000f"), 1, "duration", ["250s is too long"]),
+    ("too-long", timeline_with(("0s", "a"), duration="24h1s"), 1, "duration", ["86401s is too long", "24h"]),
+    ("too-long-clock", timeline_with(("0s", "a"), duration="25:00:00"), 1, "duration", ["90000s is too long"]),
+    ("too-long-frames", timeline_with(("0s", "a"), duration="1382416f"), 1, "duration", ["86401s is too long"]),
     ("at-after-end", timeline_with(("0s", "a"), ("25s", "b")), 5, "prompts[1].at", ["25s", "duration 20s"]),
     ("at-equals-end", timeline_with(("0s", "a"), ("20s", "b")), 5, "prompts[1].at", ["not before the end"]),
     ("negative-at", timeline_with(("0s", "a"), ("-1s", "b")), 5, "prompts[1].at", ["negative time '-1s'"]),
@@ -250,6 +258,7 @@ BAD = [
     ("sink-ge-window", V + "attention: {window: 3, sink: 3}\n" + P, 2, "attention.sink", ["smaller than window 3"]),
     ("window-string", V + "attention:\n  window: big\n" + P, 3, "attention.window", ["whole number"]),
     ("attention-list", V + "attention: [12, 3]\n" + P, 2, "attention", ["expected a mapping"]),
+    ("positions-typo", V + "attention:\n  positions: relativ\n" + P, 3, "attention.positions", ["'relative'?"]),
     ("version-2", "version: 2\n" + V + P, 1, "version", ["unsupported version 2", "version 1"]),
     ("missing-duration", "# my show\nfps: 16\n" + P, 2, "duration", ["missing", "duration: 20s"]),
     ("top-level-list", "- at: 0s\n  text: a\n", 1, None, ["expected keys like 'duration:'", "a list"]),

@@ -39,7 +39,7 @@ from .video import DecodeBehind, VideoWriter, to_uint8_frames
 PRESETS = {"longlive-1.3b": LONGLIVE_13B}
 OVERRIDABLE = (
     "window", "sink", "quantize", "decoder", "dtype", "compile", "size", "sdpa", "decode_step", "channels_last",
-    "trace_memory", "overlap",
+    "trace_memory", "overlap", "positions",
 )  # fmt: skip
 SDPA = {
     "cudnn": SDPBackend.CUDNN_ATTENTION,
@@ -71,6 +71,7 @@ class BenchSettings:
     channels_last: bool | None = None  # Wan VAE convolution layout; None: the loader's (channels-last on CUDA)
     trace_memory: bool = False  # CUDA: which source lines hold the memory at the peak (slows the variant down)
     overlap: bool = False  # decode each chunk on a second CUDA stream while the next chunk's DiT runs
+    positions: str = "absolute"  # RoPE positions: absolute | relative (re-rotates the cached keys every call)
     write: bool = False
 
     def with_overrides(self, text: str) -> BenchSettings:
@@ -169,6 +170,7 @@ def run_variant(s: BenchSettings) -> dict:
     engine = spec.engine
     if s.window is not None or s.sink is not None:
         engine = replace(engine, window=s.window or engine.window, sink=engine.sink if s.sink is None else s.sink)
+    engine = replace(engine, positions=s.positions)
     width, height = (int(v) for v in s.size.split("x")) if s.size else spec.size
     stride = spec.vae.space_stride
     latent = (spec.vae.z_dim, height // stride, width // stride)
@@ -261,6 +263,7 @@ def run_variant(s: BenchSettings) -> dict:
             "chunk": engine.chunk_frames,
             "window": engine.window,
             "sink": engine.sink,
+            "positions": engine.positions,
             "steps": len(engine.steps),
         },  # fmt: skip
         "size": f"{width}x{height}",

@@ -31,11 +31,20 @@ from .bundle import (
 from .checkpoints import CheckpointError
 from .download import LONGLIVE, MODELS, WAN, is_hub_id, repos_of
 from .extras import MissingExtra
+from .models.rope import MAX_POSITIONS
 from .notices import setting_warnings, vocabulary_warnings
 from .outputs import OutputError, draw_seed, plan_outputs
 from .quantize import MODES, QuantizeError, quantize_dit, weight_bytes
-from .render import RenderError, RenderSettings, render
-from .timeline import Timeline, TimelineError, load_timeline, plan_changes, single_prompt_timeline
+from .render import RenderError, RenderSettings, positions_for, render
+from .timeline import (
+    MAX_SECONDS,
+    POSITION_MODES,
+    Timeline,
+    TimelineError,
+    load_timeline,
+    plan_changes,
+    single_prompt_timeline,
+)
 from .train.cli import train
 
 
@@ -137,6 +146,16 @@ def resolve_dtype(dtype: str | None, device: str):
     return getattr(torch, DTYPES[dtype])
 
 
+POSITIONS_HELP = "RoPE time positions: auto (relative past the 1024-frame table) | absolute | relative"
+
+
+def _check_positions(positions: str | None) -> None:
+    if positions is not None and positions not in POSITION_MODES:
+        raise typer.BadParameter(
+            f"choose one of {', '.join(POSITION_MODES)}, got {positions!r}", param_hint="--positions"
+        )
+
+
 def _parse_size(size: str | None) -> tuple[int, int] | None:
     if size is None:
         return None
@@ -204,9 +223,10 @@ def render_cmd(
     ] = None,
     window: Annotated[int | None, typer.Option(help="Attention window in latent frames, sink included.")] = None,
     sink: Annotated[int | None, typer.Option(help="Frame-sink size in latent frames.")] = None,
+    positions: Annotated[str | None, typer.Option(help=POSITIONS_HELP + " (overrides the timeline)")] = None,
     prompt: Annotated[str | None, typer.Option(help="Render one prompt instead of timelines.")] = None,
     duration: Annotated[
-        str | None, typer.Option(help="Length for --prompt (default 10s): 10s, 1m30s, 160f ...")
+        str | None, typer.Option(help="Length for --prompt (default 10s): 10s, 1m30s, 1h, 2:00:00, 160f ...")
     ] = None,
     size: Annotated[str | None, typer.Option(help="WxH, multiples of 16 (overrides the timeline).")] = None,
     decoder: Annotated[
@@ -230,11 +250,16 @@ def render_cmd(
         raise typer.BadParameter("choose rich, json or none", param_hint="--progress")
     if quantize is not None and quantize not in MODES:
         raise typer.BadParameter(f"choose one of {', '.join(MODES)}", param_hint="--quantize")
+    _check_positions(positions)
     wh = _parse_size(size)
     _interrupt_on_sigterm()
     try:
         if prompt is not None:
-            jobs = [single_prompt_timeline(prompt, duration or "10s", model=model, window=window, sink=sink)]
+            jobs = [
+                single_prompt_timeline(
+                    prompt, duration or "10s", model=model, window=window, sink=sink, positions=positions
+                )
+            ]
         else:
             jobs = [load_timeline(p) for p in timelines]
         seeds = [draw_seed(seed, job.seed) for job in jobs]
@@ -250,7 +275,14 @@ def render_cmd(
         try:
             bundle = bundles.get(model or _model_of(timeline), quantize or timeline.quantize)
             settings = RenderSettings.resolve(
-                timeline, bundle, seed=job_seed, window=window, sink=sink, size=wh, quantize=quantize
+                timeline,
+                bundle,
+                seed=job_seed,
+                window=window,
+                sink=sink,
+                size=wh,
+                quantize=quantize,
+                positions=positions,
             )
             sink_fn = _progress(progress, quiet, target, rank)
             dec = bundles.decoder(bundle, decoder)
@@ -312,12 +344,14 @@ def check(
             spec = _spec_for(timeline)
             chunk = spec.engine.chunk_frames
             tokenizer = read_tokenizer(str(_model_of(timeline)))
+            positions = positions_for(timeline, chunk, MAX_POSITIONS)
         except USER_ERRORS as e:
             err.print(f"[bold red]error:[/] {e}", soft_wrap=True)
             failures += 1
             continue
         plan = plan_changes(timeline, chunk)
-        table = Table(title=f"{path}: {timeline.duration:g} s, {plan.video_frames} frames at {timeline.fps} fps")
+        title = f"{path}: {timeline.duration:g} s, {plan.video_frames} frames at {timeline.fps} fps"
+        table = Table(title=f"{title}, {positions} positions")
         for col in ("#", "requested", "lands at", "switch", "prompt"):
             table.add_column(col)
         for i, (change, (_, _, landed_s)) in enumerate(zip(timeline.prompts, plan.changes, strict=True)):
@@ -572,7 +606,10 @@ def live(
         Path | None, typer.Option(help="Write the video to this MP4, with a timeline .yaml that replays it.")
     ] = None,
     overwrite: Annotated[bool, typer.Option(help="Replace an existing recording.")] = False,
-    duration: Annotated[str, typer.Option(help="Length limit: 240s, 1m30s, 400f ...")] = "240s",
+    duration: Annotated[
+        str | None, typer.Option(help="Length limit: 90s, 10m, 1h, 2:00:00 ... (default: until stopped, 24h at most)")
+    ] = None,
+    positions: Annotated[str, typer.Option(help=POSITIONS_HELP)] = "auto",
     pace: Annotated[bool, typer.Option(help="Generate at the video's frame rate (--no-pace: flat out).")] = True,
     keep_running: Annotated[bool, typer.Option(help="Go on after the end of standard input.")] = False,
     compile: Annotated[
@@ -586,15 +623,17 @@ def live(
 
     if quantize not in MODES:
         raise typer.BadParameter(f"choose one of {', '.join(MODES)}", param_hint="--quantize")
+    _check_positions(positions)
     wh = _parse_size(size)
     _interrupt_on_sigterm()
     try:
         first = None if prompt is None else clean_text(prompt)
-        timeline = single_prompt_timeline(first or "live", duration, model=model, seed=seed)
+        limit = duration if duration is not None else MAX_SECONDS
+        timeline = single_prompt_timeline(first or "live", limit, model=model, seed=seed, positions=positions)
         dev = resolve_device(device)
         bundles = BundleCache(dev, resolve_dtype(dtype, dev), compile)
         bundle = bundles.get(model, quantize)
-        settings = RenderSettings.resolve(timeline, bundle, size=wh)
+        settings = RenderSettings.resolve(timeline, bundle, size=wh, positions=positions)
         options = LiveOptions(
             max_frames=timeline.frames(),
             prompt=first,
@@ -664,9 +703,13 @@ def eval_cmd(
     policy: Annotated[str, typer.Option(help="Switch policy for --suite: recache | keep | clear")] = "recache",
     long: Annotated[bool, typer.Option(help="Include the 240 s runs in --suite.")] = True,
     part: Annotated[
-        list[str] | None, typer.Option(help="Only this suite part, by name (repeatable), e.g. 'long 240 s'.")
+        list[str] | None,
+        typer.Option(help="Only this suite part, by name (repeatable), e.g. 'long 240 s'; 'long 20 min' runs only so."),
     ] = None,
     json_out: Annotated[Path | None, typer.Option("--json", help="Write every figure here.")] = None,
+    drift_share: Annotated[
+        float, typer.Option(min=0.01, max=0.5, help="For a VIDEO: the first and last share compared for drift.")
+    ] = 0.2,
 ) -> None:
     """ShapesWorld metrics: adherence, switch latency, continuity and drift, for one video or a model."""
     from .engine import SwitchPolicy
@@ -684,7 +727,7 @@ def eval_cmd(
         raise typer.BadParameter("choose recache, keep or clear", param_hint="--policy")
     try:
         if video is not None:
-            report = eval_video(video, timeline_of(video) if timeline is None else load_timeline(timeline))
+            report = eval_video(video, timeline_of(video) if timeline is None else load_timeline(timeline), drift_share)
             for w in report["warnings"]:
                 _warn(w)
             _print_video_metrics(report)
@@ -713,6 +756,8 @@ def _print_video_metrics(report: dict) -> None:
         table.add_row(str(i), f"{seg['at_s']:g} s", _pct(seg["adherence_all"]), latency, continuity)
     print_table(table)
     out.print("steady adherence: " + ", ".join(f"{k} {_pct(v)}" for k, v in steady.items()))
+    first, last = report["drift"]["first"]["adherence_all"], report["drift"]["last"]["adherence_all"]
+    out.print(f"drift: all-attribute adherence {_pct(first)} in the first part, {_pct(last)} in the last")
 
 
 def _print_suite(report: dict, name: str) -> None:

@@ -14,6 +14,7 @@ from enum import Enum
 import torch
 
 from .models.dit import CausalWanDiT, PromptKV
+from .models.kv_cache import POSITIONS
 from .sampler import ChunkSampler, NoiseSource, SeededNoise
 
 
@@ -43,8 +44,11 @@ class EngineConfig:
     shift: float = 5.0
     context_noise: float = 0.0
     sink_mode: SinkMode = SinkMode.KEEP
+    positions: str = "absolute"  # or "relative": window-relative RoPE, LongLive's infinite-length mode
 
     def __post_init__(self) -> None:
+        if self.positions not in POSITIONS:
+            raise ValueError(f"positions must be one of {', '.join(POSITIONS)}, got {self.positions!r}")
         if self.chunk_frames < 1:
             raise ValueError(f"chunk_frames must be >= 1, got {self.chunk_frames}")
         if not 0 <= self.sink < self.window:

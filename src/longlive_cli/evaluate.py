@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -35,6 +35,7 @@ class SuitePart:
     seed: int
     held_out: bool = True
     returning: bool = False  # the last change brings back the first prompt, in the same words, for drift
+    extended: bool = False  # run only when asked for by name: too long for the default suite, reported apart
 
 
 SUITE = (
@@ -42,6 +43,7 @@ SUITE = (
     SuitePart("single 20 s, seen", runs=8, duration_s=20.0, changes=0, seed=150, held_out=False),
     SuitePart("changes 20 s", runs=8, duration_s=20.0, changes=3, seed=200),
     SuitePart("long 240 s", runs=4, duration_s=240.0, changes=5, seed=303, returning=True),
+    SuitePart("long 20 min", runs=2, duration_s=1200.0, changes=9, seed=404, returning=True, extended=True),
 )
 
 
@@ -68,9 +70,9 @@ def timeline_of(video: Path) -> Timeline:
     return parse_timeline(json.dumps(fields), side)
 
 
-def eval_video(path: Path, timeline: Timeline) -> dict:
-    """Metrics of an MP4 rendered from ``timeline``; a video shorter than it is scored as far as it goes, with a
-    warning, and prompts after its end are left out."""
+def eval_video(path: Path, timeline: Timeline, drift_share: float = MetricsConfig.drift_share) -> dict:
+    """Metrics of an MP4 rendered from ``timeline``; drift compares its first and last ``drift_share``; a video
+    shorter than its timeline is scored as far as it goes, with a warning, and prompts after its end are left out."""
     frames = np.stack(list(read_frames(path)))
     seconds, expected = len(frames) / timeline.fps, timeline.frames()
     prompts = [(p.at, p.text) for p in timeline.prompts if p.at < seconds]
@@ -82,7 +84,7 @@ def eval_video(path: Path, timeline: Timeline) -> dict:
             f"({timeline.duration:g} s); scoring what there is"
             + (f", without the {left_out} prompt(s) after the end" if left_out else "")
         )
-    return {**evaluate(frames, timeline.fps, prompts), "warnings": warnings}
+    return {**evaluate(frames, timeline.fps, prompts, MetricsConfig(drift_share=drift_share)), "warnings": warnings}
 
 
 def suite_timelines(part: SuitePart) -> list[list[tuple[float, str]]]:
@@ -105,20 +107,22 @@ def suite_timelines(part: SuitePart) -> list[list[tuple[float, str]]]:
 def render_frames(
     bundle: Bundle, prompts: Sequence[tuple[float, str]], duration_s: float, seed: int, policy: SwitchPolicy
 ) -> np.ndarray:
-    """uint8 frames [N, H, W, 3] of a timeline rendered in memory with the model's default decoder."""
+    """uint8 frames [N, H, W, 3] of a timeline rendered in memory with the model's default decoder.
+
+    RoPE positions are chosen as ``render`` chooses them by default: relative when the video outruns the table.
+    """
     spec = bundle.spec
     chunk = spec.engine.chunk_frames
     total = round(duration_s * spec.fps)
+    latents = latent_frames_for(total, chunk)
+    engine = replace(spec.engine, positions="relative" if latents > bundle.dit.rope.max_positions else "absolute")
     context = torch.cat([bundle.text.encode([text]) for _, text in prompts])
     segments = [
         Segment(requested_latent(at, spec.fps), context[i : i + 1], policy) for i, (at, _) in enumerate(prompts)
     ]
-    gen = StreamingGenerator(bundle.dit, spec.engine, spec.latent_shape, SeededNoise(seed))
+    gen = StreamingGenerator(bundle.dit, engine, spec.latent_shape, SeededNoise(seed))
     stream = bundle.decoder().stream()
-    pieces = [
-        to_uint8_frames(stream(c.latents.transpose(1, 2)))
-        for c in gen.stream(segments, latent_frames_for(total, chunk))
-    ]
+    pieces = [to_uint8_frames(stream(c.latents.transpose(1, 2))) for c in gen.stream(segments, latents)]
     return np.concatenate(pieces)[:total]
 
 
@@ -129,13 +133,19 @@ def run_suite(
     progress=None,
     parts: Sequence[str] = (),
 ) -> dict[str, dict]:
-    """One summary row per suite part (all, or those named in ``parts``), plus every run's full metrics."""
+    """One summary row per suite part (those named in ``parts``, else all but the extended ones), plus every run's
+    full metrics."""
     unknown = [name for name in parts if name not in {p.name for p in SUITE}]
     if unknown:
         raise ValueError(f"unknown suite part '{unknown[0]}'; the parts are: {', '.join(p.name for p in SUITE)}")
     rows, runs = {}, {}
     for part in SUITE:
-        if (part.changes and part.duration_s > 60 and not long) or (parts and part.name not in parts):
+        named = part.name in parts
+        if (
+            (part.changes and part.duration_s > 60 and not long)
+            or (parts and not named)
+            or (part.extended and not named)
+        ):
             continue
         results = []
         for i, prompts in enumerate(suite_timelines(part)):

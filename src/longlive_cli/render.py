@@ -8,8 +8,10 @@ goes out as plain dict events to whatever sink the caller passes (rich display, 
 from __future__ import annotations
 
 import time
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
+from itertools import pairwise
 from pathlib import Path
 
 import torch
@@ -18,10 +20,12 @@ from . import __version__
 from .bundle import Bundle
 from .engine import EngineConfig, SeededNoise, Segment, StreamingGenerator, SwitchPolicy
 from .notices import setting_warnings, vocabulary_warnings
-from .timeline import Timeline, plan_changes, video_frame_of_latent
+from .timeline import Timeline, plan_changes, video_frame_of_latent, video_frames_for
 from .video import VideoWriter, sidecar_path, to_uint8_frames, write_sidecar
 
 Events = Callable[[dict], None]
+# Chunk times kept for the sidecar's median: the most recent ones, so hours of video take no more memory.
+RECENT_CHUNK_TIMES = 4096
 
 
 class RenderError(ValueError):
@@ -48,6 +52,7 @@ class RenderSettings:
         sink: int | None = None,
         size: tuple[int, int] | None = None,
         quantize: str | None = None,
+        positions: str | None = None,
     ) -> RenderSettings:
         spec = bundle.spec
         width, height = size or timeline.size or spec.size
@@ -57,8 +62,9 @@ class RenderSettings:
         window = window or timeline.window or spec.engine.window
         if sink is None:
             sink = spec.engine.sink if timeline.sink is None else timeline.sink
+        positions = positions_for(timeline, spec.engine.chunk_frames, bundle.dit.rope.max_positions, positions)
         try:
-            engine = EngineConfig(**{**spec.engine.__dict__, "window": window, "sink": sink})
+            engine = EngineConfig(**{**spec.engine.__dict__, "window": window, "sink": sink, "positions": positions})
         except ValueError as e:
             raise RenderError(f"attention: {e}") from None
         seed = timeline.seed if seed is None else seed
@@ -67,6 +73,33 @@ class RenderSettings:
     def latent_shape(self, bundle: Bundle) -> tuple[int, int, int]:
         s = bundle.spec.vae.space_stride
         return bundle.spec.vae.z_dim, self.size[1] // s, self.size[0] // s
+
+
+def longest_position_run(timeline: Timeline, chunk: int) -> int:
+    """The most latent frames between two restarts of the frame count: the video, cut where a 'clear' lands."""
+    plan = plan_changes(timeline, chunk)
+    cuts = [landed for i, (_, landed, _) in enumerate(plan.changes) if i and timeline.policy_at(i) == "clear"]
+    bounds = [0, *(c for c in cuts if c < plan.latent_frames), plan.latent_frames]
+    return max(b - a for a, b in pairwise(bounds))
+
+
+def positions_for(timeline: Timeline, chunk: int, table: int, override: str | None = None) -> str:
+    """RoPE positions of a render: ``override`` (the command line) or the timeline's; ``auto`` gives absolute
+    positions while the frame count fits the table of ``table`` positions and relative ones past it."""
+    mode = override or timeline.positions
+    run = longest_position_run(timeline, chunk)
+    if mode == "auto":
+        return "relative" if run > table else "absolute"
+    if mode == "absolute" and run > table:
+        key = "--positions" if override else "attention.positions"
+        if timeline.path and not override:
+            key = f"{timeline.path}: {key}"
+        fps = timeline.fps
+        raise RenderError(
+            f"{key}: absolute positions end after {table} latent frames ({video_frames_for(table) / fps:.0f} s "
+            f"at {fps} fps) and this video runs {run} without a 'clear'; use 'relative' (or 'auto') for longer videos"
+        )
+    return mode
 
 
 def render(
@@ -126,6 +159,7 @@ def render(
             "chunk": chunk,
             "window": settings.engine.window,
             "sink": settings.engine.sink,
+            "positions": settings.engine.positions,
             "steps": list(settings.engine.steps),
             "quantize": settings.quantize,
             "decoder": type(decoder).__name__,
@@ -143,7 +177,7 @@ def render(
     for w in sidecar["warnings"]:
         emit({"event": "warning", "message": w})
     written = 0
-    chunk_times: list[float] = []
+    chunk_times: deque[float] = deque(maxlen=RECENT_CHUNK_TIMES)
     first_frame_s = None
     interrupted = False
     writer = VideoWriter(output, settings.fps, settings.size, overwrite=overwrite)

@@ -150,6 +150,7 @@ class ChunkSampler:
             sink_frames=self.cfg.sink,
             dtype=dtype or self.dtype,
             device=self.device,
+            positions=self.cfg.positions,
         )
 
     def _time(self, like: Tensor, t: float) -> Tensor:

@@ -5,11 +5,12 @@ A timeline looks like::
     version: 1
     model: tiny                      # 'tiny' (embedded), a model directory, or a converted .safetensors file
     output: out/demo.mp4             # optional; the CLI's -o wins
-    duration: 20s                    # 20s, 1m30s, 2m, 1:30, 1.5s, 90 (seconds) or 320f (frames); up to 240 s
+    duration: 20s                    # 20s, 1m30s, 2m, 1:30, 1h, 1:30:00, 1.5s, 90 (seconds), 320f; up to 24h
     fps: 16                          # optional, default 16 (the model's native rate)
     seed: 42                         # optional, default 0
     size: 128x128                    # optional WxH, multiples of 16; the model's default otherwise
     attention: {window: 12, sink: 3} # optional, in latent frames; the window counts the sink; sink < window
+                                     # positions: auto | absolute | relative (RoPE time positions; see below)
     quantize: none                   # none | int8 | fp8
     switch: recache                  # default at prompt changes: recache | keep | clear
     prompts:
@@ -18,6 +19,11 @@ A timeline looks like::
       - at: 8s
         text: the red circle turns blue and moves up
         switch: keep                 # this change only
+
+``attention.positions``: ``absolute`` gives each latent frame its frame number as RoPE time position (ordinary
+LongLive; the table ends at 1024 latent frames, about 4 minutes), ``relative`` its slot in the attention window
+(LongLive's infinite-length mode, any length), and ``auto`` (the default) picks absolute when the video fits the
+table and relative when it does not.
 
 Relative ``model`` and ``output`` paths in a file are taken from the timeline's folder, so a timeline and its
 model can move together; for ``single_prompt_timeline`` (the command line) they are taken from the current
@@ -44,13 +50,14 @@ VERSION = 1
 TINY_MODEL = "tiny"
 DEFAULT_FPS = 16
 MAX_FPS = 120
-MAX_SECONDS = 240.0
+MAX_SECONDS = 24 * 3600.0
 MAX_TEXT = 2000
 MAX_BYTES = 1_000_000
 SIZE_MULTIPLE = 16
 MAX_SEED = 2**32 - 1
 QUANTIZE_MODES = ("none", "int8", "fp8")
 SWITCH_POLICIES = ("recache", "keep", "clear")
+POSITION_MODES = ("auto", "absolute", "relative")
 
 TOP_KEYS = (
     "version",
@@ -66,18 +73,19 @@ TOP_KEYS = (
     "prompts",
 )
 PROMPT_KEYS = ("at", "text", "switch")
-ATTENTION_KEYS = ("window", "sink")
-OVERRIDE_KEYS = ("model", "output", "fps", "seed", "size", "window", "sink", "quantize", "switch")
+ATTENTION_KEYS = ("window", "sink", "positions")
+OVERRIDE_KEYS = ("model", "output", "fps", "seed", "size", "window", "sink", "positions", "quantize", "switch")
 
 # Video frames per latent frame after the first, in the Wan VAE's temporal compression.
 VIDEO_FRAMES_PER_LATENT = 4
 
 _NUMBER = r"(?:\d+(?:\.\d*)?|\.\d+)"
 _MINUTES_SECONDS = re.compile(rf"(?:(?P<m>{_NUMBER})\s*m)?\s*(?:(?P<s>{_NUMBER})\s*s?)?")
-_CLOCK = re.compile(r"(?P<m>\d+):(?P<s>[0-5]?\d(?:\.\d*)?)")
+_HOURS = re.compile(rf"(?P<h>{_NUMBER})\s*h\s*(?:(?P<m>{_NUMBER})\s*m)?\s*(?:(?P<s>{_NUMBER})\s*s)?")
+_CLOCK = re.compile(r"(?:(?P<h>\d+):(?=\d+:))?(?P<m>\d+):(?P<s>[0-5]?\d(?:\.\d*)?)")
 _FRAMES = re.compile(r"(?P<f>\d+)\s*f")
 _SIZE = re.compile(r"\s*(?P<w>\d+)\s*[xX×]\s*(?P<h>\d+)\s*")
-TIME_SYNTAX = "write seconds (20s, 1.5s, 20), minutes (1m30s, 2m, 1:30) or frames (320f)"
+TIME_SYNTAX = "write seconds (20s, 1.5s, 20), minutes (1m30s, 2m, 1:30), hours (1h, 1h30m, 1:30:00) or frames (320f)"
 
 
 class TimelineError(Exception):
@@ -128,6 +136,7 @@ class Timeline:
     size: tuple[int, int] | None
     window: int | None
     sink: int | None
+    positions: str
     quantize: str
     switch: str
     prompts: tuple[PromptChange, ...]
@@ -321,7 +330,11 @@ def _time_from_text(text: str, fps: int) -> float | None:
     if m := _FRAMES.fullmatch(text):
         return int(m["f"]) / fps
     if m := _CLOCK.fullmatch(text):
-        return int(m["m"]) * 60 + float(m["s"])
+        if m["h"] is not None and int(m["m"]) >= 60:
+            return None
+        return int(m["h"] or 0) * 3600 + int(m["m"]) * 60 + float(m["s"])
+    if m := _HOURS.fullmatch(text):
+        return float(m["h"]) * 3600 + float(m["m"] or 0) * 60 + float(m["s"] or 0)
     m = _MINUTES_SECONDS.fullmatch(text)
     if m is None or (m["m"] is None and m["s"] is None):
         return None
@@ -404,7 +417,7 @@ def _build(root: _Item | None, base: Path, path: Path | None) -> Timeline:
     duration = _duration(top, root.line, fps)
     model = _text(top["model"], "model") if _optional(top, "model") else TINY_MODEL
     output = _resolve(base, _text(top["output"], "output")) if _optional(top, "output") else None
-    window, sink = _attention(top.get("attention"))
+    window, sink, positions = _attention(top.get("attention"))
     return Timeline(
         path=path,
         model=model,
@@ -416,6 +429,7 @@ def _build(root: _Item | None, base: Path, path: Path | None) -> Timeline:
         size=_size(top["size"]) if _optional(top, "size") else None,
         window=window,
         sink=sink,
+        positions=positions,
         quantize=_choice(top["quantize"], "quantize", QUANTIZE_MODES) if _optional(top, "quantize") else "none",
         switch=_choice(top["switch"], "switch", SWITCH_POLICIES) if _optional(top, "switch") else "recache",
         prompts=_prompts(top.get("prompts"), root.line, fps, duration),
@@ -438,11 +452,11 @@ def _check_keys(entries: dict[str, _Item], allowed: Sequence[str], prefix: str) 
 
 
 def _duration(top: dict[str, _Item], line: int | None, fps: int) -> float:
-    """The video length in seconds: required, positive, at least one frame, and at most 240 s."""
+    """The video length in seconds: required, positive, at least one frame, and at most 24 hours."""
     item = _optional(top, "duration")
     if item is None:
         raise TimelineError(
-            f"missing; say how long the video is, e.g. 'duration: 20s' (at most {_seconds(MAX_SECONDS)})",
+            "missing; say how long the video is, e.g. 'duration: 20s' (at most 24h)",
             line=line,
             key="duration",
         )
@@ -451,7 +465,7 @@ def _duration(top: dict[str, _Item], line: int | None, fps: int) -> float:
         raise TimelineError("duration must be more than 0s", line=item.line, key="duration")
     if seconds > MAX_SECONDS:
         raise TimelineError(
-            f"{_seconds(seconds)} is too long; videos are at most {_seconds(MAX_SECONDS)} (4 minutes)",
+            f"{_seconds(seconds)} is too long; videos are at most 24h ({_seconds(MAX_SECONDS)})",
             line=item.line,
             key="duration",
         )
@@ -544,25 +558,29 @@ def _prompt(entry: _Item, key: str, fps: int) -> PromptChange:
     )
 
 
-def _attention(item: _Item | None) -> tuple[int | None, int | None]:
-    """Window and sink sizes in latent frames; the window includes the sink, so the sink must be smaller."""
+def _attention(item: _Item | None) -> tuple[int | None, int | None, str]:
+    """Window and sink sizes in latent frames (the window includes the sink, so the sink is smaller) and positions."""
     if item is None or item.value is None:
-        return None, None
+        return None, None, "auto"
     if not isinstance(item.value, dict):
         raise TimelineError(
-            f"expected a mapping like {{window: 12, sink: 3}}, got {_kind(item)}", line=item.line, key="attention"
+            f"expected a mapping like {{window: 12, sink: 3, positions: auto}}, got {_kind(item)}",
+            line=item.line,
+            key="attention",
         )
     fields: dict[str, _Item] = item.value
     _check_keys(fields, ATTENTION_KEYS, "attention.")
     window = _integer(fields["window"], "attention.window", 1, None) if _optional(fields, "window") else None
     sink = _integer(fields["sink"], "attention.sink", 0, None) if _optional(fields, "sink") else None
+    positions = _optional(fields, "positions")
+    positions = "auto" if positions is None else _choice(positions, "attention.positions", POSITION_MODES)
     if window is not None and sink is not None and sink >= window:
         raise TimelineError(
             f"sink {sink} must be smaller than window {window} (the window counts the sink frames)",
             line=fields["sink"].line,
             key="attention.sink",
         )
-    return window, sink
+    return window, sink, positions
 
 
 def _integer(item: _Item, key: str, low: int, high: int | None) -> int:

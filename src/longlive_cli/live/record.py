@@ -61,7 +61,11 @@ def timeline_text(
         "fps": fps,
         "seed": settings.seed,
         "size": f"{settings.size[0]}x{settings.size[1]}",
-        "attention": {"window": settings.engine.window, "sink": settings.engine.sink},
+        "attention": {
+            "window": settings.engine.window,
+            "sink": settings.engine.sink,
+            "positions": settings.engine.positions,
+        },
         "quantize": quantize,
         "switch": SwitchPolicy.RECACHE.value,
         "prompts": [

@@ -375,6 +375,7 @@ class LiveSession:
                 "chunk": self.chunk,
                 "window": s.engine.window,
                 "sink": s.engine.sink,
+                "positions": s.engine.positions,
                 "steps": list(s.engine.steps),
                 "decoder": type(self.decoder).__name__,
                 "device": str(param.device),

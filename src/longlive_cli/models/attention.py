@@ -35,11 +35,16 @@ class LayerNorm(nn.LayerNorm):
 
 @dataclass
 class SelfAttnContext:
-    """Per-forward inputs shared by every layer's self-attention; no cache means bidirectional."""
+    """Per-forward inputs shared by every layer's self-attention; no cache means bidirectional.
+
+    ``key_rotation`` is set under relative positions: keys are cached un-rotated and rotated by it after the cache
+    hands them out; otherwise keys share the queries' ``rotation`` and are cached rotated.
+    """
 
     rotation: torch.Tensor
     cache: KVCache | None = None
     plan: CachePlan | None = None
+    key_rotation: torch.Tensor | None = None
 
 
 class Projections(nn.Module):
@@ -58,16 +63,21 @@ class Projections(nn.Module):
 
 
 class SelfAttention(Projections):
-    """Wan self-attention: q/k/v/o with bias, RMS q/k norms, 3-axis RoPE, keys cached after rotation."""
+    """Wan self-attention: q/k/v/o with bias, RMS q/k norms, 3-axis RoPE; keys cached rotated, or before RoPE."""
 
     def forward(self, x: torch.Tensor, layer: int, ctx: SelfAttnContext) -> torch.Tensor:
         b, n, _ = x.shape
         shape = (b, n, self.num_heads, self.head_dim)
         q = apply_rope(self.norm_q(self.q(x)).view(shape), ctx.rotation).transpose(1, 2)
-        k = apply_rope(self.norm_k(self.k(x)).view(shape), ctx.rotation).transpose(1, 2)
+        k = self.norm_k(self.k(x)).view(shape)
+        if ctx.key_rotation is None:
+            k = apply_rope(k, ctx.rotation)
+        k = k.transpose(1, 2)
         v = self.v(x).view(shape).transpose(1, 2)
         if ctx.cache is not None:
             k, v = ctx.cache.update_and_view(layer, ctx.plan, k.to(ctx.cache.k.dtype), v.to(ctx.cache.v.dtype))
+        if ctx.key_rotation is not None:
+            k = apply_rope(k.transpose(1, 2), ctx.key_rotation).transpose(1, 2)
         out = F.scaled_dot_product_attention(q.to(v.dtype), k, v)
         return self.o(out.transpose(1, 2).reshape(b, n, -1).to(x.dtype))
 

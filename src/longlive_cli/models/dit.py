@@ -204,7 +204,8 @@ class CausalWanDiT(nn.Module):
     ) -> torch.Tensor | None:
         """Flow prediction for latents x [B, F, C, H, W] at per-frame timesteps t [B, F].
 
-        ``start_frame`` is the absolute latent index of x's first frame (its RoPE position and cache slot).
+        ``start_frame`` is the absolute latent index of x's first frame: its cache slot, and its RoPE position
+        unless the cache's positions are relative (then positions are slots, so they stay within the window).
         ``cache_only`` runs the blocks for their cache writes and skips the head (the clean pass, recache).
         """
         b, frames, _, height, width = x.shape
@@ -214,11 +215,7 @@ class CausalWanDiT(nn.Module):
         tokens = tokens.flatten(2).transpose(1, 2)
         e = self.time_embedding(sinusoidal_embedding(self.cfg.freq_dim, t.flatten()).to(tokens.dtype))
         e0 = self.time_projection(e).unflatten(1, (6, self.cfg.dim)).unflatten(0, (b, frames))
-        ctx = SelfAttnContext(self.rope.for_grid(start_frame, frames, gh, gw, tokens.device))
-        if cache is not None:
-            n = gh * gw
-            ctx.cache = cache
-            ctx.plan = cache.plan(start_frame * n, frames * n, sink_recache)
+        ctx = self._attention_context(cache, start_frame, frames, gh, gw, sink_recache, tokens.device)
         for i, blk in enumerate(self.blocks):
             tokens = blk(tokens, e0, i, ctx, prompt.layers[i])
         if cache is not None:
@@ -227,6 +224,31 @@ class CausalWanDiT(nn.Module):
             return None
         out = self.head(tokens, e.unflatten(0, (b, frames)))
         return self.unpatchify(out, frames, gh, gw)
+
+    def _attention_context(
+        self,
+        cache: KVCache | None,
+        start_frame: int,
+        frames: int,
+        gh: int,
+        gw: int,
+        sink_recache: bool,
+        device: torch.device,
+    ) -> SelfAttnContext:
+        """The call's cache plan and rotations: by frame number, or by cache slot under relative positions."""
+        if cache is None:
+            return SelfAttnContext(self.rope.for_grid(start_frame, frames, gh, gw, device))
+        n = gh * gw
+        plan = cache.plan(start_frame * n, frames * n, sink_recache)
+        if not cache.relative:
+            return SelfAttnContext(self.rope.for_grid(start_frame, frames, gh, gw, device), cache, plan)
+        keys = [self.rope.for_grid(s, f, gh, gw, device) for s, f in cache.attended_slots(plan) if f]
+        return SelfAttnContext(
+            self.rope.for_grid(plan.local_start // n, frames, gh, gw, device),
+            cache,
+            plan,
+            keys[0] if len(keys) == 1 else torch.cat(keys),
+        )
 
     def unpatchify(self, x: torch.Tensor, frames: int, gh: int, gw: int) -> torch.Tensor:
         """Tokens [B, L, p*q*r*C] -> latents [B, F, C, H, W] (channel fastest within a patch)."""

@@ -6,6 +6,11 @@ shared by all layers: ``plan`` decides, from the call's absolute token range, wh
 (insert, or roll on overflow) or recomputes slots already written (later denoising steps, the clean pass,
 recache), where the new keys go and which slots are attended; each layer applies the plan to its own buffers,
 and ``commit`` moves the indices after the forward.
+
+Positions are ``absolute`` (keys stored rotated at their frame number, as ordinary LongLive) or ``relative``
+(LongLive's infinite-length mode: keys stored before RoPE, and every call rotates the attended keys by their slot
+and each query by the slot its frame occupies, so time positions never exceed the window and a video can run on
+without end).
 """
 
 from __future__ import annotations
@@ -25,14 +30,18 @@ class CachePlan:
     write_start: int
     write_offset: int
     write_len: int
+    local_start: int
     local_end: int
     attend_local_start: int
     current_end: int
     memo: dict = field(default_factory=dict, compare=False, repr=False)  # per layer, for a recomputing trainer
 
 
+POSITIONS = ("absolute", "relative")
+
+
 class KVCache:
-    """Per-layer keys/values with sink + window semantics; keys are stored already rotated."""
+    """Per-layer keys/values with sink + window semantics; keys are stored rotated unless positions are relative."""
 
     def __init__(
         self,
@@ -46,12 +55,16 @@ class KVCache:
         attend_frames: int | None = None,
         dtype: torch.dtype = torch.float32,
         device: torch.device | str = "cpu",
+        positions: str = "absolute",
     ):
+        if positions not in POSITIONS:
+            raise ValueError(f"positions must be one of {', '.join(POSITIONS)}, got {positions!r}")
         attend_frames = capacity_frames if attend_frames is None else attend_frames
         if not 0 <= sink_frames < attend_frames <= capacity_frames:
             raise ValueError(
                 f"need 0 <= sink ({sink_frames}) < window ({attend_frames}) <= capacity ({capacity_frames})"
             )
+        self.relative = positions == "relative"
         self.frame_tokens = frame_tokens
         self.capacity = capacity_frames * frame_tokens
         self.sink = sink_frames * frame_tokens
@@ -102,10 +115,23 @@ class KVCache:
             write_start=write_start,
             write_offset=write_start - local_start,
             write_len=max(0, local_end - write_start),
+            local_start=local_start,
             local_end=local_end,
             attend_local_start=max(self.sink, local_end - budget),
             current_end=current_end,
         )
+
+    def attended_slots(self, plan: CachePlan) -> list[tuple[int, int]]:
+        """(first slot, frame count) of each run of frame slots ``update_and_view`` returns, in order.
+
+        Under relative positions a key's time index is its slot, so these give the keys' rotation.
+        """
+        end = plan.local_end // self.frame_tokens
+        sink = min(self.sink, plan.local_end) // self.frame_tokens
+        if plan.attend_local_start <= self.sink:
+            return [(0, end)]
+        local = plan.attend_local_start // self.frame_tokens
+        return [(0, sink), (local, max(0, end - local))]
 
     @torch.compiler.disable
     def update_and_view(
