@@ -12,7 +12,6 @@ from typing import Annotated
 
 import typer
 from rich.console import Console
-from rich.markup import escape
 from rich.table import Table
 
 from .bundle import EMBEDDED, Bundle, ModelSpec, embedded_path, find_layout, load_bundle, read_bundle_spec
@@ -20,6 +19,7 @@ from .checkpoints import CheckpointError
 from .quantize import MODES, QuantizeError, quantize_dit, weight_bytes
 from .render import RenderError, RenderSettings, render
 from .timeline import Timeline, TimelineError, load_timeline, plan_changes, single_prompt_timeline
+from .terminal import markup_safe, printable
 from .train.cli import train_app
 
 app = typer.Typer(
@@ -33,6 +33,7 @@ out = Console(highlight=False)
 app.add_typer(train_app, name="train")
 
 BAD_INPUT = 1
+DEVICES = ("auto", "cpu", "cuda")
 INTERRUPTED = 130
 DTYPES = {"float32": "float32", "fp32": "float32", "bf16": "bfloat16", "bfloat16": "bfloat16", "fp16": "float16"}
 USER_ERRORS = (TimelineError, CheckpointError, RenderError, QuantizeError, OSError)
@@ -40,8 +41,14 @@ USER_ERRORS = (TimelineError, CheckpointError, RenderError, QuantizeError, OSErr
 
 def fail(message: str) -> typer.Exit:
     """Print a located error and give the exit for bad input."""
-    err.print(f"[bold red]error:[/] {message}", soft_wrap=True)
+    report(message)
     return typer.Exit(BAD_INPUT)
+
+
+def report(message: object) -> None:
+    """Print an error, one line per problem, with what came from files or requests escaped for the terminal."""
+    for line in str(message).splitlines() or [""]:
+        err.print(f"[bold red]error:[/] {markup_safe(line)}", soft_wrap=True)
 
 
 def _interrupt_on_sigterm() -> None:
@@ -57,6 +64,8 @@ def resolve_device(device: str) -> str:
 
     if device == "auto":
         device = "cuda" if torch.cuda.is_available() else "cpu"
+    if device not in DEVICES:
+        raise typer.BadParameter(f"choose one of {', '.join(DEVICES)}, got {printable(device)!r}", param_hint="--device")
     if device == "cuda":
         if not torch.cuda.is_available():
             raise RenderError("--device cuda: no CUDA GPU is available to this process")
@@ -185,22 +194,25 @@ def render_cmd(
     failures = 0
     for timeline, target in work:
         try:
-            bundle = bundles.get(model or timeline.model_path or timeline.model, quantize or timeline.quantize)
-            settings = RenderSettings.resolve(timeline, bundle, seed=seed, window=window, sink=sink, size=wh)
+            source = model or timeline.model_path or timeline.model
+            overrides = {"seed": seed, "window": window, "sink": sink, "size": wh}
+            RenderSettings.for_spec(timeline, read_spec(str(source)), bundles.device, bundles.dtype, **overrides)
+            bundle = bundles.get(source, quantize or timeline.quantize)
+            settings = RenderSettings.resolve(timeline, bundle, **overrides)
             sink_fn = _progress(progress, quiet, target, rank)
             dec = bundles.decoder(bundle, decoder)
             result = render(timeline, bundle, target, settings, overwrite=overwrite, events=sink_fn, decoder=dec)
         except KeyboardInterrupt:
-            err.print(f"[yellow]interrupted:[/] {target} holds the frames made so far")
+            err.print(f"[yellow]interrupted:[/] {markup_safe(str(target))} holds the frames made so far")
             raise typer.Exit(INTERRUPTED) from None
         except USER_ERRORS as e:
-            err.print(f"[bold red]error:[/] {e}", soft_wrap=True)
+            report(e)
             failures += 1
             continue
         if not quiet and progress == "rich":
             timings = result["timings"]
             err.print(
-                f"[green]wrote[/] {target} ({result['result']['frames_written']} frames, "
+                f"[green]wrote[/] {markup_safe(str(target))} ({result['result']['frames_written']} frames, "
                 f"{timings['fps']} fps, {timings['realtime_factor']}x real time)"
             )
     if failures:
@@ -228,21 +240,24 @@ def check(
     for path in timelines:
         try:
             timeline = load_timeline(path)
-            chunk = _spec_for(timeline).engine.chunk_frames
-        except USER_ERRORS as e:
-            err.print(f"[bold red]error:[/] {e}", soft_wrap=True)
+            spec = _spec_for(timeline)
+            device = resolve_device("auto")
+            RenderSettings.for_spec(timeline, spec, device, resolve_dtype(None, device))
+        except (*USER_ERRORS, UnicodeError) as e:
+            report(e)
             failures += 1
             continue
-        plan = plan_changes(timeline, chunk)
-        table = Table(title=f"{path}: {timeline.duration:g} s, {plan.video_frames} frames at {timeline.fps} fps")
+        plan = plan_changes(timeline, spec.engine.chunk_frames)
+        title = f"{markup_safe(str(path))}: {timeline.duration:g} s, {plan.video_frames} frames at {timeline.fps} fps"
+        table = Table(title=title)
         for col in ("#", "requested", "lands at", "switch", "prompt"):
             table.add_column(col)
         for i, (change, (_, _, landed_s)) in enumerate(zip(timeline.prompts, plan.changes, strict=True)):
             policy = timeline.policy_at(i) if i else "-"
-            table.add_row(str(i), f"{change.at:g} s", f"{landed_s:.3f} s", policy, change.text)
+            table.add_row(str(i), f"{change.at:g} s", f"{landed_s:.3f} s", policy, markup_safe(change.text))
         print_table(table)
         for w in plan.warnings:
-            err.print(f"[yellow]warning:[/] {w}", soft_wrap=True)
+            err.print(f"[yellow]warning:[/] {markup_safe(w)}", soft_wrap=True)
     if failures:
         raise typer.Exit(BAD_INPUT)
 
@@ -500,12 +515,12 @@ def live(
             options,
             decoder=bundles.decoder(bundle, decoder),
             stdin=stdin,
-            say=lambda line: err.print(escape(line), soft_wrap=True),
+            say=lambda line: err.print(markup_safe(line), soft_wrap=True),
             events=None if quiet else _live_event,
         )
     except KeyboardInterrupt:
         where = f"; {record} holds the video so far" if record else ""
-        err.print(f"[yellow]interrupted[/]{escape(where)}")
+        err.print(f"[yellow]interrupted[/]{markup_safe(where)}")
         raise typer.Exit(INTERRUPTED) from None
     except (*USER_ERRORS, MessageError) as e:
         raise fail(str(e)) from None
@@ -520,7 +535,7 @@ def _live_event(event: dict) -> None:
     if event["event"] == "switch":
         lag = "" if event["lag_s"] is None or not event["prompt"] else f" (lag {event['lag_s']:.2f} s)"
         policy = event["policy"] or "start"
-        err.print(f"[cyan]{event['landed_s']:8.2f} s[/] {policy}: {escape(event['text'])}{lag}", soft_wrap=True)
+        err.print(f"[cyan]{event['landed_s']:8.2f} s[/] {policy}: {markup_safe(event['text'])}{lag}", soft_wrap=True)
     elif event["event"] in ("pause", "resume"):
         err.print(f"[yellow]{event['event']}[/]")
 
@@ -534,7 +549,7 @@ def _live_summary(session) -> None:
     )
     if session.sidecar is not None:
         files = f"{session.sidecar['output']} and {session.sidecar['timeline']}"
-        err.print(f"[green]recorded[/] {escape(files)}; replay: {escape(session.sidecar['replay'])}")
+        err.print(f"[green]recorded[/] {markup_safe(files)}; replay: {markup_safe(session.sidecar['replay'])}")
 
 
 @app.command("eval")

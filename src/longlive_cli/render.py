@@ -15,10 +15,11 @@ from pathlib import Path
 import torch
 
 from . import __version__
-from .bundle import Bundle
+from .bundle import Bundle, ModelSpec
 from .engine import EngineConfig, SeededNoise, Segment, StreamingGenerator, SwitchPolicy
+from .limits import settings_problem
 from .models.world_text import unknown_words, unknown_words_message
-from .timeline import Timeline, plan_changes, video_frame_of_latent
+from .timeline import Timeline, TimelineError, plan_changes, video_frame_of_latent
 from .video import VideoWriter, sidecar_path, to_uint8_frames, write_sidecar
 
 Events = Callable[[dict], None]
@@ -47,18 +48,47 @@ class RenderSettings:
         sink: int | None = None,
         size: tuple[int, int] | None = None,
     ) -> RenderSettings:
-        spec = bundle.spec
+        param = next(bundle.dit.parameters())
+        return cls.for_spec(timeline, bundle.spec, param.device, param.dtype, seed, window, sink, size)
+
+    @classmethod
+    def for_spec(
+        cls,
+        timeline: Timeline,
+        spec: ModelSpec,
+        device: str | torch.device | None,
+        dtype: torch.dtype,
+        seed: int | None = None,
+        window: int | None = None,
+        sink: int | None = None,
+        size: tuple[int, int] | None = None,
+    ) -> RenderSettings:
+        """The settings, checked against the model and ``device``'s memory before anything is built."""
         width, height = size or timeline.size or spec.size
+        given = {"size": size, "attention.window": window, "attention.sink": sink}
+
+        def problem(key: str, message: str) -> Exception:
+            """The error located where the setting came from: an option, the timeline's key, or the model."""
+            if given[key] is not None:
+                return RenderError(f"--{key.split('.')[-1]}: {message}")
+            if getattr(timeline, key.split(".")[-1]) is not None:
+                line = timeline.key_lines.get(key)
+                return TimelineError(message, path=timeline.path, line=line, key=key)
+            return RenderError(f"{spec.name}'s {key.split('.')[-1]}: {message}")
+
         multiple = spec.vae.space_stride * spec.dit.patch_size[1]
         if width % multiple or height % multiple:
-            raise RenderError(f"size {width}x{height}: width and height must be multiples of {multiple}")
+            raise problem("size", f"size {width}x{height}: width and height must be multiples of {multiple}")
         window = window or timeline.window or spec.engine.window
         if sink is None:
             sink = spec.engine.sink if timeline.sink is None else timeline.sink
         try:
             engine = EngineConfig(**{**spec.engine.__dict__, "window": window, "sink": sink})
         except ValueError as e:
-            raise RenderError(f"attention: {e}") from None
+            raise problem("attention.sink" if given["attention.sink"] is not None else "attention.window", str(e))
+        found = settings_problem(spec, engine, (width, height), device, dtype)
+        if found is not None:
+            raise problem(*found)
         return cls((width, height), engine, timeline.seed if seed is None else seed, timeline.fps)
 
     def latent_shape(self, bundle: Bundle) -> tuple[int, int, int]:

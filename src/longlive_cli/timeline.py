@@ -35,13 +35,13 @@ import os
 import re
 import stat
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-from .safe_yaml import BoundedLoader
+from .safe_yaml import BoundedLoader, YAMLLimitError
 VERSION = 1
 TINY_MODEL = "tiny"
 DEFAULT_FPS = 16
@@ -160,6 +160,7 @@ class Timeline:
     quantize: str
     switch: str
     prompts: tuple[PromptChange, ...]
+    key_lines: dict[str, int] = field(default_factory=dict, compare=False)
 
     def frames(self) -> int:
         """Video frames in the finished clip."""
@@ -379,6 +380,9 @@ def _compose(text: str) -> _Item | None:
     except yaml.reader.ReaderError as e:
         line = text.count("\n", 0, e.position) + 1
         raise TimelineError(f"not a text file (control character {e.character!r})", line=line) from None
+    except YAMLLimitError as e:
+        mark = e.problem_mark
+        raise TimelineError(f"YAML too complex: {e.problem}", line=mark.line + 1 if mark else None) from None
     except yaml.MarkedYAMLError as e:
         mark = e.problem_mark or e.context_mark
         problem = e.problem or e.context or "unreadable YAML"
@@ -453,7 +457,7 @@ def _build(root: _Item | None, base: Path, path: Path | None) -> Timeline:
     top: dict[str, _Item] = root.value
     errors: list[TimelineError] = []
 
-    def field(key: str, read, default=None):
+    def given(key: str, read, default=None):
         """``read(item)`` for a key that is given, else ``default``; a problem is noted and ``default`` stands in."""
         item = _optional(top, key)
         if item is None:
@@ -465,17 +469,17 @@ def _build(root: _Item | None, base: Path, path: Path | None) -> Timeline:
             return default
 
     _check_keys(top, TOP_KEYS, "", errors)
-    field("version", _version)
-    fps = field("fps", lambda item: _integer(item, "fps", 1, MAX_FPS), DEFAULT_FPS)
+    given("version", _version)
+    fps = given("fps", lambda item: _integer(item, "fps", 1, MAX_FPS), DEFAULT_FPS)
     duration = _noting(errors, _duration, top, root.line, fps)
-    model = field("model", lambda item: _text(item, "model"), TINY_MODEL)
+    model = given("model", lambda item: _text(item, "model"), TINY_MODEL)
     model_path = None if model == TINY_MODEL else _noting(errors, _resolve, base, model, top.get("model"), "model")
-    output = field("output", lambda item: _resolve(base, _text(item, "output"), item, "output"))
+    output = given("output", lambda item: _resolve(base, _text(item, "output"), item, "output"))
     window, sink = _noting(errors, _attention, top.get("attention"), errors) or (None, None)
-    seed = field("seed", lambda item: _integer(item, "seed", 0, MAX_SEED), 0)
-    size = field("size", _size)
-    quantize = field("quantize", lambda item: _choice(item, "quantize", QUANTIZE_MODES), "none")
-    switch = field("switch", lambda item: _choice(item, "switch", SWITCH_POLICIES), "recache")
+    seed = given("seed", lambda item: _integer(item, "seed", 0, MAX_SEED), 0)
+    size = given("size", _size)
+    quantize = given("quantize", lambda item: _choice(item, "quantize", QUANTIZE_MODES), "none")
+    switch = given("switch", lambda item: _choice(item, "switch", SWITCH_POLICIES), "recache")
     prompts = _prompts(top.get("prompts"), root.line, fps, duration, errors)
     _raise_all(errors)
     return Timeline(
@@ -492,7 +496,17 @@ def _build(root: _Item | None, base: Path, path: Path | None) -> Timeline:
         quantize=quantize,
         switch=switch,
         prompts=prompts,
+        key_lines=_key_lines(top),
     )
+
+
+def _key_lines(top: dict[str, _Item]) -> dict[str, int]:
+    """The line of each top-level and attention key, so later checks against a model can point at it."""
+    lines = {key: item.key_line for key, item in top.items() if item.key_line is not None}
+    attention = top.get("attention")
+    if attention is not None and isinstance(attention.value, dict):
+        lines |= {f"attention.{k}": v.key_line for k, v in attention.value.items() if v.key_line is not None}
+    return lines
 
 
 def _noting(errors: list[TimelineError], read, *args):
