@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import signal
 import sys
 from pathlib import Path
 from typing import Annotated
@@ -14,12 +13,14 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from . import interrupts
 from .bundle import EMBEDDED, Bundle, ModelSpec, embedded_path, find_layout, load_bundle, read_bundle_spec
 from .checkpoints import CheckpointError
+from .finish import Interrupted, OutputError
 from .quantize import MODES, QuantizeError, quantize_dit, weight_bytes
 from .render import RenderError, RenderSettings, render
-from .timeline import Timeline, TimelineError, load_timeline, plan_changes, single_prompt_timeline
 from .terminal import markup_safe, printable
+from .timeline import Timeline, TimelineError, load_timeline, plan_changes, single_prompt_timeline
 from .train.cli import train_app
 
 app = typer.Typer(
@@ -36,7 +37,7 @@ BAD_INPUT = 1
 DEVICES = ("auto", "cpu", "cuda")
 INTERRUPTED = 130
 DTYPES = {"float32": "float32", "fp32": "float32", "bf16": "bfloat16", "bfloat16": "bfloat16", "fp16": "float16"}
-USER_ERRORS = (TimelineError, CheckpointError, RenderError, QuantizeError, OSError)
+USER_ERRORS = (TimelineError, CheckpointError, RenderError, QuantizeError, OutputError, OSError)
 
 
 def fail(message: str) -> typer.Exit:
@@ -51,13 +52,6 @@ def report(message: object) -> None:
         err.print(f"[bold red]error:[/] {markup_safe(line)}", soft_wrap=True)
 
 
-def _interrupt_on_sigterm() -> None:
-    def handler(signum, frame):
-        raise KeyboardInterrupt
-
-    signal.signal(signal.SIGTERM, handler)
-
-
 def resolve_device(device: str) -> str:
     """``auto`` picks this rank's GPU when there is one, else the CPU."""
     import torch
@@ -65,7 +59,8 @@ def resolve_device(device: str) -> str:
     if device == "auto":
         device = "cuda" if torch.cuda.is_available() else "cpu"
     if device not in DEVICES:
-        raise typer.BadParameter(f"choose one of {', '.join(DEVICES)}, got {printable(device)!r}", param_hint="--device")
+        message = f"choose one of {', '.join(DEVICES)}, got {printable(device)!r}"
+        raise typer.BadParameter(message, param_hint="--device")
     if device == "cuda":
         if not torch.cuda.is_available():
             raise RenderError("--device cuda: no CUDA GPU is available to this process")
@@ -178,7 +173,7 @@ def render_cmd(
     if quantize is not None and quantize not in MODES:
         raise typer.BadParameter(f"choose one of {', '.join(MODES)}", param_hint="--quantize")
     wh = _parse_size(size)
-    _interrupt_on_sigterm()
+    interrupts.install()
     try:
         if prompt is not None:
             jobs = [single_prompt_timeline(prompt, duration, model=model, seed=seed, window=window, sink=sink)]
@@ -202,10 +197,13 @@ def render_cmd(
             sink_fn = _progress(progress, quiet, target, rank)
             dec = bundles.decoder(bundle, decoder)
             result = render(timeline, bundle, target, settings, overwrite=overwrite, events=sink_fn, decoder=dec)
-        except KeyboardInterrupt:
-            err.print(f"[yellow]interrupted:[/] {markup_safe(str(target))} holds the frames made so far")
+        except Interrupted as e:
+            err.print(f"[yellow]interrupted:[/] {markup_safe(e.finished.describe())}", soft_wrap=True)
             raise typer.Exit(INTERRUPTED) from None
-        except USER_ERRORS as e:
+        except (KeyboardInterrupt, *USER_ERRORS) as e:
+            if isinstance(e, KeyboardInterrupt) or interrupts.received():
+                err.print(f"[yellow]interrupted[/] before {markup_safe(str(target))} was started; nothing was written")
+                raise typer.Exit(INTERRUPTED) from None
             report(e)
             failures += 1
             continue
@@ -486,7 +484,7 @@ def live(
     if quantize not in MODES:
         raise typer.BadParameter(f"choose one of {', '.join(MODES)}", param_hint="--quantize")
     wh = _parse_size(size)
-    _interrupt_on_sigterm()
+    interrupts.install()
     try:
         first = None if prompt is None else clean_text(prompt)
         timeline = single_prompt_timeline(first or "live", duration, model=model, seed=seed)

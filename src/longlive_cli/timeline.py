@@ -42,6 +42,7 @@ from typing import Any
 import yaml
 
 from .safe_yaml import BoundedLoader, YAMLLimitError
+
 VERSION = 1
 TINY_MODEL = "tiny"
 DEFAULT_FPS = 16
@@ -535,9 +536,7 @@ def _optional(entries: dict[str, _Item], key: str) -> _Item | None:
     return None if item is None or item.value is None else item
 
 
-def _check_keys(
-    entries: dict[str, _Item], allowed: Sequence[str], prefix: str, errors: list[TimelineError]
-) -> None:
+def _check_keys(entries: dict[str, _Item], allowed: Sequence[str], prefix: str, errors: list[TimelineError]) -> None:
     """Note every key that means nothing here, suggesting the closest known one."""
     for key, item in entries.items():
         if key not in allowed:

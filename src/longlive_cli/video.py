@@ -324,8 +324,9 @@ class VideoWriter:
             self._process.wait()
             raise self._error("ffmpeg stopped accepting frames") from None
 
-    def close(self, keep: bool = True) -> Path | None:
-        """Finish the video and move it to ``path``, or discard it; returns the final path if a video was kept.
+    def close(self, keep: bool = True, move: bool = True) -> Path | None:
+        """Finish the video and move it to ``path`` (or leave it at ``partial_path`` when not ``move``), or discard
+        it; returns where the video was kept, if it was.
 
         Nothing is kept when no frame was written. If ffmpeg fails, ``FFmpegError`` is raised and a partial file
         that may hold frames is left in place. A second Ctrl-C while ffmpeg finishes stops it at once, leaving the
@@ -338,9 +339,10 @@ class VideoWriter:
         try:
             returncode = self._finish(discard=not keep)
             if keep and not self._failed and returncode == 0:
-                os.replace(self.partial_path, self.path)
-                self._result = self.path
-                return self.path
+                if move:
+                    os.replace(self.partial_path, self.path)
+                self._result = self.path if move else self.partial_path
+                return self._result
             if not keep or not self._partial_has_data():
                 self.partial_path.unlink(missing_ok=True)
             if keep and not self._failed:
