@@ -37,7 +37,7 @@ class Finished:
         if self.video is None:
             return "no video was kept (no playable frame was written)"
         state = "complete" if self.complete else "playable, incomplete"
-        return f"{self.video} holds {self.frames} frames ({state})"
+        return f"{self.video} holds {self.frames} frame{'' if self.frames == 1 else 's'} ({state})"
 
 
 class Interrupted(KeyboardInterrupt):
@@ -85,10 +85,15 @@ def _finish(
         problem = _ffmpeg_reason(stopped)
     partial = writer.partial_path
     video = partial if partial.is_file() else None
-    if video is not None and problem is not None and not _playable(video):
-        video.unlink(missing_ok=True)
-        video = None
-    complete = video is not None and frames == total and stopped is None and problem is None
+    if video is not None and problem is not None:
+        # ffmpeg failed (a full disk, say): count what a player can show, which may be less than was handed over.
+        frames = _playable_frames(video)
+        if not frames:
+            video.unlink(missing_ok=True)
+            video = None
+    # Every frame written counts as whole even if Ctrl-C came right after the last one.
+    ended = stopped is None or isinstance(stopped, KeyboardInterrupt)
+    complete = video is not None and frames == total and ended and problem is None
     result = sidecar.setdefault("result", {})
     result.update(frames_written=frames, complete=complete, interrupted=isinstance(stopped, KeyboardInterrupt))
     if video is None:
@@ -151,13 +156,13 @@ def _write(path: Path, sidecar: dict[str, Any], video: Path) -> None:
 
 def _ffmpeg_reason(error: FFmpegError) -> str:
     """The last line of ffmpeg's log, which says why (for instance 'No space left on device')."""
-    lines = [line for line in str(error).splitlines() if line.strip()]
-    return lines[-1] if lines else "ffmpeg failed"
+    lines = [line for line in str(error).splitlines()[1:] if line.strip() and "printed nothing" not in line]
+    return f"ffmpeg: {lines[-1].strip()}" if lines else "ffmpeg stopped writing the video (is the disk full?)"
 
 
-def _playable(video: Path) -> bool:
-    """Whether a partial video holds at least one frame a player can show."""
+def _playable_frames(video: Path) -> int:
+    """How many frames of a partial video a player can show (0 when it cannot be read at all)."""
     try:
-        return read_video_info(video)["frames"] > 0
-    except Exception:  # noqa: BLE001 - any failure to read means not playable
-        return False
+        return read_video_info(video)["frames"]
+    except Exception:  # noqa: BLE001 - any failure to read means nothing playable
+        return 0
