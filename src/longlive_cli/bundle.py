@@ -15,6 +15,7 @@ import torch
 
 from .checkpoints import (
     CheckpointError,
+    check_finite,
     check_state_dict,
     load_state_dict_into,
     merge_lora,
@@ -28,8 +29,9 @@ from .engine import EngineConfig, SinkMode
 from .models.dit import CausalWanDiT, DiTConfig
 from .models.t5 import UMT5Config, UMT5Encoder, remap_hf_umt5_keys
 from .models.taehv import TAEHV, TAEHVConfig
-from .models.text import UMT5TextEncoder, load_umt5_tokenizer
+from .models.text import UMT5TextEncoder
 from .models.vae import WanVAE, WanVAEConfig
+from .specs import dit_config_from_json, spec_from_json, tokenizer_from_file, tokenizer_from_str
 
 FORMAT = "longlive-cli/1"
 EMBEDDED = "tiny"
@@ -175,16 +177,18 @@ def read_bundle_spec(path: str | Path) -> ModelSpec:
     meta = read_safetensors_metadata(path)
     if meta.get("format") != FORMAT:
         raise CheckpointError(f"{path}: not a longlive-cli model file (no '{FORMAT}' header); see `longlive convert`")
-    return ModelSpec.from_json(meta["spec"])
+    if "spec" not in meta:
+        raise CheckpointError(f"{path}: the header has no model spec; convert the model again")
+    return spec_from_json(meta["spec"], f"{path} [spec]")
 
 
 def load_converted(path: str | Path, device="cpu", dtype=torch.float32) -> Bundle:
     """Load a file written by ``save_bundle``."""
-    from tokenizers import Tokenizer
-
     spec = read_bundle_spec(path)
     meta = read_safetensors_metadata(path)
+    tokenizer = tokenizer_from_str(meta.get("tokenizer", ""), f"{path} [tokenizer]")
     state = read_tensors(path)
+    check_finite(state, str(path))
     dit, vae, t5 = build_modules(spec)
     load_state_dict_into(dit, _split(state, "dit."), f"{path} [dit]")
     load_state_dict_into(vae, _split(state, "vae."), f"{path} [vae]")
@@ -194,7 +198,7 @@ def load_converted(path: str | Path, device="cpu", dtype=torch.float32) -> Bundl
         with torch.device("meta"):
             fast = TAEHV(spec.fast_decoder)
         load_state_dict_into(fast, _split(state, "fast_decoder."), f"{path} [fast_decoder]")
-    text = UMT5TextEncoder(Tokenizer.from_str(meta["tokenizer"]), t5, spec.text_len)
+    text = UMT5TextEncoder(tokenizer, t5, spec.text_len)
     return _finish(spec, dit, vae, text, str(path), device, dtype, fast)
 
 
@@ -246,6 +250,10 @@ def find_layout(*roots: str | Path) -> DownloadLayout:
     ll_candidates = [c for d in dirs for c in (d / "longlive_models" / "models", d / "models", d)]
     generator = next((c / "longlive_base.pt" for c in ll_candidates if (c / "longlive_base.pt").is_file()), None)
     lora = next((c / "lora.pt" for c in ll_candidates if (c / "lora.pt").is_file()), None)
+    if generator is not None and lora is None:
+        raise CheckpointError(
+            f"{generator.parent}: lora.pt is missing; LongLive's generator needs its LoRA beside longlive_base.pt"
+        )
     layout = DownloadLayout(wan_dir, generator, lora)
     missing = [p for p in (layout.dit, layout.vae, layout.t5, layout.tokenizer / "tokenizer.json") if not p.exists()]
     if missing:
@@ -263,8 +271,11 @@ def vae_config_of(state: dict[str, torch.Tensor], source: str) -> WanVAEConfig:
 
 def read_download(layout: DownloadLayout, prefer_ema: bool = False, lora_alpha: float | None = None):
     """Spec and state dicts of a download, with the LongLive generator and its LoRA merged in."""
-    cfg = json.loads((layout.wan_dir / "config.json").read_text())
-    dit_cfg = DiTConfig.from_dict(cfg)
+    config = layout.wan_dir / "config.json"
+    try:
+        dit_cfg = dit_config_from_json(config.read_text(encoding="utf-8"), str(config))
+    except (OSError, UnicodeDecodeError) as e:
+        raise CheckpointError(f"{config}: cannot read the config ({e})") from None
     name = "longlive-1.3b" if layout.generator else "wan2.1"
     spec = replace(LONGLIVE_13B, dit=dit_cfg, text_len=dit_cfg.text_len, name=name)
     dit_path = layout.generator or layout.dit
@@ -276,6 +287,8 @@ def read_download(layout: DownloadLayout, prefer_ema: bool = False, lora_alpha: 
     vae = read_tensors(layout.vae)
     t5 = remap_hf_umt5_keys(read_tensors(layout.t5))
     spec = replace(spec, text=UMT5Config.from_state_dict(t5), vae=vae_config_of(vae, str(layout.vae)))
+    for state, source in ((dit, dit_path), (vae, layout.vae), (t5, layout.t5)):
+        check_finite(state, str(source))
     return spec, dit, vae, t5
 
 
@@ -287,7 +300,7 @@ def load_download(root: str | Path, device="cpu", dtype=torch.float32, **kw) -> 
     load_state_dict_into(dit, dit_sd, str(layout.generator or layout.dit))
     load_state_dict_into(vae, vae_sd, str(layout.vae))
     load_state_dict_into(t5, t5_sd, str(layout.t5))
-    text = UMT5TextEncoder(load_umt5_tokenizer(layout.tokenizer), t5, spec.text_len)
+    text = UMT5TextEncoder(tokenizer_from_file(layout.tokenizer / "tokenizer.json"), t5, spec.text_len)
     return _finish(spec, dit, vae, text, str(root), device, dtype)
 
 
@@ -311,7 +324,9 @@ def convert(
 ) -> ModelSpec:
     """Merge a download (generator + LoRA) into one pickle-free file that loads fast."""
     layout = find_layout(*(roots if isinstance(roots, list) else [roots]))
+    tokenizer_file = layout.tokenizer / "tokenizer.json"
+    tokenizer_from_file(tokenizer_file)
     spec, dit, vae, t5 = read_download(layout, **kw)
-    tokenizer = (layout.tokenizer / "tokenizer.json").read_text()
+    tokenizer = tokenizer_file.read_text(encoding="utf-8")
     save_bundle(out, spec, dit, vae, t5, tokenizer, dtype=dtype)
     return spec
