@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from pathlib import Path
 
@@ -72,6 +73,20 @@ class TrainState:
         return float(norm)
 
 
+# Temporary files of an atomic write (``.NAME.1a2b3c4d.tmp``), left behind only when a process was killed mid-write.
+ORPHAN = re.compile(r"\..+\.[0-9a-f]{8}\.tmp")
+
+
+def remove_orphans(folder: Path) -> list[Path]:
+    """Delete what killed writes left in a stage folder, before a new run writes there; returns what went."""
+    if not folder.is_dir():
+        return []
+    orphans = [p for p in folder.iterdir() if ORPHAN.fullmatch(p.name) and p.is_file()]
+    for path in orphans:
+        path.unlink(missing_ok=True)
+    return orphans
+
+
 class Session:
     """One run of one stage in ``run_dir/<stage>``: its log, its checkpoint and its wall time across resumes."""
 
@@ -81,6 +96,8 @@ class Session:
         self.main = main  # only the main process of a distributed run logs and writes checkpoints
         self.checkpoint = self.folder / CHECKPOINT
         self.saved: dict | None = None
+        if main:
+            remove_orphans(self.folder)
         if self.checkpoint.exists():
             if not resume:
                 raise TrainError(
