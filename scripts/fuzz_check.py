@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import resource
 import subprocess
 import sys
@@ -60,7 +61,7 @@ def check(paths: list[Path], limit_s: float) -> dict:
             capture_output=True,
             text=True,
             timeout=limit_s,
-            env={"COLUMNS": "200", "PATH": "/usr/bin:/bin", "OMP_NUM_THREADS": "1"},
+            env={**os.environ, "COLUMNS": "200", "OMP_NUM_THREADS": "1"},
         )
     except subprocess.TimeoutExpired:
         return {"files": len(paths), "timeout": True, "seconds": limit_s}

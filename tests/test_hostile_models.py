@@ -134,3 +134,8 @@ def test_refused_pickles_are_reported_as_unsafe_not_corrupt(tmp_path):
     assert result.exit_code == 1
     assert "refused as unsafe" in result.output and "posix.system" in result.output
     assert "corrupt" not in result.output
+
+
+def test_unknown_user_in_a_model_path_is_an_error():
+    result = runner.invoke(app, ["info", "~nosuchuser0x/m.safetensors"])
+    assert result.exit_code == 1 and "no such user" in result.output

@@ -238,7 +238,7 @@ WAN_NAME = "Wan2.1-T2V-1.3B"
 
 def find_layout(*roots: str | Path) -> DownloadLayout:
     """Locate the Wan folder and LongLive files under the given folders (LongLive's repo layout or flat folders)."""
-    dirs = [Path(r).expanduser() for r in roots]
+    dirs = [model_path(r) for r in roots]
     for d in dirs:
         if not d.is_dir():
             raise CheckpointError(f"{d}: model directory not found")
@@ -304,6 +304,14 @@ def load_download(root: str | Path, device="cpu", dtype=torch.float32, **kw) -> 
     return _finish(spec, dit, vae, text, str(root), device, dtype)
 
 
+def model_path(model: str | Path) -> Path:
+    """A model path with ``~`` expanded, or a CheckpointError when ``~user`` names no user."""
+    try:
+        return Path(model).expanduser()
+    except RuntimeError:
+        raise CheckpointError(f"{model}: cannot expand '~': no such user's home folder") from None
+
+
 def load_bundle(model: str | Path, device="cpu", dtype=torch.float32, **kw) -> Bundle:
     """Load ``tiny``, a converted ``.safetensors`` file, or a download directory."""
     if str(model) == EMBEDDED:
@@ -311,7 +319,7 @@ def load_bundle(model: str | Path, device="cpu", dtype=torch.float32, **kw) -> B
         if not path.is_file():
             raise CheckpointError(f"{path}: the embedded tiny model is missing from this installation")
         return load_converted(path, device, dtype)
-    path = Path(model).expanduser()
+    path = model_path(model)
     if path.is_dir():
         return load_download(path, device, dtype, **kw)
     if not path.exists():

@@ -14,7 +14,16 @@ from rich.console import Console
 from rich.table import Table
 
 from . import interrupts
-from .bundle import EMBEDDED, Bundle, ModelSpec, embedded_path, find_layout, load_bundle, read_bundle_spec
+from .bundle import (
+    EMBEDDED,
+    Bundle,
+    ModelSpec,
+    embedded_path,
+    find_layout,
+    load_bundle,
+    model_path,
+    read_bundle_spec,
+)
 from .checkpoints import CheckpointError
 from .finish import Interrupted, OutputError
 from .quantize import MODES, QuantizeError, quantize_dit, weight_bytes
@@ -269,7 +278,7 @@ def _spec_for(timeline: Timeline) -> ModelSpec:
 def read_spec(model: str) -> ModelSpec:
     if model == EMBEDDED:
         return read_bundle_spec(embedded_path())
-    path = Path(model).expanduser()
+    path = model_path(model)
     if path.is_dir():
         find_layout(path)
         from .bundle import LONGLIVE_13B
@@ -385,7 +394,7 @@ def bench(
     def save(report: dict) -> None:
         last = report["variants"][-1]
         done = f"failed: {' '.join(last['error'])}" if "error" in last else f"{last['e2e_fps']:.1f} fps end to end"
-        err.print(f"[dim]{last['variant']}: {done}[/]")
+        err.print(f"[dim]{markup_safe(last['variant'])}: {markup_safe(done)}[/]")
         if json_out is not None:
             json_out.write_text(json.dumps(report, indent=2) + "\n")
 
@@ -415,7 +424,7 @@ def _print_bench(report: dict) -> None:
         table.add_column(c)
     for v in report["variants"]:
         if "error" in v:
-            table.add_row(v["variant"], f"[red]failed: {' '.join(v['error'])}[/]")
+            table.add_row(markup_safe(v["variant"]), f"[red]failed: {markup_safe(' '.join(v['error']))}[/]")
             continue
         e = v["engine"]
         table.add_row(
