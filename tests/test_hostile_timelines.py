@@ -130,3 +130,9 @@ def test_unknown_device_is_a_usage_error():
     result = runner.invoke(app, ["render", "--prompt", "a", "--device", "tpu", "-q"])
     assert result.exit_code == 2
     assert "--device" in result.output
+
+
+def test_a_size_option_of_thousands_of_digits_is_a_usage_error():
+    result = runner.invoke(app, ["render", "--prompt", "a", "--size", "9" * 5000 + "x16", "-q"])
+    assert result.exit_code == 2 and "--size" in result.output
+    assert "9" * 50 not in result.output

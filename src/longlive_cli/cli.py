@@ -90,10 +90,10 @@ def resolve_dtype(dtype: str | None, device: str):
 def _parse_size(size: str | None) -> tuple[int, int] | None:
     if size is None:
         return None
-    m = re.fullmatch(r"\s*(\d+)\s*[xX]\s*(\d+)\s*", size)
+    m = re.fullmatch(r"\s*(\d{1,6})\s*[xX]\s*(\d{1,6})\s*", size)
     if not m or int(m[1]) % 16 or int(m[2]) % 16 or not int(m[1]) or not int(m[2]):
         raise typer.BadParameter(
-            f"expected WxH with multiples of 16, such as 128x128, got {size!r}", param_hint="--size"
+            f"expected WxH with multiples of 16, such as 128x128, got {printable(size[:40])!r}", param_hint="--size"
         )
     return int(m[1]), int(m[2])
 
