@@ -75,7 +75,8 @@ def train(
         err.print(f"[bold red]error:[/] {markup_safe(str(e))}", soft_wrap=True)
         raise typer.Exit(1) from None
     except KeyboardInterrupt:
-        err.print(f"[yellow]interrupted:[/] continue with --resume (checkpoints are in {markup_safe(str(out / stage))})")
+        where = markup_safe(str(out / stage))
+        err.print(f"[yellow]interrupted:[/] continue with --resume (checkpoints are in {where})")
         raise typer.Exit(130) from None
     err.print(f"[green]done:[/] {markup_safe(str(path))}")
 
