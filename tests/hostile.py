@@ -77,7 +77,23 @@ FRAGMENTS = [
 
 raw_text = st.lists(st.sampled_from(FRAGMENTS) | st.text(max_size=10), max_size=40).map("".join)
 
+
+def _near_valid(key: str, value, text: str) -> str:
+    """A valid timeline with one top-level key set to ``value`` and hostile prompt text."""
+    doc = {"duration": "2s", "prompts": [{"at": 0, "text": text or "a"}, {"at": "1s", "text": "b"}]}
+    doc[key] = value
+    return _yaml(doc)
+
+
+near_valid = st.builds(
+    _near_valid,
+    st.sampled_from([k for k in TOP_KEYS if k not in ("duration", "prompts")]),
+    scalars | st.sampled_from([{"window": 9, "sink": 3}, {"window": 10**9}, "16000x16000", "64x64"]),
+    st.sampled_from(NASTY_TEXT) | st.text(max_size=30),
+)
+
 hostile_timelines = st.one_of(
+    near_valid,
     timeline_doc.map(_yaml),
     raw_text,
     st.builds(_bomb, st.integers(2, 12), st.integers(2, 12)),
