@@ -25,7 +25,7 @@ from .bundle import (
     read_bundle_spec,
 )
 from .checkpoints import CheckpointError
-from .finish import Interrupted, OutputError
+from .finish import Interrupted, FinishError
 from .quantize import MODES, QuantizeError, quantize_dit, weight_bytes
 from .render import RenderError, RenderSettings, render
 from .terminal import markup_safe, printable
@@ -46,7 +46,7 @@ BAD_INPUT = 1
 DEVICES = ("auto", "cpu", "cuda")
 INTERRUPTED = 130
 DTYPES = {"float32": "float32", "fp32": "float32", "bf16": "bfloat16", "bfloat16": "bfloat16", "fp16": "float16"}
-USER_ERRORS = (TimelineError, CheckpointError, RenderError, QuantizeError, OutputError, OSError)
+USER_ERRORS = (TimelineError, CheckpointError, RenderError, QuantizeError, FinishError, OSError)
 
 
 def fail(message: str) -> typer.Exit:

@@ -18,7 +18,7 @@ from .video import FFmpegError, VideoWriter, _interrupts_deferred, partial_path,
 from .video import write_sidecar as _write_sidecar
 
 
-class OutputError(ValueError):
+class FinishError(ValueError):
     """An output that cannot be written or finished; the message names the file and what was kept."""
 
 
@@ -151,7 +151,7 @@ def _write(path: Path, sidecar: dict[str, Any], video: Path) -> None:
     try:
         _write_sidecar(path, sidecar)
     except OSError as e:
-        raise OutputError(f"cannot write {path}: {e.strerror or e}; the video is in {video}") from None
+        raise FinishError(f"cannot write {path}: {e.strerror or e}; the video is in {video}") from None
 
 
 def _ffmpeg_reason(error: FFmpegError) -> str:
