@@ -25,7 +25,7 @@ from .bundle import (
     read_bundle_spec,
 )
 from .checkpoints import CheckpointError
-from .finish import Interrupted, FinishError
+from .finish import FinishError, Interrupted
 from .quantize import MODES, QuantizeError, quantize_dit, weight_bytes
 from .render import RenderError, RenderSettings, render
 from .terminal import markup_safe, printable

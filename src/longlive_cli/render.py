@@ -17,7 +17,7 @@ import torch
 from . import __version__
 from .bundle import Bundle, ModelSpec
 from .engine import EngineConfig, SeededNoise, Segment, StreamingGenerator, SwitchPolicy
-from .finish import Interrupted, FinishError, check_free, finish
+from .finish import FinishError, Interrupted, check_free, finish
 from .limits import settings_problem
 from .models.world_text import unknown_words, unknown_words_message
 from .timeline import Timeline, TimelineError, plan_changes, video_frame_of_latent
