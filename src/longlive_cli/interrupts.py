@@ -15,9 +15,10 @@ def _handler(signum: int, frame: object) -> None:
 
 
 def install() -> None:
-    """Turn SIGINT and SIGTERM into ``KeyboardInterrupt`` in this process, noting each."""
+    """Turn SIGINT and SIGTERM into ``KeyboardInterrupt`` in this process, noting each from now on."""
     if threading.current_thread() is not threading.main_thread():
         return
+    _received.clear()
     for name in ("SIGINT", "SIGTERM"):
         if hasattr(signal, name):
             signal.signal(getattr(signal, name), _handler)
