@@ -142,13 +142,28 @@ def test_signal_while_finishing_waits_until_both_files_are_in_place(tmp_path, mo
     assert f"{out} holds {FRAMES} frames (complete)" in result.output
 
 
+def _wait_for_handlers(pid: int, timeout: float = 30.0) -> None:
+    """Wait until the process catches SIGTERM, which it does from its first line on, before torch is imported."""
+    status = Path(f"/proc/{pid}/status")
+    if not status.exists():
+        time.sleep(0.5)
+        return
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        caught = next(line for line in status.read_text().splitlines() if line.startswith("SigCgt:"))
+        if int(caught.split()[1], 16) & (1 << (signal.SIGTERM - 1)):
+            return
+        time.sleep(0.01)
+    raise AssertionError("the command never installed its signal handlers")
+
+
 def test_ctrl_c_during_imports_exits_130_without_a_traceback(tmp_path):
     proc = subprocess.Popen(
         [sys.executable, "-m", "longlive_cli", "render", "--prompt", "a", "-o", str(tmp_path / "v.mp4")],
         stderr=subprocess.PIPE,
         text=True,
     )
-    time.sleep(0.5)
+    _wait_for_handlers(proc.pid)
     assert proc.poll() is None, "the command finished before it could be interrupted"
     proc.send_signal(signal.SIGINT)
     _, stderr = proc.communicate(timeout=60)
