@@ -135,7 +135,7 @@ def _cli(*args: str) -> list[str]:
 
 
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
-def test_interrupt_leaves_a_playable_video(tmp_path, model, sig):
+def test_interrupt_leaves_a_playable_partial_video(tmp_path, model, sig):
     out = tmp_path / "long.mp4"
     args = ["render", "--prompt", "a red circle", "--duration", "60s", "--model", str(model), "-o", str(out)]
     proc = subprocess.Popen(_cli(*args, "--progress", "json"), stdout=subprocess.PIPE, text=True)
@@ -148,11 +148,14 @@ def test_interrupt_leaves_a_playable_video(tmp_path, model, sig):
     proc.send_signal(sig)
     proc.communicate(timeout=60)
     assert proc.returncode == 130
-    info = read_video_info(out)
+    partial = tmp_path / "long.partial.mp4"
+    assert not out.exists() and not out.with_suffix(".json").exists()
+    info = read_video_info(partial)
     assert 33 <= info["frames"] < 960
-    side = json.loads(out.with_suffix(".json").read_text())
-    assert side["result"]["interrupted"] is True
+    side = json.loads((tmp_path / "long.partial.json").read_text())
+    assert side["result"]["interrupted"] is True and side["result"]["complete"] is False
     assert side["result"]["frames_written"] == info["frames"]
+    assert side["output"] == str(partial)
 
 
 def test_torchrun_style_ranks_split_the_timelines(tmp_path, model):

@@ -11,6 +11,7 @@ import pytest
 from longlive_cli.timeline import (
     PromptChange,
     TimelineError,
+    TimelineErrors,
     landing,
     latent_frames_for,
     load_timeline,
@@ -271,7 +272,10 @@ def test_bad_timelines_point_at_the_problem(tmp_path, content, line, key, fragme
     path = write(tmp_path, content)
     with pytest.raises(TimelineError) as info:
         load_timeline(path)
-    err, text = info.value, str(info.value)
+    err = info.value
+    if isinstance(err, TimelineErrors):
+        err = err.errors[0]
+    text = str(err)
     assert type(err) is TimelineError
     assert (err.path, err.line, err.key) == (path, line, key)
     prefix = f"{path}:{line}: " + (f"{key}: " if key else "")

@@ -16,6 +16,7 @@ import torch
 
 from .checkpoints import (
     CheckpointError,
+    check_finite,
     check_state_dict,
     load_state_dict_into,
     merge_lora,
@@ -30,9 +31,9 @@ from .engine import EngineConfig, SinkMode
 from .models.dit import CausalWanDiT, DiTConfig
 from .models.t5 import UMT5Config, UMT5Encoder, remap_hf_umt5_keys
 from .models.taehv import TAEHV, TAEHVConfig
-from .models.text import UMT5TextEncoder, load_umt5_tokenizer
+from .models.text import UMT5TextEncoder
 from .models.vae import WanVAE, WanVAEConfig
-from .models.word_tokenizer import tokenizer_from_str
+from .specs import dit_config_from_json, spec_from_json, tokenizer_from_file, tokenizer_from_str
 
 FORMAT = "longlive-cli/1"
 EMBEDDED = "tiny"
@@ -178,7 +179,9 @@ def read_bundle_spec(path: str | Path) -> ModelSpec:
     meta = read_safetensors_metadata(path)
     if meta.get("format") != FORMAT:
         raise CheckpointError(f"{path}: not a longlive-cli model file (no '{FORMAT}' header); see `longlive convert`")
-    return ModelSpec.from_json(meta["spec"])
+    if "spec" not in meta:
+        raise CheckpointError(f"{path}: the header has no model spec; convert the model again")
+    return spec_from_json(meta["spec"], f"{path} [spec]")
 
 
 def read_tokenizer(model: str | Path):
@@ -186,14 +189,16 @@ def read_tokenizer(model: str | Path):
     path = embedded_path() if str(model) == EMBEDDED else Path(model).expanduser()
     if path.is_dir() or is_hub_id(model):
         return None
-    return tokenizer_from_str(read_safetensors_metadata(path)["tokenizer"])
+    return tokenizer_from_str(read_safetensors_metadata(path).get("tokenizer", ""), f"{path} [tokenizer]")
 
 
 def load_converted(path: str | Path, device="cpu", dtype=torch.float32) -> Bundle:
     """Load a file written by ``save_bundle``."""
     spec = read_bundle_spec(path)
     meta = read_safetensors_metadata(path)
+    tokenizer = tokenizer_from_str(meta.get("tokenizer", ""), f"{path} [tokenizer]")
     state = read_tensors(path)
+    check_finite(state, str(path))
     dit, vae, t5 = build_modules(spec)
     load_state_dict_into(dit, _split(state, "dit."), f"{path} [dit]")
     load_state_dict_into(vae, _split(state, "vae."), f"{path} [vae]")
@@ -203,7 +208,7 @@ def load_converted(path: str | Path, device="cpu", dtype=torch.float32) -> Bundl
         with torch.device("meta"):
             fast = TAEHV(spec.fast_decoder)
         load_state_dict_into(fast, _split(state, "fast_decoder."), f"{path} [fast_decoder]")
-    text = UMT5TextEncoder(tokenizer_from_str(meta["tokenizer"]), t5, spec.text_len)
+    text = UMT5TextEncoder(tokenizer, t5, spec.text_len)
     return _finish(spec, dit, vae, text, str(path), device, dtype, fast)
 
 
@@ -243,7 +248,7 @@ WAN_NAME = "Wan2.1-T2V-1.3B"
 
 def find_layout(*roots: str | Path) -> DownloadLayout:
     """Locate the Wan folder and LongLive files under the given folders (LongLive's repo layout or flat folders)."""
-    dirs = [Path(r).expanduser() for r in roots]
+    dirs = [model_path(r) for r in roots]
     for d in dirs:
         if not d.is_dir():
             raise CheckpointError(f"{d}: model directory not found")
@@ -255,6 +260,10 @@ def find_layout(*roots: str | Path) -> DownloadLayout:
     ll_candidates = [c for d in dirs for c in (d / "longlive_models" / "models", d / "models", d)]
     generator = next((c / "longlive_base.pt" for c in ll_candidates if (c / "longlive_base.pt").is_file()), None)
     lora = next((c / "lora.pt" for c in ll_candidates if (c / "lora.pt").is_file()), None)
+    if generator is not None and lora is None:
+        raise CheckpointError(
+            f"{generator.parent}: lora.pt is missing; LongLive's generator needs its LoRA beside longlive_base.pt"
+        )
     layout = DownloadLayout(wan_dir, generator, lora)
     needed = (layout.vae, layout.t5, layout.tokenizer / "tokenizer.json") + (() if generator else (layout.dit,))
     missing = [p for p in needed if not p.exists()]
@@ -273,8 +282,11 @@ def vae_config_of(state: dict[str, torch.Tensor], source: str) -> WanVAEConfig:
 
 def read_download(layout: DownloadLayout, prefer_ema: bool = False, lora_alpha: float | None = None):
     """Spec and state dicts of a download, with the LongLive generator and its LoRA merged in."""
-    cfg = json.loads((layout.wan_dir / "config.json").read_text())
-    dit_cfg = DiTConfig.from_dict(cfg)
+    config = layout.wan_dir / "config.json"
+    try:
+        dit_cfg = dit_config_from_json(config.read_text(encoding="utf-8"), str(config))
+    except (OSError, UnicodeDecodeError) as e:
+        raise CheckpointError(f"{config}: cannot read the config ({e})") from None
     name = "longlive-1.3b" if layout.generator else "wan2.1"
     spec = replace(LONGLIVE_13B, dit=dit_cfg, text_len=dit_cfg.text_len, name=name)
     dit_path = layout.generator or layout.dit
@@ -286,6 +298,8 @@ def read_download(layout: DownloadLayout, prefer_ema: bool = False, lora_alpha: 
     vae = read_tensors(layout.vae)
     t5 = remap_hf_umt5_keys(read_tensors(layout.t5))
     spec = replace(spec, text=UMT5Config.from_state_dict(t5), vae=vae_config_of(vae, str(layout.vae)))
+    for state, source in ((dit, dit_path), (vae, layout.vae), (t5, layout.t5)):
+        check_finite(state, str(source))
     return spec, dit, vae, t5
 
 
@@ -298,8 +312,16 @@ def load_download(root: str | Path | list[Path], device="cpu", dtype=torch.float
     load_state_dict_into(dit, dit_sd, str(layout.generator or layout.dit))
     load_state_dict_into(vae, vae_sd, str(layout.vae))
     load_state_dict_into(t5, t5_sd, str(layout.t5))
-    text = UMT5TextEncoder(load_umt5_tokenizer(layout.tokenizer), t5, spec.text_len)
+    text = UMT5TextEncoder(tokenizer_from_file(layout.tokenizer / "tokenizer.json"), t5, spec.text_len)
     return _finish(spec, dit, vae, text, " + ".join(map(str, roots)), device, dtype)
+
+
+def model_path(model: str | Path) -> Path:
+    """A model path with ``~`` expanded, or a CheckpointError when ``~user`` names no user."""
+    try:
+        return Path(model).expanduser()
+    except RuntimeError:
+        raise CheckpointError(f"{model}: cannot expand '~': no such user's home folder") from None
 
 
 def load_bundle(model: str | Path, device="cpu", dtype=torch.float32, **kw) -> Bundle:
@@ -313,7 +335,7 @@ def load_bundle(model: str | Path, device="cpu", dtype=torch.float32, **kw) -> B
         if not path.is_file():
             raise CheckpointError(f"{path}: the embedded tiny model is missing from this installation")
         return load_converted(path, device, dtype)
-    path = Path(model).expanduser()
+    path = model_path(model)
     if path.is_dir():
         return load_download(path, device, dtype, **kw)
     if not path.exists():
@@ -326,7 +348,9 @@ def convert(
 ) -> ModelSpec:
     """Merge a download (generator + LoRA) into one pickle-free file that loads fast."""
     layout = find_layout(*(roots if isinstance(roots, list) else [roots]))
+    tokenizer_file = layout.tokenizer / "tokenizer.json"
+    tokenizer_from_file(tokenizer_file)
     spec, dit, vae, t5 = read_download(layout, **kw)
-    tokenizer = (layout.tokenizer / "tokenizer.json").read_text()
+    tokenizer = tokenizer_file.read_text(encoding="utf-8")
     save_bundle(out, spec, dit, vae, t5, tokenizer, dtype=dtype)
     return spec

@@ -7,6 +7,7 @@ import os
 import pickle
 import re
 import secrets
+import warnings
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -136,17 +137,41 @@ def _require_file(path: Path) -> None:
         raise CheckpointError(f"{path}: file is empty")
 
 
+def check_finite(state: Mapping[str, torch.Tensor], source: str) -> None:
+    """Refuse weights holding NaN or infinity, which would render as noise or black without a word."""
+    bad = [k for k, v in state.items() if v.is_floating_point() and not bool(torch.isfinite(v).all())]
+    _fail_if(source, "weights hold NaN or infinite values (a damaged or diverged checkpoint)", [("tensors", bad)])
+
+
+def _refusal(text: str) -> str | None:
+    """What the weights-only unpickler refused, or None when the failure was something else."""
+    if "Weights only load failed" not in text and "Unsupported global" not in text:
+        return None
+    for line in text.splitlines():
+        line = line.strip()
+        if line.startswith(("Trying to load unsupported GLOBAL", "Unsupported global", "Unsupported operand")):
+            return line.split(" whose module")[0].rstrip(".")
+        if "WeightsUnpickler error: " in line and line.split("WeightsUnpickler error: ", 1)[1].strip():
+            return line.split("WeightsUnpickler error: ", 1)[1].strip()
+    return "an object that is not a tensor or a plain container"
+
+
 def _read_pickle(path: Path) -> object:
     """Load a torch file with the weights-only unpickler, memory-mapping the zip format to avoid a full copy."""
     with path.open("rb") as f:
         is_zip = f.read(len(ZIP_MAGIC)) == ZIP_MAGIC
     try:
-        return torch.load(path, map_location="cpu", weights_only=True, mmap=is_zip)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            return torch.load(path, map_location="cpu", weights_only=True, mmap=is_zip)
     except Exception as exc:
-        if isinstance(exc, pickle.UnpicklingError) and "Unsupported global" in str(exc):
-            what = "refused to unpickle: it references Python objects, not only tensors and plain containers"
-        else:
-            what = "not a readable torch file, truncated or corrupt?"
+        refused = _refusal(str(exc)) if isinstance(exc, pickle.UnpicklingError) else None
+        if refused is not None:
+            raise CheckpointError(
+                f"{path}: refused as unsafe: the file asks the unpickler for more than tensors and plain containers "
+                f"({refused}); only load it with other tools if you trust where it came from"
+            ) from exc
+        what = "not a readable torch file, truncated or corrupt?"
         raise CheckpointError(f"{path}: {what} ({_reason(exc)})") from exc
 
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import signal
 import sys
 from dataclasses import replace
 from pathlib import Path
@@ -13,11 +12,10 @@ from typing import Annotated
 
 import typer
 from rich.console import Console
-from rich.markup import escape
 from rich.table import Table
 from typer.core import TyperArgument, TyperGroup
 
-from . import __version__
+from . import __version__, interrupts
 from .bundle import (
     EMBEDDED,
     Bundle,
@@ -25,17 +23,20 @@ from .bundle import (
     embedded_path,
     find_layout,
     load_bundle,
+    model_path,
     read_bundle_spec,
     read_tokenizer,
 )
 from .checkpoints import CheckpointError
 from .download import LONGLIVE, MODELS, WAN, is_hub_id, repos_of
 from .extras import MissingExtra
+from .finish import FinishError, Interrupted
 from .models.rope import MAX_POSITIONS
 from .notices import setting_warnings, vocabulary_warnings
 from .outputs import OutputError, draw_seed, plan_outputs
 from .quantize import MODES, QuantizeError, quantize_dit, weight_bytes
 from .render import RenderError, RenderSettings, positions_for, render
+from .terminal import markup_safe, printable
 from .timeline import (
     MAX_SECONDS,
     POSITION_MODES,
@@ -90,9 +91,19 @@ out = Console(highlight=False)
 app.command("train")(train)
 
 BAD_INPUT = 1
+DEVICES = ("auto", "cpu", "cuda")
 INTERRUPTED = 130
 DTYPES = {"float32": "float32", "fp32": "float32", "bf16": "bfloat16", "bfloat16": "bfloat16", "fp16": "float16"}
-USER_ERRORS = (TimelineError, CheckpointError, RenderError, QuantizeError, OutputError, MissingExtra, OSError)
+USER_ERRORS = (
+    TimelineError,
+    CheckpointError,
+    RenderError,
+    QuantizeError,
+    OutputError,
+    FinishError,
+    MissingExtra,
+    OSError,
+)
 
 
 def _show_version(value: bool) -> None:
@@ -112,15 +123,14 @@ def _main(
 
 def fail(message: str) -> typer.Exit:
     """Print a located error and give the exit for bad input."""
-    err.print(f"[bold red]error:[/] {message}", soft_wrap=True)
+    report(message)
     return typer.Exit(BAD_INPUT)
 
 
-def _interrupt_on_sigterm() -> None:
-    def handler(signum, frame):
-        raise KeyboardInterrupt
-
-    signal.signal(signal.SIGTERM, handler)
+def report(message: object) -> None:
+    """Print an error, one line per problem, with what came from files or requests escaped for the terminal."""
+    for line in str(message).splitlines() or [""]:
+        err.print(f"[bold red]error:[/] {markup_safe(line)}", soft_wrap=True)
 
 
 def resolve_device(device: str) -> str:
@@ -129,6 +139,9 @@ def resolve_device(device: str) -> str:
 
     if device == "auto":
         device = "cuda" if torch.cuda.is_available() else "cpu"
+    if device not in DEVICES:
+        message = f"choose one of {', '.join(DEVICES)}, got {printable(device)!r}"
+        raise typer.BadParameter(message, param_hint="--device")
     if device == "cuda":
         if not torch.cuda.is_available():
             raise RenderError("--device cuda: no CUDA GPU is available to this process")
@@ -159,10 +172,10 @@ def _check_positions(positions: str | None) -> None:
 def _parse_size(size: str | None) -> tuple[int, int] | None:
     if size is None:
         return None
-    m = re.fullmatch(r"\s*(\d+)\s*[xX]\s*(\d+)\s*", size)
+    m = re.fullmatch(r"\s*(\d{1,6})\s*[xX]\s*(\d{1,6})\s*", size)
     if not m or int(m[1]) % 16 or int(m[2]) % 16 or not int(m[1]) or not int(m[2]):
         raise typer.BadParameter(
-            f"expected WxH with multiples of 16, such as 128x128, got {size!r}", param_hint="--size"
+            f"expected WxH with multiples of 16, such as 128x128, got {printable(size[:40])!r}", param_hint="--size"
         )
     return int(m[1]), int(m[2])
 
@@ -252,7 +265,7 @@ def render_cmd(
         raise typer.BadParameter(f"choose one of {', '.join(MODES)}", param_hint="--quantize")
     _check_positions(positions)
     wh = _parse_size(size)
-    _interrupt_on_sigterm()
+    interrupts.install()
     try:
         if prompt is not None:
             jobs = [
@@ -273,32 +286,37 @@ def render_cmd(
     failures = 0
     for timeline, job_seed, target in work:
         try:
-            bundle = bundles.get(model or _model_of(timeline), quantize or timeline.quantize)
-            settings = RenderSettings.resolve(
-                timeline,
-                bundle,
-                seed=job_seed,
-                window=window,
-                sink=sink,
-                size=wh,
-                quantize=quantize,
-                positions=positions,
-            )
+            source = model or _model_of(timeline)
+            overrides = {
+                "seed": job_seed,
+                "window": window,
+                "sink": sink,
+                "size": wh,
+                "quantize": quantize,
+                "positions": positions,
+            }
+            RenderSettings.for_spec(timeline, read_spec(str(source)), bundles.device, bundles.dtype, **overrides)
+            bundle = bundles.get(source, quantize or timeline.quantize)
+            settings = RenderSettings.resolve(timeline, bundle, **overrides)
             sink_fn = _progress(progress, quiet, target, rank)
             dec = bundles.decoder(bundle, decoder)
             result = render(timeline, bundle, target, settings, overwrite=overwrite, events=sink_fn, decoder=dec)
-        except KeyboardInterrupt:
-            err.print(f"[yellow]interrupted:[/] {target} holds the frames made so far")
+        except Interrupted as e:
+            err.print(f"[yellow]interrupted:[/] {markup_safe(e.finished.describe())}", soft_wrap=True)
             raise typer.Exit(INTERRUPTED) from None
-        except USER_ERRORS as e:
-            err.print(f"[bold red]error:[/] {e}", soft_wrap=True)
+        except (KeyboardInterrupt, *USER_ERRORS) as e:
+            if isinstance(e, KeyboardInterrupt) or interrupts.received():
+                err.print(f"[yellow]interrupted[/] before {markup_safe(str(target))} was started; nothing was written")
+                raise typer.Exit(INTERRUPTED) from None
+            report(e)
             failures += 1
             continue
         if not quiet and progress != "json":
             timings = result["timings"]
             err.print(
-                f"[green]wrote[/] {escape(str(target))} (seed {settings.seed}, {result['result']['frames_written']} "
-                f"frames, {timings['fps']} fps, {timings['realtime_factor']}x real time)",
+                f"[green]wrote[/] {markup_safe(str(target))} (seed {settings.seed}, "
+                f"{result['result']['frames_written']} frames, {timings['fps']} fps, "
+                f"{timings['realtime_factor']}x real time)",
                 soft_wrap=True,
             )
     if failures:
@@ -329,7 +347,7 @@ def _progress(kind: str, quiet: bool, target: Path, rank: int):
 
 
 def _warn(message: str) -> None:
-    err.print(f"[yellow]warning:[/] {escape(message)}", soft_wrap=True)
+    err.print(f"[yellow]warning:[/] {markup_safe(message)}", soft_wrap=True)
 
 
 @app.command()
@@ -345,18 +363,20 @@ def check(
             chunk = spec.engine.chunk_frames
             tokenizer = read_tokenizer(str(_model_of(timeline)))
             positions = positions_for(timeline, chunk, MAX_POSITIONS)
-        except USER_ERRORS as e:
-            err.print(f"[bold red]error:[/] {e}", soft_wrap=True)
+            device = resolve_device("auto")
+            RenderSettings.for_spec(timeline, spec, device, resolve_dtype(None, device))
+        except (*USER_ERRORS, UnicodeError) as e:
+            report(e)
             failures += 1
             continue
         plan = plan_changes(timeline, chunk)
-        title = f"{path}: {timeline.duration:g} s, {plan.video_frames} frames at {timeline.fps} fps"
+        title = f"{markup_safe(str(path))}: {timeline.duration:g} s, {plan.video_frames} frames at {timeline.fps} fps"
         table = Table(title=f"{title}, {positions} positions")
         for col in ("#", "requested", "lands at", "switch", "prompt"):
             table.add_column(col)
         for i, (change, (_, _, landed_s)) in enumerate(zip(timeline.prompts, plan.changes, strict=True)):
             policy = timeline.policy_at(i) if i else "-"
-            table.add_row(str(i), f"{change.at:g} s", f"{landed_s:.3f} s", policy, change.text)
+            table.add_row(str(i), f"{change.at:g} s", f"{landed_s:.3f} s", policy, markup_safe(change.text))
         print_table(table)
         size, window = timeline.size or spec.size, timeline.window or spec.engine.window
         notes = [*setting_warnings(spec, size, timeline.fps, window)]
@@ -388,7 +408,7 @@ def read_spec(model: str) -> ModelSpec:
         from .bundle import LONGLIVE_13B
 
         return LONGLIVE_13B if model != WAN else replace(LONGLIVE_13B, name="wan2.1")
-    path = Path(model).expanduser()
+    path = model_path(model)
     if path.is_dir():
         find_layout(path)
         from .bundle import LONGLIVE_13B
@@ -465,7 +485,7 @@ def download(
     from .download import fetch
 
     try:
-        roots = fetch(model, say=lambda line: err.print(escape(line), soft_wrap=True), dry_run=dry_run)
+        roots = fetch(model, say=lambda line: err.print(markup_safe(line), soft_wrap=True), dry_run=dry_run)
     except USER_ERRORS as e:
         raise fail(str(e)) from None
     if roots:
@@ -522,7 +542,7 @@ def bench(
     def save(report: dict) -> None:
         last = report["variants"][-1]
         done = f"failed: {' '.join(last['error'])}" if "error" in last else f"{last['e2e_fps']:.1f} fps end to end"
-        err.print(f"[dim]{last['variant']}: {done}[/]")
+        err.print(f"[dim]{markup_safe(last['variant'])}: {markup_safe(done)}[/]")
         if json_out is not None:
             json_out.write_text(json.dumps(report, indent=2) + "\n")
 
@@ -552,7 +572,7 @@ def _print_bench(report: dict) -> None:
         table.add_column(c)
     for v in report["variants"]:
         if "error" in v:
-            table.add_row(v["variant"], f"[red]failed: {' '.join(v['error'])}[/]")
+            table.add_row(markup_safe(v["variant"]), f"[red]failed: {markup_safe(' '.join(v['error']))}[/]")
             continue
         e = v["engine"]
         table.add_row(
@@ -625,7 +645,7 @@ def live(
         raise typer.BadParameter(f"choose one of {', '.join(MODES)}", param_hint="--quantize")
     _check_positions(positions)
     wh = _parse_size(size)
-    _interrupt_on_sigterm()
+    interrupts.install()
     try:
         first = None if prompt is None else clean_text(prompt)
         limit = duration if duration is not None else MAX_SECONDS
@@ -655,12 +675,12 @@ def live(
             options,
             decoder=bundles.decoder(bundle, decoder),
             stdin=stdin,
-            say=lambda line: err.print(escape(line), soft_wrap=True),
+            say=lambda line: err.print(markup_safe(line), soft_wrap=True),
             events=None if quiet else _live_event,
         )
     except KeyboardInterrupt:
         where = f"; {record} holds the video so far" if record else ""
-        err.print(f"[yellow]interrupted[/]{escape(where)}")
+        err.print(f"[yellow]interrupted[/]{markup_safe(where)}")
         raise typer.Exit(INTERRUPTED) from None
     except (*USER_ERRORS, MessageError) as e:
         raise fail(str(e)) from None
@@ -675,7 +695,7 @@ def _live_event(event: dict) -> None:
     if event["event"] == "switch":
         lag = "" if event["lag_s"] is None or not event["prompt"] else f" (lag {event['lag_s']:.2f} s)"
         policy = event["policy"] or "start"
-        err.print(f"[cyan]{event['landed_s']:8.2f} s[/] {policy}: {escape(event['text'])}{lag}", soft_wrap=True)
+        err.print(f"[cyan]{event['landed_s']:8.2f} s[/] {policy}: {markup_safe(event['text'])}{lag}", soft_wrap=True)
     elif event["event"] in ("pause", "resume"):
         err.print(f"[yellow]{event['event']}[/]")
 
@@ -689,7 +709,7 @@ def _live_summary(session) -> None:
     )
     if session.sidecar is not None:
         files = f"{session.sidecar['output']} and {session.sidecar['timeline']}"
-        err.print(f"[green]recorded[/] {escape(files)}; replay: {escape(session.sidecar['replay'])}")
+        err.print(f"[green]recorded[/] {markup_safe(files)}; replay: {markup_safe(session.sidecar['replay'])}")
 
 
 @app.command("eval")

@@ -11,6 +11,8 @@ from rich.progress import BarColumn, Progress, ProgressColumn, Task, TextColumn,
 from rich.table import Column
 from rich.text import Text
 
+from .terminal import markup_safe
+
 
 class _Speed(ProgressColumn):
     """Generation speed in frames/s and as a multiple of real time (shorter on a narrow terminal)."""
@@ -44,7 +46,7 @@ class RichProgress:
 
     def __init__(self, console: Console | None = None, label: str = ""):
         self.console = console or Console(stderr=True)
-        self.label = label
+        self.label = markup_safe(label, newlines=False)
         wide = self.console.width >= WIDE
         columns = [
             _text("[bold]{task.fields[label]}", max_width=24 if wide else 16),
@@ -68,19 +70,19 @@ class RichProgress:
                 "render", total=event["frames"], label=self.label, video="0.0 s", prompt="", fps=None, realtime=None
             )
         elif kind == "warning":
-            self.console.print(f"[yellow]warning:[/] {event['message']}")
+            self.console.print(f"[yellow]warning:[/] {markup_safe(event['message'])}")
         elif kind == "switch":
             policy = event["policy"]
             self.console.print(
                 f"[cyan]prompt {event['prompt']}[/] requested at {event['requested_s']:.2f} s, "
-                f"lands at {event['landed_s']:.2f} s ({policy}): {event['text']}"
+                f"lands at {event['landed_s']:.2f} s ({policy}): {markup_safe(event['text'])}"
             )
         elif kind == "chunk" and self.task is not None:
             self.progress.update(
                 self.task,
                 completed=event["frames_done"],
                 video=f"{event['video_s']:.1f} s",
-                prompt=_short(event["text"]),
+                prompt=markup_safe(_short(event["text"]), newlines=False),
                 fps=event["fps"],
                 realtime=event["realtime"],
             )

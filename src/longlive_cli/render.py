@@ -17,11 +17,14 @@ from pathlib import Path
 import torch
 
 from . import __version__
-from .bundle import Bundle
+from .bundle import Bundle, ModelSpec
 from .engine import EngineConfig, SeededNoise, Segment, StreamingGenerator, SwitchPolicy
+from .finish import FinishError, Interrupted, check_free, finish
+from .limits import settings_problem
+from .models.rope import MAX_POSITIONS
 from .notices import setting_warnings, vocabulary_warnings
-from .timeline import Timeline, plan_changes, video_frame_of_latent, video_frames_for
-from .video import VideoWriter, sidecar_path, to_uint8_frames, write_sidecar
+from .timeline import Timeline, TimelineError, plan_changes, video_frame_of_latent, video_frames_for
+from .video import VideoWriter, to_uint8_frames
 
 Events = Callable[[dict], None]
 # Chunk times kept for the sidecar's median: the most recent ones, so hours of video take no more memory.
@@ -54,19 +57,53 @@ class RenderSettings:
         quantize: str | None = None,
         positions: str | None = None,
     ) -> RenderSettings:
-        spec = bundle.spec
+        param = next(bundle.dit.parameters())
+        return cls.for_spec(
+            timeline, bundle.spec, param.device, param.dtype, seed, window, sink, size, quantize, positions
+        )
+
+    @classmethod
+    def for_spec(
+        cls,
+        timeline: Timeline,
+        spec: ModelSpec,
+        device: str | torch.device | None,
+        dtype: torch.dtype,
+        seed: int | None = None,
+        window: int | None = None,
+        sink: int | None = None,
+        size: tuple[int, int] | None = None,
+        quantize: str | None = None,
+        positions: str | None = None,
+    ) -> RenderSettings:
+        """The settings, checked against the model and ``device``'s memory before anything is built."""
         width, height = size or timeline.size or spec.size
+        given = {"size": size, "attention.window": window, "attention.sink": sink}
+
+        def problem(key: str, message: str) -> Exception:
+            """The error located where the setting came from: an option, the timeline's key, or the model."""
+            if given[key] is not None:
+                return RenderError(f"--{key.split('.')[-1]}: {message}")
+            if getattr(timeline, key.split(".")[-1]) is not None:
+                line = timeline.key_lines.get(key)
+                return TimelineError(message, path=timeline.path, line=line, key=key)
+            return RenderError(f"{spec.name}'s {key.split('.')[-1]}: {message}")
+
         multiple = spec.vae.space_stride * spec.dit.patch_size[1]
         if width % multiple or height % multiple:
-            raise RenderError(f"size {width}x{height}: width and height must be multiples of {multiple}")
+            raise problem("size", f"size {width}x{height}: width and height must be multiples of {multiple}")
         window = window or timeline.window or spec.engine.window
         if sink is None:
             sink = spec.engine.sink if timeline.sink is None else timeline.sink
-        positions = positions_for(timeline, spec.engine.chunk_frames, bundle.dit.rope.max_positions, positions)
+        positions = positions_for(timeline, spec.engine.chunk_frames, MAX_POSITIONS, positions)
         try:
             engine = EngineConfig(**{**spec.engine.__dict__, "window": window, "sink": sink, "positions": positions})
         except ValueError as e:
-            raise RenderError(f"attention: {e}") from None
+            key = "attention.sink" if given["attention.sink"] is not None else "attention.window"
+            raise problem(key, str(e)) from None
+        found = settings_problem(spec, engine, (width, height), device, dtype)
+        if found is not None:
+            raise problem(*found)
         seed = timeline.seed if seed is None else seed
         return cls((width, height), engine, seed, timeline.fps, quantize or timeline.quantize)
 
@@ -114,8 +151,9 @@ def render(
 ) -> dict:
     """Render ``timeline`` to ``output`` (+ a JSON sidecar) and return the sidecar's content.
 
-    On KeyboardInterrupt the video so far is finalised, the sidecar says ``"interrupted": true``, and the
-    interrupt propagates so the caller can exit with 130.
+    However the render ends, ``finish`` puts the output in place: a whole video under its name, anything less in
+    the playable ``NAME.partial.mp4`` with ``NAME.partial.json``. An interrupt then propagates as ``Interrupted``,
+    which says where the frames are, so the caller can exit with 130.
     """
     emit = events or (lambda event: None)
     chunk = settings.engine.chunk_frames
@@ -179,61 +217,59 @@ def render(
     written = 0
     chunk_times: deque[float] = deque(maxlen=RECENT_CHUNK_TIMES)
     first_frame_s = None
-    interrupted = False
+    check_free(output, overwrite)
     writer = VideoWriter(output, settings.fps, settings.size, overwrite=overwrite)
     start = time.perf_counter()
+    stopped: BaseException | None = None
     try:
-        with writer:
-            last = time.perf_counter()
-            for piece in gen.stream(segments, plan.latent_frames):
-                if piece.switched:
-                    emit({"event": "switch", **changes[piece.segment]})
-                with torch.no_grad():
-                    pixels = stream(piece.latents.transpose(1, 2))
-                frames = to_uint8_frames(pixels)[: total - written]
-                writer.write(frames)
-                written += len(frames)
-                now = time.perf_counter()
-                chunk_times.append(now - last)
-                last = now
-                first_frame_s = first_frame_s if first_frame_s is not None else now - start
-                elapsed = now - start
-                fps = written / elapsed
-                emit(
-                    {
-                        "event": "chunk",
-                        "chunk": piece.index,
-                        "frames_done": written,
-                        "frames": total,
-                        "video_s": written / settings.fps,
-                        "prompt": piece.segment,
-                        "text": texts[piece.segment],
-                        "fps": fps,
-                        "realtime": fps / settings.fps,
-                        "eta_s": (total - written) / fps if fps > 0 else None,
-                    }
-                )
-    except KeyboardInterrupt:
-        interrupted = True
-        raise
-    finally:
-        written = writer.frames_written
-        elapsed = time.perf_counter() - start
-        ordered = sorted(chunk_times)
-        sidecar["result"] = {
-            "frames_written": written,
-            "complete": written == total and not interrupted,
-            "interrupted": interrupted,
-        }
-        sidecar["timings"] = {
-            "text_encode_s": round(text_s, 4),
-            "generate_s": round(elapsed, 4),
-            "first_frame_s": None if first_frame_s is None else round(first_frame_s, 4),
-            "chunk_median_s": round(ordered[len(ordered) // 2], 4) if ordered else None,
-            "fps": round(written / elapsed, 3) if elapsed > 0 else None,
-            "realtime_factor": round(written / elapsed / settings.fps, 3) if elapsed > 0 else None,
-        }
-        if written:
-            write_sidecar(sidecar_path(output), sidecar)
-        emit({"event": "done", **sidecar["result"], **sidecar["timings"]})
+        last = time.perf_counter()
+        for piece in gen.stream(segments, plan.latent_frames):
+            if piece.switched:
+                emit({"event": "switch", **changes[piece.segment]})
+            with torch.no_grad():
+                pixels = stream(piece.latents.transpose(1, 2))
+            frames = to_uint8_frames(pixels)[: total - written]
+            writer.write(frames)
+            written += len(frames)
+            now = time.perf_counter()
+            chunk_times.append(now - last)
+            last = now
+            first_frame_s = first_frame_s if first_frame_s is not None else now - start
+            elapsed = now - start
+            fps = written / elapsed
+            emit(
+                {
+                    "event": "chunk",
+                    "chunk": piece.index,
+                    "frames_done": written,
+                    "frames": total,
+                    "video_s": written / settings.fps,
+                    "prompt": piece.segment,
+                    "text": texts[piece.segment],
+                    "fps": fps,
+                    "realtime": fps / settings.fps,
+                    "eta_s": (total - written) / fps if fps > 0 else None,
+                }
+            )
+    except BaseException as e:  # noqa: BLE001 - every way out goes through finish() below, then on
+        stopped = e
+    written = writer.frames_written
+    elapsed = time.perf_counter() - start
+    ordered = sorted(chunk_times)
+    sidecar["timings"] = {
+        "text_encode_s": round(text_s, 4),
+        "generate_s": round(elapsed, 4),
+        "first_frame_s": None if first_frame_s is None else round(first_frame_s, 4),
+        "chunk_median_s": round(ordered[len(ordered) // 2], 4) if ordered else None,
+        "fps": round(written / elapsed, 3) if elapsed > 0 else None,
+        "realtime_factor": round(written / elapsed / settings.fps, 3) if elapsed > 0 else None,
+    }
+    finished = finish(writer, sidecar, total, stopped, overwrite)
+    emit({"event": "done", **sidecar["result"], **sidecar["timings"]})
+    if isinstance(stopped, KeyboardInterrupt):
+        raise Interrupted(finished) from None
+    if finished.problem is not None:
+        raise FinishError(f"{output}: {finished.problem}; {finished.describe()}")
+    if stopped is not None:
+        raise stopped
     return sidecar

@@ -39,12 +39,15 @@ import difflib
 import math
 import os
 import re
+import stat
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import yaml
+
+from .safe_yaml import BoundedLoader, YAMLLimitError
 
 VERSION = 1
 TINY_MODEL = "tiny"
@@ -53,6 +56,10 @@ MAX_FPS = 120
 MAX_SECONDS = 24 * 3600.0
 MAX_TEXT = 2000
 MAX_BYTES = 1_000_000
+MAX_PROMPTS = 1000
+# Longer numbers are not times, sizes or seeds; refusing them keeps int() away from huge digit strings.
+MAX_DIGITS = 24
+SHOWN_CHARS = 60
 SIZE_MULTIPLE = 16
 MAX_SEED = 2**32 - 1
 QUANTIZE_MODES = ("none", "int8", "fp8")
@@ -112,6 +119,29 @@ class TimelineError(Exception):
         )
 
 
+class TimelineErrors(TimelineError):
+    """Every problem found in one timeline, top-level keys first; reads as one located line per problem."""
+
+    def __init__(self, errors: Sequence[TimelineError]):
+        first = errors[0]
+        super().__init__(first.message, path=first.path, line=first.line, key=first.key)
+        self.errors = list(errors)
+
+    def __str__(self) -> str:
+        return "\n".join(str(e) for e in self.errors)
+
+    def located(self, path: Path | None = None, line: int | None = None) -> TimelineError:
+        return TimelineErrors([e.located(path, line) for e in self.errors])
+
+
+def _raise_all(errors: Sequence[TimelineError]) -> None:
+    """Raise the one problem found, or all of them together."""
+    if len(errors) == 1:
+        raise errors[0]
+    if errors:
+        raise TimelineErrors(errors)
+
+
 @dataclass(frozen=True)
 class PromptChange:
     """A prompt that takes over at ``at`` seconds; ``switch`` overrides the timeline's default policy."""
@@ -140,6 +170,7 @@ class Timeline:
     quantize: str
     switch: str
     prompts: tuple[PromptChange, ...]
+    key_lines: dict[str, int] = field(default_factory=dict, compare=False)
 
     def frames(self) -> int:
         """Video frames in the finished clip."""
@@ -177,15 +208,23 @@ def load_timeline(path: str | os.PathLike[str]) -> Timeline:
     """Read and check a timeline file, turning every I/O, encoding and YAML failure into a ``TimelineError``."""
     path = Path(path)
     try:
-        with open(path, "rb") as f:
+        # Non-blocking, so a FIFO is refused instead of waiting for a writer that may never come.
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
+        with open(fd, "rb") as f:
+            info = os.fstat(f.fileno())
+            if stat.S_ISDIR(info.st_mode):
+                raise IsADirectoryError
+            if not stat.S_ISREG(info.st_mode):
+                raise TimelineError("not a regular file (a pipe or a device?); give a timeline file", path=path)
             data = f.read(MAX_BYTES + 1)
-            size = os.fstat(f.fileno()).st_size
+            size = info.st_size
     except FileNotFoundError:
         raise TimelineError("file not found", path=path) from None
     except IsADirectoryError:
         raise TimelineError("is a directory, not a timeline file", path=path) from None
-    except OSError as e:
-        raise TimelineError(f"cannot read the file ({e.strerror or e})", path=path) from None
+    except (OSError, ValueError) as e:
+        reason = e.strerror if isinstance(e, OSError) and e.strerror else e
+        raise TimelineError(f"cannot read the file ({reason})", path=path) from None
     if len(data) > MAX_BYTES:
         size = max(size, len(data))
         shown = f"{size / 1e6:.1f} MB" if size >= 1_050_000 else f"{size} bytes"
@@ -327,6 +366,8 @@ def _time_from_text(text: str, fps: int) -> float | None:
     if text.startswith("-"):
         seconds = _time_from_text(text[1:].lstrip(), fps)
         return None if seconds is None else -seconds
+    if len(re.sub(r"\D", "", text)) > MAX_DIGITS:
+        return None
     if m := _FRAMES.fullmatch(text):
         return int(m["f"]) / fps
     if m := _CLOCK.fullmatch(text):
@@ -344,7 +385,7 @@ def _time_from_text(text: str, fps: int) -> float | None:
 def _compose(text: str) -> _Item | None:
     """Parse YAML into items that keep their line numbers, reporting syntax errors where YAML found them."""
     try:
-        loader = yaml.SafeLoader(text)
+        loader = BoundedLoader(text)
         try:
             node = loader.get_single_node()
             return None if node is None else _from_node(node, loader)
@@ -353,6 +394,9 @@ def _compose(text: str) -> _Item | None:
     except yaml.reader.ReaderError as e:
         line = text.count("\n", 0, e.position) + 1
         raise TimelineError(f"not a text file (control character {e.character!r})", line=line) from None
+    except YAMLLimitError as e:
+        mark = e.problem_mark
+        raise TimelineError(f"YAML too complex: {e.problem}", line=mark.line + 1 if mark else None) from None
     except yaml.MarkedYAMLError as e:
         mark = e.problem_mark or e.context_mark
         problem = e.problem or e.context or "unreadable YAML"
@@ -378,13 +422,33 @@ def _from_node(node: yaml.Node, loader: yaml.SafeLoader) -> _Item:
             if not isinstance(key_node, yaml.ScalarNode):
                 raise TimelineError("keys must be plain names, not lists or mappings", line=key_line)
             key = key_node.value
+            _check_unicode(key, key_line)
             if key in entries:
                 first = entries[key].key_line
                 raise TimelineError(f"duplicate key '{key}' (first given on line {first})", line=key_line)
             entries[key] = _from_node(value_node, loader)
             entries[key].key_line = key_line
         return _Item(entries, line)
-    return _Item(loader.construct_object(node), line, raw=node.value)
+    try:
+        value = loader.construct_object(node)
+    except (ValueError, OverflowError):
+        raise TimelineError(f"cannot read {_short(node.value)} (too many digits?)", line=line) from None
+    if isinstance(value, str):
+        _check_unicode(value, line)
+    return _Item(value, line, raw=node.value)
+
+
+def _check_unicode(text: str, line: int | None) -> None:
+    """Refuse text that is not valid Unicode (a lone surrogate from a YAML escape), which no output can carry."""
+    bad = next((c for c in text if "\ud800" <= c <= "\udfff"), None)
+    if bad is not None:
+        message = f"text holds a lone surrogate \\u{ord(bad):04x}, which is not a character; remove the escape"
+        raise TimelineError(message, line=line)
+
+
+def _short(text: str) -> str:
+    """Text for an error message, cut to a readable length."""
+    return repr(text if len(text) <= SHOWN_CHARS else text[:SHOWN_CHARS] + "…")
 
 
 def _plain(value: Any) -> _Item:
@@ -397,7 +461,7 @@ def _plain(value: Any) -> _Item:
 
 
 def _build(root: _Item | None, base: Path, path: Path | None) -> Timeline:
-    """Check the whole document, in file order where it matters, and assemble the ``Timeline``."""
+    """Check the whole document, collecting every problem in file order, and assemble the ``Timeline``."""
     if root is None:
         raise TimelineError("empty timeline; it needs at least 'duration:' and 'prompts:'")
     if not isinstance(root.value, dict):
@@ -405,35 +469,79 @@ def _build(root: _Item | None, base: Path, path: Path | None) -> Timeline:
             f"expected keys like 'duration:' and 'prompts:' at the top level, got {_kind(root)}", line=root.line
         )
     top: dict[str, _Item] = root.value
-    _check_keys(top, TOP_KEYS, "")
-    version = _optional(top, "version")
-    if version is not None and _integer(version, "version", 0, None) != VERSION:
-        raise TimelineError(
-            f"unsupported version {version.value}; this longlive reads version {VERSION}",
-            line=version.line,
-            key="version",
-        )
-    fps = _integer(top["fps"], "fps", 1, MAX_FPS) if _optional(top, "fps") else DEFAULT_FPS
-    duration = _duration(top, root.line, fps)
-    model = _text(top["model"], "model") if _optional(top, "model") else TINY_MODEL
-    output = _resolve(base, _text(top["output"], "output")) if _optional(top, "output") else None
-    window, sink, positions = _attention(top.get("attention"))
+    errors: list[TimelineError] = []
+
+    def given(key: str, read, default=None):
+        """``read(item)`` for a key that is given, else ``default``; a problem is noted and ``default`` stands in."""
+        item = _optional(top, key)
+        if item is None:
+            return default
+        try:
+            return read(item)
+        except TimelineError as e:
+            errors.append(e)
+            return default
+
+    _check_keys(top, TOP_KEYS, "", errors)
+    given("version", _version)
+    fps = given("fps", lambda item: _integer(item, "fps", 1, MAX_FPS), DEFAULT_FPS)
+    duration = _noting(errors, _duration, top, root.line, fps)
+    model = given("model", lambda item: _text(item, "model"), TINY_MODEL)
+    model_path = None if model == TINY_MODEL else _noting(errors, _resolve, base, model, top.get("model"), "model")
+    output = given("output", lambda item: _resolve(base, _text(item, "output"), item, "output"))
+    window, sink, positions = _noting(errors, _attention, top.get("attention"), errors) or (None, None, "auto")
+    seed = given("seed", lambda item: _integer(item, "seed", 0, MAX_SEED), 0)
+    size = given("size", _size)
+    quantize = given("quantize", lambda item: _choice(item, "quantize", QUANTIZE_MODES), "none")
+    switch = given("switch", lambda item: _choice(item, "switch", SWITCH_POLICIES), "recache")
+    prompts = _prompts(top.get("prompts"), root.line, fps, duration, errors)
+    _raise_all(errors)
     return Timeline(
         path=path,
         model=model,
-        model_path=None if model == TINY_MODEL else _resolve(base, model),
+        model_path=model_path,
         output=output,
         duration=duration,
         fps=fps,
-        seed=_integer(top["seed"], "seed", 0, MAX_SEED) if _optional(top, "seed") else 0,
-        size=_size(top["size"]) if _optional(top, "size") else None,
+        seed=seed,
+        size=size,
         window=window,
         sink=sink,
         positions=positions,
-        quantize=_choice(top["quantize"], "quantize", QUANTIZE_MODES) if _optional(top, "quantize") else "none",
-        switch=_choice(top["switch"], "switch", SWITCH_POLICIES) if _optional(top, "switch") else "recache",
-        prompts=_prompts(top.get("prompts"), root.line, fps, duration),
+        quantize=quantize,
+        switch=switch,
+        prompts=prompts,
+        key_lines=_key_lines(top),
     )
+
+
+def _key_lines(top: dict[str, _Item]) -> dict[str, int]:
+    """The line of each top-level and attention key, so later checks against a model can point at it."""
+    lines = {key: item.key_line for key, item in top.items() if item.key_line is not None}
+    attention = top.get("attention")
+    if attention is not None and isinstance(attention.value, dict):
+        lines |= {f"attention.{k}": v.key_line for k, v in attention.value.items() if v.key_line is not None}
+    return lines
+
+
+def _noting(errors: list[TimelineError], read, *args):
+    """``read(*args)``, or None with the problem noted in ``errors``."""
+    try:
+        return read(*args)
+    except TimelineError as e:
+        errors.append(e)
+        return None
+
+
+def _version(item: _Item) -> int:
+    """The format version, which must be the one this longlive reads."""
+    if _integer(item, "version", 0, None) != VERSION:
+        raise TimelineError(
+            f"unsupported version {_kind(item)}; this longlive reads version {VERSION}",
+            line=item.line,
+            key="version",
+        )
+    return VERSION
 
 
 def _optional(entries: dict[str, _Item], key: str) -> _Item | None:
@@ -442,13 +550,14 @@ def _optional(entries: dict[str, _Item], key: str) -> _Item | None:
     return None if item is None or item.value is None else item
 
 
-def _check_keys(entries: dict[str, _Item], allowed: Sequence[str], prefix: str) -> None:
-    """Reject keys that mean nothing here, suggesting the closest known one."""
+def _check_keys(entries: dict[str, _Item], allowed: Sequence[str], prefix: str, errors: list[TimelineError]) -> None:
+    """Note every key that means nothing here, suggesting the closest known one."""
     for key, item in entries.items():
         if key not in allowed:
-            close = difflib.get_close_matches(key, allowed, n=1, cutoff=0.6)
+            close = difflib.get_close_matches(key[:SHOWN_CHARS], allowed, n=1, cutoff=0.6)
             hint = f"did you mean '{close[0]}'?" if close else f"expected one of: {', '.join(allowed)}"
-            raise TimelineError(f"unknown key '{key}'; {hint}", line=item.key_line, key=prefix + key)
+            message = f"unknown key {_short(key)}; {hint}"
+            errors.append(TimelineError(message, line=item.key_line, key=prefix + key[:SHOWN_CHARS]))
 
 
 def _duration(top: dict[str, _Item], line: int | None, fps: int) -> float:
@@ -484,56 +593,70 @@ def _time(item: _Item, fps: int, key: str) -> float:
         raise e.located(line=item.line) from None
 
 
-def _prompts(item: _Item | None, line: int | None, fps: int, duration: float) -> tuple[PromptChange, ...]:
+def _prompts(
+    item: _Item | None, line: int | None, fps: int, duration: float | None, errors: list[TimelineError]
+) -> tuple[PromptChange, ...]:
     """The prompt list: mappings with at and text, starting at 0, strictly increasing, all before the end."""
     if item is None or item.value is None:
         message = "missing; add a list of prompts, each with 'at:' and 'text:'"
-        raise TimelineError(message, line=item.line if item else line, key="prompts")
+        errors.append(TimelineError(message, line=item.line if item else line, key="prompts"))
+        return ()
     if not isinstance(item.value, list):
         message = f"expected a list of prompts ('- at: 0s' then 'text: ...'), got {_kind(item)}"
-        raise TimelineError(message, line=item.line, key="prompts")
+        errors.append(TimelineError(message, line=item.line, key="prompts"))
+        return ()
     if not item.value:
-        raise TimelineError("the list is empty; add at least one prompt at 0s", line=item.line, key="prompts")
+        errors.append(TimelineError("the list is empty; add at least one prompt at 0s", line=item.line, key="prompts"))
+        return ()
+    if len(item.value) > MAX_PROMPTS:
+        message = f"{len(item.value)} prompts; at most {MAX_PROMPTS}"
+        errors.append(TimelineError(message, line=item.line, key="prompts"))
+        return ()
     changes: list[PromptChange] = []
     for i, entry in enumerate(item.value):
-        change = _prompt(entry, f"prompts[{i}]", fps)
-        at_line = entry.value["at"].line
-        if i == 0 and change.at != 0:
-            message = f"the first prompt must be at 0s, got {_seconds(change.at)}"
-            raise TimelineError(message, line=at_line, key="prompts[0].at")
-        if i == 0 and change.switch is not None:
-            raise TimelineError(
-                "the first prompt starts the video, so there is nothing to switch from; "
-                "set 'switch' on a later prompt or at the top level",
-                line=entry.value["switch"].line,
-                key="prompts[0].switch",
-            )
-        if changes and change.at == changes[-1].at:
-            raise TimelineError(
-                f"two prompts at {_seconds(change.at)}; times must increase", line=at_line, key=f"prompts[{i}].at"
-            )
-        if changes and change.at < changes[-1].at:
-            raise TimelineError(
-                f"times must increase ({_seconds(change.at)} after {_seconds(changes[-1].at)})",
-                line=at_line,
-                key=f"prompts[{i}].at",
-            )
-        if change.at >= duration:
-            raise TimelineError(
-                f"{_seconds(change.at)} is not before the end of the video (duration {_seconds(duration)})",
-                line=at_line,
-                key=f"prompts[{i}].at",
-            )
+        change = _noting(errors, _prompt, entry, f"prompts[{i}]", fps, errors)
+        if change is None:
+            continue
+        problem = _placement(i, change, changes[-1] if changes else None, duration, entry.value)
+        if problem is not None:
+            errors.append(problem)
+            continue
         changes.append(change)
     return tuple(changes)
 
 
-def _prompt(entry: _Item, key: str, fps: int) -> PromptChange:
+def _placement(
+    i: int, change: PromptChange, previous: PromptChange | None, duration: float | None, fields: dict[str, _Item]
+) -> TimelineError | None:
+    """What is wrong with where prompt ``i`` sits: first at 0s, after the one before it, before the end."""
+    at_line = fields["at"].line
+    key = f"prompts[{i}].at"
+    if i == 0 and change.at != 0:
+        return TimelineError(f"the first prompt must be at 0s, got {_seconds(change.at)}", line=at_line, key=key)
+    if i == 0 and change.switch is not None:
+        return TimelineError(
+            "the first prompt starts the video, so there is nothing to switch from; "
+            "set 'switch' on a later prompt or at the top level",
+            line=fields["switch"].line,
+            key="prompts[0].switch",
+        )
+    if previous is not None and change.at == previous.at:
+        return TimelineError(f"two prompts at {_seconds(change.at)}; times must increase", line=at_line, key=key)
+    if previous is not None and change.at < previous.at:
+        message = f"times must increase ({_seconds(change.at)} after {_seconds(previous.at)})"
+        return TimelineError(message, line=at_line, key=key)
+    if duration is not None and change.at >= duration:
+        message = f"{_seconds(change.at)} is not before the end of the video (duration {_seconds(duration)})"
+        return TimelineError(message, line=at_line, key=key)
+    return None
+
+
+def _prompt(entry: _Item, key: str, fps: int, errors: list[TimelineError]) -> PromptChange:
     """One prompt mapping, checked on its own."""
     if not isinstance(entry.value, dict):
         raise TimelineError(f"expected a mapping with 'at:' and 'text:', got {_kind(entry)}", line=entry.line, key=key)
     fields: dict[str, _Item] = entry.value
-    _check_keys(fields, PROMPT_KEYS, f"{key}.")
+    _check_keys(fields, PROMPT_KEYS, f"{key}.", errors)
     for required, meaning in (("at", "when it starts, e.g. 'at: 8s'"), ("text", "what to show")):
         if _optional(fields, required) is None:
             line = fields[required].line if required in fields else entry.line
@@ -558,7 +681,7 @@ def _prompt(entry: _Item, key: str, fps: int) -> PromptChange:
     )
 
 
-def _attention(item: _Item | None) -> tuple[int | None, int | None, str]:
+def _attention(item: _Item | None, errors: list[TimelineError]) -> tuple[int | None, int | None, str]:
     """Window and sink sizes in latent frames (the window includes the sink, so the sink is smaller) and positions."""
     if item is None or item.value is None:
         return None, None, "auto"
@@ -569,7 +692,7 @@ def _attention(item: _Item | None) -> tuple[int | None, int | None, str]:
             key="attention",
         )
     fields: dict[str, _Item] = item.value
-    _check_keys(fields, ATTENTION_KEYS, "attention.")
+    _check_keys(fields, ATTENTION_KEYS, "attention.", errors)
     window = _integer(fields["window"], "attention.window", 1, None) if _optional(fields, "window") else None
     sink = _integer(fields["sink"], "attention.sink", 0, None) if _optional(fields, "sink") else None
     positions = _optional(fields, "positions")
@@ -589,7 +712,8 @@ def _integer(item: _Item, key: str, low: int, high: int | None) -> int:
         raise TimelineError(f"expected a whole number, got {_kind(item)}", line=item.line, key=key)
     if item.value < low or (high is not None and item.value > high):
         bounds = f"at least {low}" if high is None else f"from {low} to {high}"
-        raise TimelineError(f"{item.value} is out of range; use a number {bounds}", line=item.line, key=key)
+        message = f"{_kind(item)} is out of range; use a number {bounds}"
+        raise TimelineError(message, line=item.line, key=key)
     return item.value
 
 
@@ -597,6 +721,8 @@ def _text(item: _Item, key: str) -> str:
     """A non-empty string, stripped."""
     if not isinstance(item.value, str) or not item.value.strip():
         raise TimelineError(f"expected a name or a path, got {_kind(item)}", line=item.line, key=key)
+    if "\0" in item.value:
+        raise TimelineError("a path cannot hold a NUL character (\\0)", line=item.line, key=key)
     return item.value.strip()
 
 
@@ -614,7 +740,8 @@ def _size(item: _Item) -> tuple[int, int]:
     """A WxH frame size (or [W, H]), both positive multiples of 16."""
     value = item.value
     written = item.raw if item.raw is not None else value
-    match = _SIZE.fullmatch(written) if isinstance(written, str) else None
+    short = isinstance(written, str) and len(written) <= 2 * MAX_DIGITS
+    match = _SIZE.fullmatch(written) if short else None
     if match:
         width, height = int(match["w"]), int(match["h"])
     elif isinstance(value, list) and len(value) == 2 and all(_is_int(v.value) for v in value):
@@ -637,9 +764,13 @@ def _is_int(value: Any) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
 
 
-def _resolve(base: Path, value: str) -> Path:
-    """An absolute path, with relative paths taken from ``base``."""
-    path = Path(value).expanduser()
+def _resolve(base: Path, value: str, item: _Item | None = None, key: str | None = None) -> Path:
+    """An absolute path, with relative paths taken from ``base`` and ``~user`` expanded when that user exists."""
+    try:
+        path = Path(value).expanduser()
+    except RuntimeError:
+        message = f"cannot expand {_short(value)}: no such user's home folder"
+        raise TimelineError(message, line=item.line if item else None, key=key) from None
     return (path if path.is_absolute() else base / path).absolute()
 
 
@@ -656,8 +787,8 @@ def _kind(item: Any) -> str:
     if isinstance(value, bool):
         return f"'{raw}' (YAML reads it as {str(value).lower()}; quote it)" if raw else repr(value)
     if isinstance(value, str):
-        return repr(value)
-    return raw if raw else repr(value)
+        return _short(value)
+    return _short(raw)[1:-1] if raw else _short(repr(value))[1:-1]
 
 
 def _seconds(seconds: float) -> str:

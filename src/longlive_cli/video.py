@@ -326,8 +326,9 @@ class VideoWriter:
             self._process.wait()
             raise self._error("ffmpeg stopped accepting frames") from None
 
-    def close(self, keep: bool = True, index_first: bool = True) -> Path | None:
-        """Finish the video and move it to ``path``, or discard it; returns the final path if a video was kept.
+    def close(self, keep: bool = True, move: bool = True, index_first: bool = True) -> Path | None:
+        """Finish the video and move it to ``path`` (or leave it at ``partial_path`` when not ``move``), or discard
+        it; returns where the video was kept, if it was.
 
         ``index_first`` rewrites a cleanly finished video as a plain MP4 with its index in front; without it (after an
         interrupt) the file stays fragmented, playable as it is.
@@ -343,11 +344,12 @@ class VideoWriter:
         try:
             returncode = self._finish(discard=not keep)
             if keep and not self._failed and returncode == 0:
-                if index_first:
-                    index_in_front(self.partial_path)
-                os.replace(self.partial_path, self.path)
-                self._result = self.path
-                return self.path
+                if move:
+                    if index_first:
+                        index_in_front(self.partial_path)
+                    os.replace(self.partial_path, self.path)
+                self._result = self.path if move else self.partial_path
+                return self._result
             if not keep or not self._partial_has_data():
                 self.partial_path.unlink(missing_ok=True)
             if keep and not self._failed:

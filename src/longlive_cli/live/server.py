@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import hmac
 import json
+import re
 import secrets
 import threading
 from http import HTTPStatus
@@ -29,6 +30,7 @@ TOKEN_HEADER = "X-Longlive-Token"
 BOUNDARY = "frame"
 # Oversized bodies up to this size are read and dropped before the refusal, so the client sees the answer.
 DRAIN_BYTES = 1 << 16
+CONTENT_LENGTH = re.compile(r"[0-9]{1,12}")
 STATIC = {
     "/": ("page.html", "text/html; charset=utf-8"),
     "/page.js": ("page.js", "text/javascript; charset=utf-8"),
@@ -181,9 +183,12 @@ class _Handler(BaseHTTPRequestHandler):
             raise MessageError("send JSON with Content-Type: application/json", status=415)
         if self.headers.get("Transfer-Encoding") is not None:
             raise MessageError("send a Content-Length, not a chunked body", status=411)
-        length = self.headers.get("Content-Length", "")
-        if not length.isdigit():
-            raise MessageError("a Content-Length is needed", status=411)
+        lengths = self.headers.get_all("Content-Length") or []
+        if len(lengths) > 1:
+            raise MessageError("send one Content-Length header", status=400)
+        length = lengths[0].strip() if lengths else ""
+        if not CONTENT_LENGTH.fullmatch(length):
+            raise MessageError("a Content-Length of ASCII digits is needed", status=411)
         if int(length) > MAX_MESSAGE_BYTES:
             if int(length) <= DRAIN_BYTES:
                 self.rfile.read(int(length))
@@ -191,8 +196,12 @@ class _Handler(BaseHTTPRequestHandler):
         return parse_message(self.rfile.read(int(length)))
 
     def _host_ok(self) -> bool:
-        if self.headers.get("Host") in self.server.live.hosts:
+        hosts = self.headers.get_all("Host") or []
+        if len(hosts) == 1 and hosts[0] in self.server.live.hosts:
             return True
+        if len(hosts) > 1:
+            self._json(HTTPStatus.BAD_REQUEST, {"ok": False, "error": "send one Host header"})
+            return False
         refusal = "unknown Host; use the address printed in the terminal"
         self._json(HTTPStatus.FORBIDDEN, {"ok": False, "error": refusal})
         return False

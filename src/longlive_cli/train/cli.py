@@ -12,6 +12,7 @@ import typer
 from rich.console import Console
 
 from longlive_cli.extras import MissingExtra
+from longlive_cli.terminal import markup_safe
 from longlive_cli.train.loop import TrainError
 from longlive_cli.train.recipe import STAGES, RecipeError, load_recipe
 
@@ -102,13 +103,14 @@ def train(
         else:
             raise typer.BadParameter(f"choose one of {', '.join(STAGES)}, {EXPORT}", param_hint="--stage")
     except (RecipeError, TrainError, FileNotFoundError, ValueError, MissingExtra) as e:
-        err.print(f"[bold red]error:[/] {e}", soft_wrap=True)
+        err.print(f"[bold red]error:[/] {markup_safe(str(e))}", soft_wrap=True)
         raise typer.Exit(1) from None
     except KeyboardInterrupt:
-        err.print(f"[yellow]interrupted:[/] continue with --resume (checkpoints are in {out / stage})")
+        where = markup_safe(str(out / stage))
+        err.print(f"[yellow]interrupted:[/] continue with --resume (checkpoints are in {where})")
         raise typer.Exit(130) from None
     if os.environ.get("RANK", "0") == "0":  # under torchrun, once
-        err.print(f"[green]done:[/] {path}")
+        err.print(f"[green]done:[/] {markup_safe(str(path))}")
 
 
 def main() -> None:

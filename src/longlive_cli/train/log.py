@@ -9,6 +9,8 @@ from pathlib import Path
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
+from longlive_cli.video import write_text_atomic
+
 
 class TrainLog:
     """Appends ``log.jsonl`` in the stage folder and shows steps/s and losses; wall time adds up across resumes."""
@@ -26,6 +28,8 @@ class TrainLog:
         self.enabled = enabled  # False on the other processes of a distributed run: they only keep time
         self.path = Path(folder) / "log.jsonl"
         self.path.parent.mkdir(parents=True, exist_ok=True)
+        if enabled:
+            trim_log(self.path, start)
         self.stage = stage
         self.total = total
         self.console = console or Console(stderr=True, highlight=False)
@@ -80,3 +84,23 @@ class TrainLog:
         self.console.print(f"[bold]{self.stage}:[/] {message}")
         with self.path.open("a") as f:
             f.write(json.dumps({"stage": self.stage, "note": message, "wall_s": round(self.wall_s, 3)}) + "\n")
+
+
+def trim_log(path: Path, step: int) -> None:
+    """Drop the records of steps after ``step`` (the checkpoint a run resumes from) and a half-written last line,
+    so the steps a resumed run repeats are logged once."""
+    if not path.is_file():
+        return
+    kept = []
+    changed = False
+    for line in path.read_text(encoding="utf-8", errors="replace").splitlines(keepends=True):
+        try:
+            record = json.loads(line) if line.endswith("\n") else None
+        except json.JSONDecodeError:
+            record = None
+        if not isinstance(record, dict) or record.get("step", 0) > step:
+            changed = True
+            continue
+        kept.append(line)
+    if changed:
+        write_text_atomic(path, "".join(kept))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from pathlib import Path
 
@@ -72,6 +73,20 @@ class TrainState:
         return float(norm)
 
 
+# Temporary files of an atomic write (``.NAME.1a2b3c4d.tmp``), left behind only when a process was killed mid-write.
+ORPHAN = re.compile(r"\..+\.[0-9a-f]{8}\.tmp")
+
+
+def remove_orphans(folder: Path) -> list[Path]:
+    """Delete what killed writes left in a stage folder, before a new run writes there; returns what went."""
+    if not folder.is_dir():
+        return []
+    orphans = [p for p in folder.iterdir() if ORPHAN.fullmatch(p.name) and p.is_file()]
+    for path in orphans:
+        path.unlink(missing_ok=True)
+    return orphans
+
+
 class FileCheckpoint:
     """One process's whole state in ``<stage>/checkpoint.pt`` (torch.save, written atomically)."""
 
@@ -113,6 +128,8 @@ class Session:
         self.folder = Path(run_dir) / stage
         self.recipe = recipe
         self.main = main  # only the main process of a distributed run logs
+        if main:
+            remove_orphans(self.folder)
         self.checkpoints = checkpoints(self.folder) if checkpoints else FileCheckpoint(self.folder, main)
         self.checkpoint = self.checkpoints.find()
         saved = {"step": 0, "wall_s": 0.0}
