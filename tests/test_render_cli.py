@@ -58,7 +58,48 @@ def test_timeline_with_two_changes_renders_mp4_and_sidecar(tmp_path, model):
     assert side["settings"]["seed"] == 7
     landed = [(c["requested_s"], c["landed_s"], c["policy"]) for c in side["changes"]]
     assert landed == [(0.0, 0.0, None), (1.0, 1.3125, "recache"), (2.0, 2.0625, "clear")]
+    assert [c["landed_frame"] for c in side["changes"]] == [0, 21, 33]
     assert not list(tmp_path.glob("*.partial*"))
+
+
+def test_sidecar_records_model_settings_timings_and_warnings(tmp_path, model):
+    body = (
+        "duration: 2s\nsize: 64x32\nattention: {window: 9, sink: 3}\nswitch: keep\nprompts:\n"
+        "  - at: 0s\n    text: a red circle\n  - at: 1.9s\n    text: a blue square\n"
+    )
+    out = tmp_path / "side.mp4"
+    result = runner.invoke(app, ["render", str(timeline(tmp_path, model, body)), "-o", str(out), "-q"])
+    assert result.exit_code == 0, result.output
+    info = read_video_info(out)
+    assert (info["frames"], info["width"], info["height"]) == (32, 64, 32)
+    side = json.loads(out.with_suffix(".json").read_text())
+    assert side["model"] == {"name": "test-tiny", "source": str(model)}
+    assert side["settings"] | {"device": "-"} == {
+        "size": "64x32",
+        "fps": 16,
+        "seed": 0,
+        "duration_s": 2.0,
+        "frames": 32,
+        "latent_frames": 9,
+        "chunk": 3,
+        "window": 9,
+        "sink": 3,
+        "steps": [1000, 750, 500, 250],
+        "decoder": "WanVAE",
+        "device": "-",
+        "dtype": "float32",
+    }
+    # 1.9 s is frame 30; its chunk would start at frame 33, after the last frame, so the engine never switches.
+    assert side["changes"][1] | {"text": "-"} == {
+        "prompt": 1, "text": "-", "requested_s": 1.9, "landed_s": None, "landed_frame": None, "policy": None
+    }  # fmt: skip
+    (late,) = [w for w in side["warnings"] if "prompts[1]" in w]
+    assert "after the video ends at 2s" in late and "show.yaml:" in late
+    t = side["timings"]
+    assert 0 < t["first_frame_s"] <= t["generate_s"] and 0 < t["chunk_median_s"] <= t["generate_s"]
+    assert t["text_encode_s"] >= 0
+    assert t["fps"] == pytest.approx(32 / t["generate_s"], rel=0.01)
+    assert t["realtime_factor"] == pytest.approx(t["fps"] / 16, rel=0.01)
 
 
 def test_prompt_mode_renders_with_defaults(tmp_path, model):
