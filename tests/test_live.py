@@ -570,11 +570,21 @@ def test_browser_steers_the_stream(tmp_path, bundle):
     assert read_video_info(out)["frames"] == live.session.frames
 
 
-def test_sigterm_finishes_the_recording(tmp_path, model):
+def _default_sigint() -> None:
+    """Ctrl-C as in a terminal, even where the test runner was started with SIGINT ignored (a background job)."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
+def test_interrupt_finishes_the_recording(tmp_path, model, sig):
     out = tmp_path / "term.mp4"
     cmd = [sys.executable, "-m", "longlive_cli", "live", "a red circle", "--model", str(model), "--port", "0"]
     proc = subprocess.Popen(
-        [*cmd, "--record", str(out), "--keep-running", "-q"], stdin=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+        [*cmd, "--record", str(out), "--keep-running", "-q"],
+        stdin=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        preexec_fn=_default_sigint,
     )
     url = None
     for line in proc.stderr:
@@ -587,10 +597,11 @@ def test_sigterm_finishes_the_recording(tmp_path, model):
         with urllib.request.urlopen(url + "api/state", timeout=5) as response:
             return json.load(response)["frames"]
 
-    wait_until(lambda: frames() >= 21, timeout=30, step=0.1)
-    proc.send_signal(signal.SIGTERM)
-    _, said = proc.communicate(timeout=30)
+    wait_until(lambda: frames() >= 21, timeout=60, step=0.1)
+    proc.send_signal(sig)
+    _, said = proc.communicate(timeout=60)
     assert proc.returncode == 130, said
+    assert "interrupted" in said and str(out) in said.replace("\n", "")
     assert out.with_suffix(".json").is_file(), said
     side = json.loads(out.with_suffix(".json").read_text())
     assert side["result"]["stopped_by"] == "interrupt"
