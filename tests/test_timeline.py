@@ -134,6 +134,8 @@ def test_impossible_frame_counts_are_refused_by_name():
         video_frames_for(0)
     with pytest.raises(ValueError, match="need video_frames >= 1 and chunk >= 1, got 0 and 3"):
         latent_frames_for(0, 3)
+    with pytest.raises(ValueError, match="chunk must be >= 1, got 0"):
+        landing(3, 0)
 
 
 def test_chunk_arithmetic():
@@ -166,7 +168,10 @@ def test_plan_spreads_changes_that_share_a_chunk(tmp_path):
     assert [s for _, _, s in plan.changes[2:]] == [video_frame_of_latent(45) / 16, video_frame_of_latent(48) / 16]
     assert len(plan.warnings) == 2
     assert plan.warnings[0].startswith(f"{tmp_path / 'show.yaml'}:7: prompts[2] at 10.2s shares a chunk")
-    assert "shares a chunk with prompts[1] (one switch per chunk), so it starts one chunk later" in plan.warnings[0]
+    assert (
+        "shares a chunk with prompts[1] (one switch per chunk), so it starts one chunk later, at 11.0625s"
+        in (plan.warnings[0])
+    )
     assert "shares a chunk with prompts[2] (one switch per chunk)" in plan.warnings[1]
 
 
@@ -174,8 +179,10 @@ def test_plan_warns_when_a_change_lands_after_the_end():
     plan = plan_changes(parse_timeline(timeline_with(("0s", "a"), ("19.9s", "b"))), 3)
     assert plan.changes[1][1] == 81
     assert len(plan.warnings) == 1
-    assert "line 5: prompts[1]" in plan.warnings[0]
-    assert "will not be shown" in plan.warnings[0]
+    assert plan.warnings[0] == (
+        "line 5: prompts[1] at 19.9s lands at 20.0625s, after the video ends at 20s; "
+        "it will not be shown (move it earlier or make the video longer)"
+    )
 
 
 def test_single_prompt_timeline(tmp_path, monkeypatch):
