@@ -1,7 +1,7 @@
 VENV ?= .venv
 PY := $(VENV)/bin/python
 
-.PHONY: setup demo test lint
+.PHONY: setup demo test lint mutate
 
 $(PY):
 	python3 -m venv $(VENV)
@@ -26,3 +26,11 @@ test: setup
 lint: setup
 	$(PY) -m ruff check src tests scripts
 	$(PY) -m ruff format --check src tests scripts
+
+# Mutation testing of timeline, engine, KV cache, render and video (see [tool.mutmut]); too slow for CI.
+# MUTANTS narrows the run by name, e.g. make mutate MUTANTS='longlive_cli.timeline*'; PYTEST_ADDOPTS narrows the tests.
+MUTANTS ?=
+mutate: setup
+	rm -rf mutants
+	set -f; HYPOTHESIS_PROFILE=mutation OMP_NUM_THREADS=1 $(PY) -m mutmut run --max-children 2 $(MUTANTS)
+	$(PY) -m mutmut results

@@ -5,7 +5,15 @@ from __future__ import annotations
 import pytest
 import torch
 
-from longlive_cli.engine import EngineConfig, SeededNoise, Segment, SinkMode, StreamingGenerator, SwitchPolicy
+from longlive_cli.engine import (
+    EngineConfig,
+    SeededNoise,
+    Segment,
+    SinkMode,
+    StreamingGenerator,
+    SwitchEvent,
+    SwitchPolicy,
+)
 from longlive_cli.models.dit import PRESETS, CausalWanDiT, DiTConfig
 from longlive_cli.models.kv_cache import KVCache
 
@@ -131,6 +139,27 @@ def test_switch_policies_differ_only_after_the_switch():
     after = {p: o[:, 18:21] for p, o in outs.items()}
     assert not torch.allclose(after[SwitchPolicy.RECACHE], after[SwitchPolicy.KEEP])
     assert not torch.allclose(after[SwitchPolicy.CLEAR], after[SwitchPolicy.RECACHE])
+
+
+def test_the_engine_records_each_switch_it_makes_at_its_chunk_start():
+    p0, p1, p2, p3 = prompts(4)
+    gen = tiny_generator()
+    segments = [Segment(0, p0), Segment(4, p1, SwitchPolicy.KEEP), Segment(5, p2, SwitchPolicy.CLEAR),
+                Segment(9, p3, SwitchPolicy.RECACHE)]  # fmt: skip
+    chunks = list(gen.stream(segments, 18))
+    # 4 and 5 share the chunk at 3..5, so the second waits for the next chunk: one switch per chunk.
+    assert gen.switches == [
+        SwitchEvent(6, SwitchPolicy.KEEP),
+        SwitchEvent(9, SwitchPolicy.CLEAR),
+        SwitchEvent(12, SwitchPolicy.RECACHE),
+    ]
+    assert [c.start for c in chunks if c.switched] == [e.latent for e in gen.switches]
+    gen.reset()
+    assert gen.switches == []
+    gen.set_prompt(p0)
+    gen.step()
+    gen.switch(p1, "keep")
+    assert gen.switches == [SwitchEvent(3, SwitchPolicy.KEEP)]
 
 
 def test_clear_restarts_the_video():

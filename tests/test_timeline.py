@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import random
+import threading
 from pathlib import Path
 
 import pytest
@@ -135,6 +137,15 @@ def test_times_are_read_as_written_not_as_yaml_numbers():
     assert [p.at for p in t.prompts] == [0.0, 10.0, 90.0]
 
 
+def test_impossible_frame_counts_are_refused_by_name():
+    with pytest.raises(ValueError, match="need at least one latent frame, got 0"):
+        video_frames_for(0)
+    with pytest.raises(ValueError, match="need video_frames >= 1 and chunk >= 1, got 0 and 3"):
+        latent_frames_for(0, 3)
+    with pytest.raises(ValueError, match="chunk must be >= 1, got 0"):
+        landing(3, 0)
+
+
 def test_chunk_arithmetic():
     assert video_frames_for(120) == 477
     assert latent_frames_for(477, 3) == 120
@@ -165,15 +176,21 @@ def test_plan_spreads_changes_that_share_a_chunk(tmp_path):
     assert [s for _, _, s in plan.changes[2:]] == [video_frame_of_latent(45) / 16, video_frame_of_latent(48) / 16]
     assert len(plan.warnings) == 2
     assert plan.warnings[0].startswith(f"{tmp_path / 'show.yaml'}:7: prompts[2] at 10.2s shares a chunk")
-    assert "one chunk later" in plan.warnings[0]
+    assert (
+        "shares a chunk with prompts[1] (one switch per chunk), so it starts one chunk later, at 11.0625s"
+        in (plan.warnings[0])
+    )
+    assert "shares a chunk with prompts[2] (one switch per chunk)" in plan.warnings[1]
 
 
 def test_plan_warns_when_a_change_lands_after_the_end():
     plan = plan_changes(parse_timeline(timeline_with(("0s", "a"), ("19.9s", "b"))), 3)
     assert plan.changes[1][1] == 81
     assert len(plan.warnings) == 1
-    assert "line 5: prompts[1]" in plan.warnings[0]
-    assert "will not be shown" in plan.warnings[0]
+    assert plan.warnings[0] == (
+        "line 5: prompts[1] at 19.9s lands at 20.0625s, after the video ends at 20s; "
+        "it will not be shown (move it earlier or make the video longer)"
+    )
 
 
 def test_single_prompt_timeline(tmp_path, monkeypatch):
@@ -317,8 +334,116 @@ def test_bad_files_name_the_file(tmp_path, data, fragments):
 
 
 def test_directory_is_not_a_timeline(tmp_path):
-    with pytest.raises(TimelineError, match="is a directory"):
+    with pytest.raises(TimelineError) as info:
         load_timeline(tmp_path)
+    assert str(info.value) == f"{tmp_path}: is a directory, not a timeline file"
+
+
+def test_unreadable_path_says_why(tmp_path):
+    (tmp_path / "afile").write_text("")
+    path = tmp_path / "afile" / "show.yaml"
+    with pytest.raises(TimelineError) as info:
+        load_timeline(path)
+    assert str(info.value) == f"{path}: cannot read the file (Not a directory)"
+
+
+def test_a_pipe_that_never_ends_is_refused_without_waiting_for_its_end(tmp_path):
+    """An endless source (`<(yes)`, a FIFO) is refused as it is, so it can neither hang nor exhaust memory."""
+    fifo = tmp_path / "endless.yaml"
+    os.mkfifo(fifo)
+    loaded = threading.Event()
+
+    def write() -> None:
+        with open(fifo, "wb", buffering=0) as f:
+            with contextlib.suppress(BrokenPipeError):  # the reader stops early, as it should
+                for _ in range(32):
+                    f.write(b"#" * 65536)
+            loaded.wait(60)  # the input has not ended
+
+    writer = threading.Thread(target=write)
+    writer.start()
+    try:
+        with pytest.raises(TimelineError, match="not a regular file"):
+            load_timeline(fifo)
+        assert writer.is_alive(), "the timeline was refused without waiting for the end of the input"
+    finally:
+        loaded.set()
+        writer.join(70)
+
+
+def test_error_text_and_location_rules(tmp_path):
+    err = TimelineError("bad")
+    assert str(err) == "bad" and err.args == ("bad",)
+    first, second = tmp_path / "a.yaml", tmp_path / "b.yaml"
+    located = TimelineError("bad", path=first, line=3).located(second, 9)
+    assert (located.path, located.line) == (first, 3), "what is already known stays"
+    assert TimelineError("bad").located(second, 9).path == second
+
+
+# (file content, the whole message after "line N: ")
+EXACT = [
+    (V + "fps: 16: 3\n" + P, "YAML syntax error at column 8: mapping values are not allowed here"),
+    (
+        V + "prompts:\n\t- at: 0s\n",
+        "YAML syntax error at column 1: found character '\\t' that cannot start any token "
+        "(while scanning for the next token); indent with spaces, not tabs",
+    ),
+    (V + "? [a]\n: 1\n" + P, "keys must be plain names, not lists or mappings"),
+    ("fps: 0\n" + V + P, "fps: 0 is out of range; use a number from 1 to 120"),
+    (V + "attention: {window: 0}\n" + P, "attention.window: 0 is out of range; use a number at least 1"),
+    (V + "quantize: zzz\n" + P, "quantize: expected one of none, int8, fp8, got 'zzz'"),
+    (V + "size: 0x10\n" + P, "size: width 0 is not a positive multiple of 16 (try 16 or 32)"),
+    (V + "size: 0x16\n" + P, "size: width 0 is not a positive multiple of 16 (try 16 or 32)"),
+    (V + "size: 64x40\n" + P, "size: height 40 is not a positive multiple of 16 (try 32 or 48)"),
+    (V + "size: [64, true]\n" + P, "size: expected WxH like 832x480, got a list"),
+    (V + "size: [64, 32, 16]\n" + P, "size: expected WxH like 832x480, got a list"),
+    ("fps: [1]\n" + V + P, "fps: expected a whole number, got a list"),
+    (V + "seed: {a: 1}\n" + P, "seed: expected a whole number, got a mapping"),
+    ("fps: yes\n" + V + P, "fps: expected a whole number, got 'yes' (YAML reads it as true; quote it)"),
+    (V + "seed: 1.50\n" + P, "seed: expected a whole number, got 1.50"),
+    (V + "prompts:\n  - ~\n", "prompts[0]: expected a mapping with 'at:' and 'text:', got nothing"),
+]
+
+
+@pytest.mark.parametrize(("content", "message"), EXACT)
+def test_messages_read_exactly(content, message):
+    with pytest.raises(TimelineError) as info:
+        parse_timeline(content)
+    assert str(info.value).split(": ", 1)[1] == message
+
+
+def test_size_as_a_list_and_values_from_the_command_line():
+    assert parse_timeline(V + "size: [64, 32]\n" + P).size == (64, 32)
+    with pytest.raises(TimelineError) as info:
+        single_prompt_timeline("a", "1s", seed=True)
+    assert str(info.value) == "seed: expected a whole number, got True"
+    with pytest.raises(TimelineError) as info:
+        single_prompt_timeline("a", "1s", seed=1.5)
+    assert str(info.value) == "seed: expected a whole number, got 1.5"
+
+
+@pytest.mark.parametrize(
+    ("data", "message"),
+    [
+        (b"ab\0c\0", ": not a text file (NUL byte at offset 2); timelines are YAML"),
+        (b"\n" + V.encode() + b"seed: \x01\n" + P.encode(), ":3: not a text file (control character"),
+        (b"#" * 1_050_000, ": file too large (1.1 MB); timelines are at most 1 MB"),
+        (b"#" * 1_350_000, ": file too large (1.4 MB); timelines are at most 1 MB"),
+    ],
+)
+def test_file_level_messages_read_exactly(tmp_path, data, message):
+    path = tmp_path / "show.yaml"
+    path.write_bytes(data)
+    with pytest.raises(TimelineError) as info:
+        load_timeline(path)
+    assert str(info.value).startswith(f"{path}{message}")
+
+
+def test_a_file_of_exactly_one_megabyte_is_read(tmp_path):
+    body = timeline_with(("0s", "a")).encode()
+    path = tmp_path / "show.yaml"
+    path.write_bytes(body + b"#" * (1_000_000 - len(body)))
+    assert load_timeline(path).duration == 20
 
 
 def test_utf8_bom_and_relative_path_given_as_string(tmp_path, monkeypatch):

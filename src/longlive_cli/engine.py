@@ -70,6 +70,14 @@ class Segment:
     policy: SwitchPolicy = SwitchPolicy.RECACHE
 
 
+@dataclass(frozen=True)
+class SwitchEvent:
+    """A prompt switch as the engine carried it out, so sidecars report what happened rather than what was asked."""
+
+    latent: int
+    policy: SwitchPolicy
+
+
 @dataclass
 class LatentChunk:
     """Clean latents [B, n, C, H, W] of one finished chunk."""
@@ -107,14 +115,16 @@ class StreamingGenerator:
         self.prompt: PromptKV | None = None
         self.frame = 0
         self.emitted = 0
+        self.switches: list[SwitchEvent] = []
 
     def reset(self) -> None:
-        """Start a new video: empty cache, no history, positions from 0."""
+        """Start a new video: empty cache, no history, positions from 0, no switches."""
         self.cache.reset()
         self.history = self.history[:, :0]
         self.frame = 0
         self.emitted = 0
         self.prompt = None
+        self.switches.clear()
 
     @torch.no_grad()
     def set_prompt(self, context: torch.Tensor) -> None:
@@ -125,6 +135,7 @@ class StreamingGenerator:
     def switch(self, context: torch.Tensor, policy: SwitchPolicy = SwitchPolicy.RECACHE) -> None:
         """Change the prompt before the next chunk, treating the cache as ``policy`` says."""
         policy = SwitchPolicy(policy)
+        self.switches.append(SwitchEvent(self.emitted, policy))
         self.set_prompt(context)
         if policy is SwitchPolicy.CLEAR:
             self.cache.reset()

@@ -18,7 +18,7 @@ import torch
 
 from . import __version__
 from .bundle import Bundle, ModelSpec
-from .engine import EngineConfig, SeededNoise, Segment, StreamingGenerator, SwitchPolicy
+from .engine import EngineConfig, SeededNoise, Segment, StreamingGenerator, SwitchEvent, SwitchPolicy
 from .finish import FinishError, Interrupted, check_free, finish
 from .limits import settings_problem
 from .models.rope import MAX_POSITIONS
@@ -139,6 +139,12 @@ def positions_for(timeline: Timeline, chunk: int, table: int, override: str | No
     return mode
 
 
+def _record_switch(change: dict, event: SwitchEvent, fps: int) -> None:
+    """Write where and how the engine really switched into a sidecar change."""
+    frame = video_frame_of_latent(event.latent)
+    change.update(landed_s=frame / fps, landed_frame=frame, policy=event.policy.value)
+
+
 def render(
     timeline: Timeline,
     bundle: Bundle,
@@ -171,16 +177,11 @@ def render(
     gen = StreamingGenerator(bundle.dit, settings.engine, settings.latent_shape(bundle), SeededNoise(settings.seed))
     decoder = decoder or bundle.vae
     stream = decoder.stream()
+    # Landing and policy are filled in from the engine's own record as each change happens; a change the video
+    # never reached keeps None.
     changes = [
-        {
-            "prompt": i,
-            "text": p.text,
-            "requested_s": p.at,
-            "landed_s": landed_s,
-            "landed_frame": video_frame_of_latent(landed),
-            "policy": timeline.policy_at(i) if i else None,
-        }
-        for i, (p, (_, landed, landed_s)) in enumerate(zip(timeline.prompts, plan.changes, strict=True))
+        {"prompt": i, "text": p.text, "requested_s": p.at, "landed_s": None, "landed_frame": None, "policy": None}
+        for i, p in enumerate(timeline.prompts)
     ]
     sidecar = {
         "version": __version__,
@@ -224,7 +225,10 @@ def render(
     try:
         last = time.perf_counter()
         for piece in gen.stream(segments, plan.latent_frames):
+            if piece.index == 0:
+                changes[0].update(landed_s=0.0, landed_frame=0)
             if piece.switched:
+                _record_switch(changes[piece.segment], gen.switches[-1], settings.fps)
                 emit({"event": "switch", **changes[piece.segment]})
             with torch.no_grad():
                 pixels = stream(piece.latents.transpose(1, 2))
