@@ -137,7 +137,8 @@ def test_decode_behind_returns_each_chunk_in_order_as_a_direct_decode_would():
     import torch
 
     from longlive_cli.models.taehv import TAEHV
-    from longlive_cli.video import DecodeBehind, to_uint8_frames
+    from longlive_cli.pipeline import DecodeBehind
+    from longlive_cli.video import to_uint8_frames
 
     torch.manual_seed(0)
     decoder = TAEHV(FAST_SPEC.fast_decoder).eval()

@@ -20,8 +20,9 @@ from . import __version__
 from .bundle import Bundle
 from .engine import EngineConfig, SeededNoise, Segment, StreamingGenerator, SwitchPolicy
 from .notices import setting_warnings, vocabulary_warnings
+from .pipeline import FramePipeline
 from .timeline import Timeline, plan_changes, video_frame_of_latent, video_frames_for
-from .video import VideoWriter, sidecar_path, to_uint8_frames, write_sidecar
+from .video import VideoWriter, sidecar_path, write_sidecar
 
 Events = Callable[[dict], None]
 # Chunk times kept for the sidecar's median: the most recent ones, so hours of video take no more memory.
@@ -132,7 +133,7 @@ def render(
     ]
     gen = StreamingGenerator(bundle.dit, settings.engine, settings.latent_shape(bundle), SeededNoise(settings.seed))
     decoder = decoder or bundle.vae
-    stream = decoder.stream()
+    pipeline = FramePipeline(decoder, gen.device, limit=total)
     changes = [
         {
             "prompt": i,
@@ -185,12 +186,9 @@ def render(
     try:
         with writer:
             last = time.perf_counter()
-            for piece in gen.stream(segments, plan.latent_frames):
+            for piece, frames in pipeline.run(gen.stream(segments, plan.latent_frames)):
                 if piece.switched:
                     emit({"event": "switch", **changes[piece.segment]})
-                with torch.no_grad():
-                    pixels = stream(piece.latents.transpose(1, 2))
-                frames = to_uint8_frames(pixels)[: total - written]
                 writer.write(frames)
                 written += len(frames)
                 now = time.perf_counter()
