@@ -113,7 +113,9 @@ def test_peak_breakdown_sums_what_is_alive_at_the_peak_by_source_line():
 
 
 def test_the_table_names_what_holds_memory_at_the_peak(tmp_path, capsys):
-    from longlive_cli import cli
+    from rich.console import Console
+
+    from longlive_cli.report import print_bench
 
     model = write_converted(tmp_path / "m.safetensors", FAST_SPEC)
     report = bench_report(model)
@@ -121,7 +123,7 @@ def test_the_table_names_what_holds_memory_at_the_peak(tmp_path, capsys):
         "allocated_before_tracing_bytes": 3 * 2**30,
         "sites": [{"site": "kv_cache.py:62 __init__", "bytes": 2**31}],
     }
-    cli._print_bench(report)
+    print_bench(report, Console(highlight=False))
     printed = capsys.readouterr().out
     assert "memory at the peak, base: 3.00 GiB before tracing" in printed
     assert "2.00 GiB  kv_cache.py:62 __init__" in printed
