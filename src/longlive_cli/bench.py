@@ -30,7 +30,7 @@ import torch
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from .bundle import LONGLIVE_13B, Bundle, ModelSpec, load_bundle
-from .engine import EngineConfig, SeededNoise, StreamingGenerator, SwitchPolicy, warm_up
+from .engine import EngineConfig, LatentChunk, SeededNoise, StreamingGenerator, SwitchPolicy, warm_up
 from .models.dit import CausalWanDiT
 from .models.taehv import TAEHV, TAEHVConfig
 from .models.vae import WanVAE
@@ -173,10 +173,9 @@ class StreamTimes:
 
 @dataclass
 class DitCall:
-    """One chunk from the engine, with when its DiT work started and when it was done (or, overlapped, queued)."""
+    """When one chunk's DiT work started and when it was done (or, overlapped, queued)."""
 
     index: int
-    latents: torch.Tensor
     started: float
     done: float
 
@@ -286,8 +285,8 @@ def _time_stream(s: BenchSettings, gen, pipeline: FramePipeline, context, writer
                 latents = gen.step()
             if not s.overlap:
                 _sync(device)
-            calls.append(DitCall(index, latents, started, time.perf_counter()))
-            yield calls[-1]
+            calls.append(DitCall(index, started, time.perf_counter()))
+            yield LatentChunk(index, gen.emitted - latents.shape[1], latents, 0, False)
 
     times = StreamTimes()
     stream_started = time.perf_counter()
