@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import re
 import signal
 import sys
@@ -27,7 +26,7 @@ from .outputs import OutputError, draw_seed, plan_outputs
 from .quantize import MODES, QuantizeError, weight_bytes
 from .render import RenderError, RenderSettings, positions_for, render
 from .report import print_bench, print_suite, print_table, print_video_metrics
-from .runtime import DTYPES, BundleCache, model_of, resolve_device, resolve_dtype
+from .runtime import DTYPES, BundleCache, model_of, rank_share, resolve_device, resolve_dtype
 from .timeline import (
     MAX_SECONDS,
     POSITION_MODES,
@@ -203,8 +202,7 @@ def render_cmd(
             jobs = [load_timeline(p) for p in timelines]
         seeds = [draw_seed(seed, job.seed) for job in jobs]
         outputs = plan_outputs(jobs, seeds, output, prompt)
-        rank, world = int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
-        work = list(zip(jobs, seeds, outputs, strict=True))[rank::world]
+        rank, work = rank_share(list(zip(jobs, seeds, outputs, strict=True)))
         dev = resolve_device(device)
         bundles = BundleCache(dev, _dtype(dtype, dev), compile, say=_note)
     except USER_ERRORS as e:

@@ -1,11 +1,14 @@
-"""Where a command runs and with what model: device and dtype resolved, each model loaded once per process, and
-with ``--compile`` its DiT blocks compiled and warmed up for the very shapes a render meets."""
+"""Where a command runs and with what model, so commands share one policy: device, dtype, rank, loading, compiling.
+
+Each model loads once per process; with ``--compile`` its DiT blocks are warmed up for the very shapes a render meets.
+"""
 
 from __future__ import annotations
 
 import os
 from collections.abc import Callable
 from pathlib import Path
+from typing import TypeVar
 
 import torch
 
@@ -16,6 +19,7 @@ from .quantize import quantize_dit
 from .render import RenderError, RenderSettings
 from .timeline import Timeline
 
+T = TypeVar("T")
 DTYPES = {"float32": "float32", "fp32": "float32", "bf16": "bfloat16", "bfloat16": "bfloat16", "fp16": "float16"}
 
 
@@ -37,6 +41,12 @@ def resolve_dtype(dtype: str | None, device: str) -> torch.dtype:
     if dtype not in DTYPES:
         raise ValueError(f"unknown dtype {dtype!r}; choose one of {', '.join(DTYPES)}")
     return getattr(torch, DTYPES[dtype])
+
+
+def rank_share(jobs: list[T]) -> tuple[int, list[T]]:
+    """This process's rank and its share of ``jobs`` (every N-th one under torchrun, all of them alone)."""
+    rank, world = int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
+    return rank, jobs[rank::world]
 
 
 def model_of(timeline: Timeline) -> str | Path:
