@@ -18,7 +18,7 @@ from torch.profiler import ProfilerActivity, profile
 from longlive_cli.bench import PRESETS, attention_backend, random_bundle
 from longlive_cli.bundle import load_bundle
 from longlive_cli.engine import SeededNoise, StreamingGenerator, warm_up
-from longlive_cli.video import to_uint8_frames
+from longlive_cli.pipeline import FramePipeline
 
 KINDS = (
     ("attention", re.compile(r"flash|fmha|attention|sdpa|cudnn_generated_fort_native_sdpa", re.I)),
@@ -61,14 +61,14 @@ def main() -> None:
     gen = StreamingGenerator(bundle.dit, engine, latent, SeededNoise(0))
     gen.reset()
     gen.set_prompt(context)
-    stream = bundle.decoder(args.decoder).stream()
+    pipeline = FramePipeline(bundle.decoder(args.decoder), args.device)
     device = torch.device(args.device)
     activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda" else [])
 
     def chunk() -> None:
         with attention_backend(args.sdpa):
             latents = gen.step()
-        to_uint8_frames(stream(latents.transpose(1, 2)))
+        pipeline(latents)
 
     for _ in range(-(-engine.window // engine.chunk_frames) + 1):
         chunk()
@@ -81,7 +81,7 @@ def main() -> None:
             torch.cuda.synchronize(device)
     events = prof.key_averages()
     sort = "self_device_time_total" if device.type == "cuda" else "self_cpu_time_total"
-    print(f"{spec.name}, {spec.size[0]}x{spec.size[1]}, {args.dtype}, decoder {type(stream).__qualname__}, "
+    print(f"{spec.name}, {spec.size[0]}x{spec.size[1]}, {args.dtype}, decoder {type(pipeline.decode).__qualname__}, "
           f"{'compiled' if args.compile else 'eager'} DiT, {args.chunks} chunks after the window filled")  # fmt: skip
     print(events.table(sort_by=sort, row_limit=args.rows, max_name_column_width=70))
     if device.type == "cuda":

@@ -118,7 +118,9 @@ def test_peak_breakdown_sums_what_is_alive_at_the_peak_by_source_line():
 
 
 def test_the_table_names_what_holds_memory_at_the_peak(tmp_path, capsys):
-    from longlive_cli import cli
+    from rich.console import Console
+
+    from longlive_cli.report import print_bench
 
     model = write_converted(tmp_path / "m.safetensors", FAST_SPEC)
     report = bench_report(model)
@@ -126,7 +128,7 @@ def test_the_table_names_what_holds_memory_at_the_peak(tmp_path, capsys):
         "allocated_before_tracing_bytes": 3 * 2**30,
         "sites": [{"site": "kv_cache.py:62 __init__", "bytes": 2**31}],
     }
-    cli._print_bench(report)
+    print_bench(report, Console(highlight=False))
     printed = capsys.readouterr().out
     assert "memory at the peak, base: 3.00 GiB before tracing" in printed
     assert "2.00 GiB  kv_cache.py:62 __init__" in printed
@@ -142,7 +144,8 @@ def test_decode_behind_returns_each_chunk_in_order_as_a_direct_decode_would():
     import torch
 
     from longlive_cli.models.taehv import TAEHV
-    from longlive_cli.video import DecodeBehind, to_uint8_frames
+    from longlive_cli.pipeline import DecodeBehind
+    from longlive_cli.video import to_uint8_frames
 
     torch.manual_seed(0)
     decoder = TAEHV(FAST_SPEC.fast_decoder).eval()

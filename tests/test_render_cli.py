@@ -419,6 +419,33 @@ def test_compile_renders_the_same_video(tmp_path, model, monkeypatch):
     assert len(diffs) == 48 and max(diffs) <= 2
 
 
+def test_compile_warms_up_the_rendered_window_and_size_and_compiles_nothing_after(tmp_path, model, monkeypatch):
+    from torch._dynamo.utils import counters
+
+    from longlive_cli import runtime
+    from longlive_cli.models.dit import CausalWanDiT
+
+    original_compile, original_warm_up = CausalWanDiT.compile_blocks, runtime.warm_up
+    warmed = []
+
+    def compile_blocks(self, backend: str = "inductor") -> None:
+        original_compile(self, backend="aot_eager")  # dynamo's graphs without code generation, to keep the test quick
+
+    def warm_up(dit, cfg, latent_shape, context) -> None:
+        original_warm_up(dit, cfg, latent_shape, context)
+        warmed.append((cfg.window, latent_shape, counters["stats"]["unique_graphs"]))
+
+    monkeypatch.setattr(CausalWanDiT, "compile_blocks", compile_blocks)
+    monkeypatch.setattr(runtime, "warm_up", warm_up)
+    path = timeline(tmp_path, model, TWO_CHANGES)
+    args = ["render", str(path), "-o", str(tmp_path / "c.mp4"), "-q", "--compile", "--window", "9", "--size", "48x32"]
+    result = runner.invoke(app, args)
+    assert result.exit_code == 0, result.output
+    [(window, latent_shape, graphs)] = warmed
+    assert window == 9 and latent_shape[1:] == (4, 6)  # the rendered window and 48x32, not the model's 6 and 32x32
+    assert counters["stats"]["unique_graphs"] == graphs, "the render compiled graphs the warm-up had not met"
+
+
 def test_rich_progress_into_a_pipe_prints_lines_not_a_bar(tmp_path, model):
     path = timeline(tmp_path, model, TWO_CHANGES)
     result = runner.invoke(app, ["render", str(path), "-o", str(tmp_path / "out.mp4")])

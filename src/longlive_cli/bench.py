@@ -6,8 +6,9 @@ are reported apart; then over the steady-state chunks, the median DiT time per c
 steps + the clean cache pass), the median decode time per chunk (streaming decoder to uint8 frames on the host),
 the optional MP4 write time, the time to the first frame (of the process's first video, first kernels included;
 and of a new video once warm), the recache latency at a prompt change, peak memory, parameters and weight bytes.
-With overlap=true each chunk is decoded on a second CUDA stream while the next chunk's DiT runs: the DiT time is
-then until its work is queued, and the decode time is the wait for the chunk before it.
+The chunks go through the same pipeline as `longlive render` (engine -> streaming decoder -> uint8 frames). With
+overlap=true it decodes each chunk on a second CUDA stream while the next chunk's DiT runs: the DiT time is then
+until its work is queued, and the decode time is the wait for the chunk before it.
 """
 
 from __future__ import annotations
@@ -22,19 +23,20 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import torch
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from .bundle import LONGLIVE_13B, Bundle, ModelSpec, load_bundle
-from .engine import SeededNoise, StreamingGenerator, SwitchPolicy, warm_up
+from .engine import EngineConfig, LatentChunk, SeededNoise, StreamingGenerator, SwitchPolicy, warm_up
 from .models.dit import CausalWanDiT
 from .models.taehv import TAEHV, TAEHVConfig
 from .models.vae import WanVAE
+from .pipeline import FramePipeline
 from .quantize import quantize_dit, weight_bytes
-from .video import DecodeBehind, VideoWriter, to_uint8_frames
+from .video import VideoWriter
 
 PRESETS = {"longlive-1.3b": LONGLIVE_13B}
 OVERRIDABLE = (
@@ -157,34 +159,44 @@ def _load(s: BenchSettings, device: str, dtype: torch.dtype) -> tuple[Bundle, to
     return bundle, context
 
 
+@dataclass
+class StreamTimes:
+    """Per steady-state chunk: DiT, decode and write seconds and frames; the first chunks' figures apart."""
+
+    dit_s: list[float] = field(default_factory=list)
+    decode_s: list[float] = field(default_factory=list)
+    write_s: list[float] = field(default_factory=list)
+    frames: list[int] = field(default_factory=list)
+    first_frame_s: float | None = None
+    warmup_s: float = 0.0
+
+
+@dataclass
+class DitCall:
+    """When one chunk's DiT work started and when it was done (or, overlapped, queued)."""
+
+    index: int
+    started: float
+    done: float
+
+
 @torch.no_grad()
 def run_variant(s: BenchSettings) -> dict:
     """Measure one variant in this process."""
     device = torch.device(s.device)
     dtype = {"float32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}[s.dtype]
-    t_load = time.perf_counter()
+    load_started = time.perf_counter()
     bundle, context = _load(s, s.device, dtype)
     quantize_dit(bundle.dit, s.quantize)
-    load_s = time.perf_counter() - t_load
-    spec = bundle.spec
-    engine = spec.engine
-    if s.window is not None or s.sink is not None:
-        engine = replace(engine, window=s.window or engine.window, sink=engine.sink if s.sink is None else s.sink)
-    engine = replace(engine, positions=s.positions)
-    width, height = (int(v) for v in s.size.split("x")) if s.size else spec.size
-    stride = spec.vae.space_stride
-    latent = (spec.vae.z_dim, height // stride, width // stride)
+    load_s = time.perf_counter() - load_started
+    engine = _engine_config(s, bundle.spec.engine)
+    width, height = (int(v) for v in s.size.split("x")) if s.size else bundle.spec.size
+    stride = bundle.spec.vae.space_stride
+    latent = (bundle.spec.vae.z_dim, height // stride, width // stride)
     decoder = bundle.decoder(s.decoder)
     if isinstance(decoder, WanVAE) and s.channels_last is not None:
         decoder.channels_last(s.channels_last)
-    compile_s = 0.0
-    if s.compile:
-        a = time.perf_counter()
-        bundle.dit.compile_blocks()
-        with attention_backend(s.sdpa):
-            warm_up(bundle.dit, engine, latent, context)
-        _sync(device)
-        compile_s = time.perf_counter() - a
+    compile_s = _compile(s, bundle, engine, latent, context, device) if s.compile else 0.0
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
     tracing = s.trace_memory and device.type == "cuda"
@@ -192,70 +204,17 @@ def run_variant(s: BenchSettings) -> dict:
         untraced = torch.cuda.memory_allocated(device)
         torch.cuda.memory._record_memory_history(max_entries=500_000, stacks="python")
     gen = StreamingGenerator(bundle.dit, engine, latent, SeededNoise(0))
-
-    def dit(call, *args) -> torch.Tensor | None:
-        with attention_backend(s.sdpa):
-            return call(*args)
-
-    stream = decoder.stream(s.decode_step or None) if isinstance(decoder, WanVAE) else decoder.stream()
-    chunks = -(-s.frames // engine.chunk_frames)
-    dit_times, dec_times, write_times, frames_out = [], [], [], []
+    decode_step = (s.decode_step or None) if isinstance(decoder, WanVAE) else None
+    pipeline = FramePipeline(decoder, device, behind=s.overlap, decode_step=decode_step)
     writer = None
     if s.write:
         path = Path(os.environ.get("TMPDIR", "/tmp")) / f"longlive-bench-{os.getpid()}.mp4"
-        writer = VideoWriter(path, spec.fps, (width, height), overwrite=True)
-    t0 = time.perf_counter()
-    gen.reset()
-    dit(gen.set_prompt, context)
-    first_frame_s = None
-    warmup_s = 0.0
-    behind = DecodeBehind(stream, device) if s.overlap else None
-    warmup_chunks = max(s.warmup_chunks, 2) if behind else s.warmup_chunks
-    for i in range(chunks):
-        a = time.perf_counter()
-        latents = dit(gen.step)
-        if behind is None:
-            _sync(device)
-            b = time.perf_counter()
-            frames = to_uint8_frames(stream(latents.transpose(1, 2)))
-        else:
-            # The first chunk is decoded at once; from the third on, the chunk before this one is collected.
-            b = time.perf_counter()
-            behind.submit(latents)
-            frames = behind.collect() if i != 1 else None
-        c = time.perf_counter()
-        if writer is not None and frames is not None:
-            writer.write(frames)
-        d = time.perf_counter()
-        if first_frame_s is None:
-            first_frame_s = c - t0
-        if i < warmup_chunks:
-            warmup_s += d - a
-            continue
-        dit_times.append(b - a)
-        dec_times.append(c - b)
-        write_times.append(d - c)
-        frames_out.append(len(frames))
-    if behind is not None and behind.pending:
-        last = behind.collect()
-        if writer is not None:
-            writer.write(last)
-    if writer is not None:
-        writer.close(keep=False)
-    _sync(device)
-    a = time.perf_counter()
-    dit(gen.switch, context * -1, SwitchPolicy.RECACHE)
-    _sync(device)
-    recache_s = time.perf_counter() - a
-    a = time.perf_counter()
-    gen.reset()
-    dit(gen.set_prompt, context)
-    stream.reset()
-    to_uint8_frames(stream(dit(gen.step).transpose(1, 2)))
-    new_video_s = time.perf_counter() - a
-    per_chunk = statistics.median(frames_out) if frames_out else 0
-    dit_s = statistics.median(dit_times) if dit_times else float("nan")
-    dec_s = statistics.median(dec_times) if dec_times else float("nan")
+        writer = VideoWriter(path, bundle.spec.fps, (width, height), overwrite=True)
+    times = _time_stream(s, gen, pipeline, context, writer, device)
+    recache_s, new_video_s = _time_switch_and_restart(s, gen, pipeline, context, device)
+    per_chunk = statistics.median(times.frames) if times.frames else 0
+    dit_s = statistics.median(times.dit_s) if times.dit_s else float("nan")
+    decode_s = statistics.median(times.decode_s) if times.decode_s else float("nan")
     result = {
         "variant": s.name,
         "settings": asdict(s),
@@ -269,16 +228,16 @@ def run_variant(s: BenchSettings) -> dict:
         "size": f"{width}x{height}",
         "decoder": type(decoder).__name__,
         "load_s": round(load_s, 3),
-        "warmup_s": round(warmup_s, 3),
+        "warmup_s": round(times.warmup_s, 3),
         "compile_s": round(compile_s, 3),
-        "steady_chunks": len(dit_times),
+        "steady_chunks": len(times.dit_s),
         "frames_per_chunk": per_chunk,
         "dit_s_per_chunk": round(dit_s, 5),
-        "decode_s_per_chunk": round(dec_s, 5),
-        "write_s_per_chunk": round(statistics.median(write_times), 5) if s.write and write_times else None,
+        "decode_s_per_chunk": round(decode_s, 5),
+        "write_s_per_chunk": round(statistics.median(times.write_s), 5) if s.write and times.write_s else None,
         "dit_fps": round(per_chunk / dit_s, 2),
-        "e2e_fps": round(per_chunk / (dit_s + dec_s), 2),
-        "time_to_first_frame_s": round(first_frame_s, 4),
+        "e2e_fps": round(per_chunk / (dit_s + decode_s), 2),
+        "time_to_first_frame_s": round(times.first_frame_s, 4),
         "new_video_first_frame_s": round(new_video_s, 4),
         "recache_s": round(recache_s, 4),
         "params": sum(p.numel() for p in bundle.dit.parameters()),
@@ -289,13 +248,97 @@ def run_variant(s: BenchSettings) -> dict:
         trace = torch.cuda.memory._snapshot()["device_traces"][device.index or 0]
         torch.cuda.memory._record_memory_history(enabled=None)
         result["memory_at_peak"] = {"allocated_before_tracing_bytes": untraced, "sites": peak_breakdown(trace)}
+    return {**result, **_peak_memory(device)}
+
+
+def _engine_config(s: BenchSettings, engine: EngineConfig) -> EngineConfig:
+    if s.window is not None or s.sink is not None:
+        engine = replace(engine, window=s.window or engine.window, sink=engine.sink if s.sink is None else s.sink)
+    return replace(engine, positions=s.positions)
+
+
+def _compile(s: BenchSettings, bundle: Bundle, engine: EngineConfig, latent, context, device) -> float:
+    """Seconds to compile the DiT blocks and meet every shape of the stream once."""
+    started = time.perf_counter()
+    bundle.dit.compile_blocks()
+    with attention_backend(s.sdpa):
+        warm_up(bundle.dit, engine, latent, context)
+    _sync(device)
+    return time.perf_counter() - started
+
+
+def _time_stream(s: BenchSettings, gen, pipeline: FramePipeline, context, writer, device) -> StreamTimes:
+    """Run the pipeline over a new video, timing each chunk's DiT, decode and write.
+
+    The first chunks (two at least with overlap, which keeps one chunk in flight) are warm-up: their wall time
+    until the first steady chunk starts is reported apart. Timed chunks are those whose DiT ran in steady state;
+    with overlap a chunk's decode time is the wait for the chunk before it.
+    """
+    chunks = -(-s.frames // gen.cfg.chunk_frames)
+    warmup_chunks = max(s.warmup_chunks, 2) if s.overlap else s.warmup_chunks
+    calls: list[DitCall] = []
+
+    def dit_calls():
+        for index in range(chunks):
+            started = time.perf_counter()
+            with attention_backend(s.sdpa):
+                latents = gen.step()
+            if not s.overlap:
+                _sync(device)
+            calls.append(DitCall(index, started, time.perf_counter()))
+            yield LatentChunk(index, gen.emitted - latents.shape[1], latents, 0, False)
+
+    times = StreamTimes()
+    stream_started = time.perf_counter()
+    gen.reset()
+    with attention_backend(s.sdpa):
+        gen.set_prompt(context)
+    timed = -1
+    for _, frames in pipeline.run(dit_calls()):
+        decoded = time.perf_counter()
+        if writer is not None:
+            writer.write(frames)
+        written = time.perf_counter()
+        if times.first_frame_s is None:
+            times.first_frame_s = decoded - stream_started
+        latest = calls[-1]
+        if latest.index == timed or latest.index < warmup_chunks:
+            continue  # the last chunk collected after the input ended, or a warm-up chunk
+        timed = latest.index
+        times.dit_s.append(latest.done - latest.started)
+        times.decode_s.append(decoded - latest.done)
+        times.write_s.append(written - decoded)
+        times.frames.append(len(frames))
+    if writer is not None:
+        writer.close(keep=False)
+    steady = calls[warmup_chunks].started if len(calls) > warmup_chunks else time.perf_counter()
+    times.warmup_s = steady - calls[0].started
+    return times
+
+
+def _time_switch_and_restart(s: BenchSettings, gen, pipeline: FramePipeline, context, device) -> tuple[float, float]:
+    """Seconds for a recache at a prompt change, and to the first frame of a new video once warm."""
+    _sync(device)
+    started = time.perf_counter()
+    with attention_backend(s.sdpa):
+        gen.switch(context * -1, SwitchPolicy.RECACHE)
+    _sync(device)
+    recache_s = time.perf_counter() - started
+    started = time.perf_counter()
+    gen.reset()
+    pipeline.reset()
+    with attention_backend(s.sdpa):
+        gen.set_prompt(context)
+        latents = gen.step()
+    pipeline(latents)
+    return recache_s, time.perf_counter() - started
+
+
+def _peak_memory(device: torch.device) -> dict:
     if device.type == "cuda":
-        result["peak_memory_bytes"] = torch.cuda.max_memory_allocated(device)
-        result["memory_kind"] = "CUDA max allocated"
-    else:
-        result["peak_memory_bytes"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
-        result["memory_kind"] = "peak RSS of the variant's process"
-    return result
+        return {"peak_memory_bytes": torch.cuda.max_memory_allocated(device), "memory_kind": "CUDA max allocated"}
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    return {"peak_memory_bytes": peak, "memory_kind": "peak RSS of the variant's process"}
 
 
 def environment(device: str) -> dict:

@@ -324,23 +324,56 @@ def model_path(model: str | Path) -> Path:
         raise CheckpointError(f"{model}: cannot expand '~': no such user's home folder") from None
 
 
-def load_bundle(model: str | Path, device="cpu", dtype=torch.float32, **kw) -> Bundle:
-    """Load ``tiny``, a converted ``.safetensors`` file, a download directory, or a hub id (fetched once, cached)."""
-    if is_hub_id(model):
-        from .download import fetch
+@dataclass(frozen=True)
+class ModelSource:
+    """Where a model is: a hub id, a download directory, or a converted file (the embedded model is one)."""
 
-        return load_download(fetch(str(model), say=lambda line: print(line, file=sys.stderr)), device, dtype, **kw)
+    kind: str  # "hub" | "download" | "converted"
+    location: str | Path
+
+
+def locate_model(model: str | Path) -> ModelSource:
+    """Which of the three sources ``model`` names: the one dispatch that loading and reading a spec share."""
+    if is_hub_id(model):
+        return ModelSource("hub", str(model))
     if str(model) == EMBEDDED:
         path = embedded_path()
         if not path.is_file():
             raise CheckpointError(f"{path}: the embedded tiny model is missing from this installation")
-        return load_converted(path, device, dtype)
+        return ModelSource("converted", path)
     path = model_path(model)
     if path.is_dir():
-        return load_download(path, device, dtype, **kw)
+        return ModelSource("download", path)
     if not path.exists():
         raise CheckpointError(f"{path}: model not found (expected 'tiny', a model directory or a .safetensors file)")
-    return load_converted(path, device, dtype)
+    return ModelSource("converted", path)
+
+
+def load_bundle(model: str | Path, device="cpu", dtype=torch.float32, **kw) -> Bundle:
+    """Load ``tiny``, a converted ``.safetensors`` file, a download directory, or a hub id (fetched once, cached)."""
+    source = locate_model(model)
+    if source.kind == "hub":
+        from .download import fetch
+
+        root = fetch(source.location, say=lambda line: print(line, file=sys.stderr))
+        return load_download(root, device, dtype, **kw)
+    if source.kind == "download":
+        return load_download(source.location, device, dtype, **kw)
+    return load_converted(source.location, device, dtype)
+
+
+def read_spec(model: str | Path) -> ModelSpec:
+    """A model's spec without loading its weights (checks that the model exists)."""
+    source = locate_model(model)
+    if source.kind == "hub":
+        from .download import WAN, repos_of
+
+        repos_of(source.location)
+        return LONGLIVE_13B if source.location != WAN else replace(LONGLIVE_13B, name="wan2.1")
+    if source.kind == "download":
+        find_layout(source.location)
+        return LONGLIVE_13B
+    return read_bundle_spec(source.location)
 
 
 def convert(

@@ -3,10 +3,8 @@
 from __future__ import annotations
 
 import json
-import os
 import re
 import sys
-from dataclasses import replace
 from pathlib import Path
 from typing import Annotated
 
@@ -16,31 +14,22 @@ from rich.table import Table
 from typer.core import TyperArgument, TyperGroup
 
 from . import __version__, interrupts
-from .bundle import (
-    EMBEDDED,
-    Bundle,
-    ModelSpec,
-    embedded_path,
-    find_layout,
-    load_bundle,
-    model_path,
-    read_bundle_spec,
-    read_tokenizer,
-)
+from .bundle import EMBEDDED, load_bundle, read_spec, read_tokenizer
 from .checkpoints import CheckpointError
-from .download import LONGLIVE, MODELS, WAN, is_hub_id, repos_of
+from .download import LONGLIVE, MODELS
 from .extras import MissingExtra
 from .finish import FinishError, Interrupted
 from .models.rope import MAX_POSITIONS
 from .notices import setting_warnings, vocabulary_warnings
 from .outputs import OutputError, draw_seed, plan_outputs
-from .quantize import MODES, QuantizeError, quantize_dit, weight_bytes
+from .quantize import MODES, QuantizeError, weight_bytes
 from .render import RenderError, RenderSettings, positions_for, render
+from .report import print_bench, print_suite, print_table, print_video_metrics
+from .runtime import DTYPES, BundleCache, model_of, rank_share, resolve_device, resolve_dtype
 from .terminal import markup_safe, printable
 from .timeline import (
     MAX_SECONDS,
     POSITION_MODES,
-    Timeline,
     TimelineError,
     load_timeline,
     plan_changes,
@@ -93,7 +82,6 @@ app.command("train")(train)
 BAD_INPUT = 1
 DEVICES = ("auto", "cpu", "cuda")
 INTERRUPTED = 130
-DTYPES = {"float32": "float32", "fp32": "float32", "bf16": "bfloat16", "bfloat16": "bfloat16", "fp16": "float16"}
 USER_ERRORS = (
     TimelineError,
     CheckpointError,
@@ -133,33 +121,22 @@ def report(message: object) -> None:
         err.print(f"[bold red]error:[/] {markup_safe(line)}", soft_wrap=True)
 
 
-def resolve_device(device: str) -> str:
-    """``auto`` picks this rank's GPU when there is one, else the CPU."""
-    import torch
-
-    if device == "auto":
-        device = "cuda" if torch.cuda.is_available() else "cpu"
+def _device(device: str) -> str:
+    """``--device``, checked before anything is loaded: a usage error names the choices."""
     if device not in DEVICES:
         message = f"choose one of {', '.join(DEVICES)}, got {printable(device)!r}"
         raise typer.BadParameter(message, param_hint="--device")
-    if device == "cuda":
-        if not torch.cuda.is_available():
-            raise RenderError("--device cuda: no CUDA GPU is available to this process")
-        device = f"cuda:{int(os.environ.get('LOCAL_RANK', 0))}"
-    return device
-
-
-def resolve_dtype(dtype: str | None, device: str):
-    import torch
-
-    if dtype is None:
-        return torch.bfloat16 if device.startswith("cuda") else torch.float32
-    if dtype not in DTYPES:
-        raise typer.BadParameter(f"choose one of {', '.join(DTYPES)}", param_hint="--dtype")
-    return getattr(torch, DTYPES[dtype])
+    return resolve_device(device)
 
 
 POSITIONS_HELP = "RoPE time positions: auto (relative past the 1024-frame table) | absolute | relative"
+
+
+def _dtype(dtype: str | None, device: str):
+    try:
+        return resolve_dtype(dtype, device)
+    except ValueError:
+        raise typer.BadParameter(f"choose one of {', '.join(DTYPES)}", param_hint="--dtype") from None
 
 
 def _check_positions(positions: str | None) -> None:
@@ -178,41 +155,6 @@ def _parse_size(size: str | None) -> tuple[int, int] | None:
             f"expected WxH with multiples of 16, such as 128x128, got {printable(size[:40])!r}", param_hint="--size"
         )
     return int(m[1]), int(m[2])
-
-
-class BundleCache:
-    """Loads each model once per process, however many timelines use it."""
-
-    def __init__(self, device: str, dtype, compile: bool = False):
-        self.device, self.dtype, self.compile = device, dtype, compile
-        self.loaded: dict = {}
-
-    def get(self, model: str | Path, quantize: str) -> Bundle:
-        key = (str(model), quantize)
-        if key not in self.loaded:
-            bundle = load_bundle(model, self.device, self.dtype)
-            quantize_dit(bundle.dit, quantize)
-            if self.compile:
-                import torch
-
-                from .engine import warm_up
-
-                err.print(f"[dim]compiling {bundle.spec.name}'s DiT blocks (once per process)…[/]")
-                bundle.dit.compile_blocks()
-                spec = bundle.spec
-                warm_up(bundle.dit, spec.engine, spec.latent_shape, torch.zeros(1, 1, spec.dit.text_dim))
-            self.loaded[key] = bundle
-        return self.loaded[key]
-
-    def decoder(self, bundle: Bundle, choice: str):
-        """The bundle's own decoder, or a TAEHV-format file loaded once."""
-        if choice in ("auto", "wan", "fast"):
-            return bundle.decoder(choice)
-        if choice not in self.loaded:
-            from .models.taehv import load_taehv
-
-            self.loaded[choice] = load_taehv(choice, device=self.device, dtype=self.dtype).eval()
-        return self.loaded[choice]
 
 
 @app.command("render")
@@ -277,16 +219,15 @@ def render_cmd(
             jobs = [load_timeline(p) for p in timelines]
         seeds = [draw_seed(seed, job.seed) for job in jobs]
         outputs = plan_outputs(jobs, seeds, output, prompt)
-        rank, world = int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
-        work = list(zip(jobs, seeds, outputs, strict=True))[rank::world]
-        dev = resolve_device(device)
-        bundles = BundleCache(dev, resolve_dtype(dtype, dev), compile)
+        rank, work = rank_share(list(zip(jobs, seeds, outputs, strict=True)))
+        dev = _device(device)
+        bundles = BundleCache(dev, _dtype(dtype, dev), compile, say=_note)
     except USER_ERRORS as e:
         raise fail(str(e)) from None
     failures = 0
     for timeline, job_seed, target in work:
         try:
-            source = model or _model_of(timeline)
+            source = model or model_of(timeline)
             overrides = {
                 "seed": job_seed,
                 "window": window,
@@ -298,6 +239,7 @@ def render_cmd(
             RenderSettings.for_spec(timeline, read_spec(str(source)), bundles.device, bundles.dtype, **overrides)
             bundle = bundles.get(source, quantize or timeline.quantize)
             settings = RenderSettings.resolve(timeline, bundle, **overrides)
+            bundles.warm_up(bundle, settings)
             sink_fn = _progress(progress, quiet, target, rank)
             dec = bundles.decoder(bundle, decoder)
             result = render(timeline, bundle, target, settings, overwrite=overwrite, events=sink_fn, decoder=dec)
@@ -346,6 +288,10 @@ def _progress(kind: str, quiet: bool, target: Path, rank: int):
     return sink
 
 
+def _note(message: str) -> None:
+    err.print(f"[dim]{markup_safe(message)}[/]", soft_wrap=True)
+
+
 def _warn(message: str) -> None:
     err.print(f"[yellow]warning:[/] {markup_safe(message)}", soft_wrap=True)
 
@@ -359,9 +305,9 @@ def check(
     for path in timelines:
         try:
             timeline = load_timeline(path)
-            spec = _spec_for(timeline)
+            spec = read_spec(str(model_of(timeline)))
             chunk = spec.engine.chunk_frames
-            tokenizer = read_tokenizer(str(_model_of(timeline)))
+            tokenizer = read_tokenizer(str(model_of(timeline)))
             positions = positions_for(timeline, chunk, MAX_POSITIONS)
             device = resolve_device("auto")
             RenderSettings.for_spec(timeline, spec, device, resolve_dtype(None, device))
@@ -377,7 +323,7 @@ def check(
         for i, (change, (_, _, landed_s)) in enumerate(zip(timeline.prompts, plan.changes, strict=True)):
             policy = timeline.policy_at(i) if i else "-"
             table.add_row(str(i), f"{change.at:g} s", f"{landed_s:.3f} s", policy, markup_safe(change.text))
-        print_table(table)
+        print_table(table, out)
         size, window = timeline.size or spec.size, timeline.window or spec.engine.window
         notes = [*setting_warnings(spec, size, timeline.fps, window)]
         notes += vocabulary_warnings(tokenizer, timeline) if tokenizer is not None else []
@@ -385,38 +331,6 @@ def check(
             _warn(w)
     if failures:
         raise typer.Exit(BAD_INPUT)
-
-
-def _spec_for(timeline: Timeline) -> ModelSpec:
-    """A model's spec without loading its weights (checks that the model exists)."""
-    return read_spec(str(_model_of(timeline)))
-
-
-def _model_of(timeline: Timeline) -> str | Path:
-    """The timeline's model: a path beside the timeline, or a hub id such as Efficient-Large-Model/LongLive."""
-    path = timeline.model_path
-    if is_hub_id(timeline.model) and (path is None or not path.exists()):
-        return timeline.model
-    return path or timeline.model
-
-
-def read_spec(model: str) -> ModelSpec:
-    if model == EMBEDDED:
-        return read_bundle_spec(embedded_path())
-    if is_hub_id(model):
-        repos_of(model)
-        from .bundle import LONGLIVE_13B
-
-        return LONGLIVE_13B if model != WAN else replace(LONGLIVE_13B, name="wan2.1")
-    path = model_path(model)
-    if path.is_dir():
-        find_layout(path)
-        from .bundle import LONGLIVE_13B
-
-        return LONGLIVE_13B
-    if not path.exists():
-        raise CheckpointError(f"{path}: model not found (expected 'tiny', a model directory or a .safetensors file)")
-    return read_bundle_spec(path)
 
 
 @app.command()
@@ -448,7 +362,7 @@ def info(
     ]
     for k, v in rows:
         table.add_row(k, v)
-    print_table(table)
+    print_table(table, out)
 
 
 @app.command()
@@ -466,9 +380,7 @@ def convert(
     if output.exists() and not overwrite:
         raise fail(f"{output}: already exists; pass --overwrite to replace it")
     try:
-        spec = run_convert(
-            list(paths), output, dtype=resolve_dtype(dtype, "cpu"), prefer_ema=ema, lora_alpha=lora_alpha
-        )
+        spec = run_convert(list(paths), output, dtype=_dtype(dtype, "cpu"), prefer_ema=ema, lora_alpha=lora_alpha)
     except USER_ERRORS as e:
         raise fail(str(e)) from None
     out.print(
@@ -533,8 +445,8 @@ def bench(
     if size is not None:
         _parse_size(size)
     try:
-        dev = resolve_device(device)
-        dt = {"float32": "float32", "bfloat16": "bf16", "float16": "fp16"}[str(resolve_dtype(dtype, dev))[6:]]
+        dev = _device(device)
+        dt = {"float32": "float32", "bfloat16": "bf16", "float16": "fp16"}[str(_dtype(dtype, dev))[6:]]
     except USER_ERRORS as e:
         raise fail(str(e)) from None
     base = BenchSettings(model=model, preset=preset, device=dev, dtype=dt, frames=frames, size=size, write=write)
@@ -550,61 +462,9 @@ def bench(
         report = run_all(base, variants or ["base"], variant_timeout, save)
     except ValueError as e:
         raise fail(str(e)) from None
-    _print_bench(report)
+    print_bench(report, out)
     if any("error" in v for v in report["variants"]):
         raise typer.Exit(BAD_INPUT)
-
-
-def _print_bench(report: dict) -> None:
-    env = report["environment"]
-    first = next((v for v in report["variants"] if "error" not in v), None)
-    head = f"{env['card']} ({env['device']}), torch {env['torch']}"
-    if first:
-        e = first["engine"]
-        head += (
-            f"; {first['size']}, {e['steps']} steps + cache pass, chunk {e['chunk']}, "
-            f"{first['frames_per_chunk']} frames per chunk"
-        )
-    table = Table(title=head)
-    cols = ("variant", "DiT fps", "end-to-end fps", "ratio", "first frame: first / new video", "recache",
-            "peak memory", "weights", "warm-up")  # fmt: skip
-    for c in cols:
-        table.add_column(c)
-    for v in report["variants"]:
-        if "error" in v:
-            table.add_row(markup_safe(v["variant"]), f"[red]failed: {markup_safe(' '.join(v['error']))}[/]")
-            continue
-        e = v["engine"]
-        table.add_row(
-            f"{v['variant']} ({v['settings']['dtype']}, window {e['window']}/sink {e['sink']}, {v['decoder']})",
-            f"{v['dit_fps']:.1f}",
-            f"{v['e2e_fps']:.1f}",
-            f"{v['e2e_ratio']:.2f}x",
-            f"{v['time_to_first_frame_s']:.2f} / {v['new_video_first_frame_s']:.2f} s",
-            f"{v['recache_s'] * 1000:.0f} ms",
-            _bytes(v["peak_memory_bytes"]),
-            _bytes(v["dit_weight_bytes"]),
-            f"{v['compile_s']:.1f} s compile + {v['warmup_s']:.2f} s" if v["compile_s"] else f"{v['warmup_s']:.2f} s",
-        )
-    print_table(table)
-    for v in report["variants"]:
-        if "memory_at_peak" in v:
-            at_peak = v["memory_at_peak"]
-            out.print(f"memory at the peak, {v['variant']}: "
-                      f"{_bytes(at_peak['allocated_before_tracing_bytes'])} before tracing (weights)")  # fmt: skip
-            for site in at_peak["sites"]:
-                out.print(f"  {_bytes(site['bytes']):>10}  {site['site']}")
-    out.print(f"[dim]{' '.join(report['measured'].split())}[/]")
-
-
-def print_table(table: Table) -> None:
-    """Tables to a terminal fit it; piped into a file or log, they get room enough not to wrap every cell."""
-    console = out if out.is_terminal else Console(highlight=False, width=max(out.width, 200))
-    console.print(table)
-
-
-def _bytes(n: int) -> str:
-    return f"{n / 2**30:.2f} GiB" if n >= 2**30 else f"{n / 2**20:.1f} MiB"
 
 
 @app.command()
@@ -650,10 +510,11 @@ def live(
         first = None if prompt is None else clean_text(prompt)
         limit = duration if duration is not None else MAX_SECONDS
         timeline = single_prompt_timeline(first or "live", limit, model=model, seed=seed, positions=positions)
-        dev = resolve_device(device)
-        bundles = BundleCache(dev, resolve_dtype(dtype, dev), compile)
+        dev = _device(device)
+        bundles = BundleCache(dev, _dtype(dtype, dev), compile, say=_note)
         bundle = bundles.get(model, quantize)
         settings = RenderSettings.resolve(timeline, bundle, size=wh, positions=positions)
+        bundles.warm_up(bundle, settings)
         options = LiveOptions(
             max_frames=timeline.frames(),
             prompt=first,
@@ -750,59 +611,15 @@ def eval_cmd(
             report = eval_video(video, timeline_of(video) if timeline is None else load_timeline(timeline), drift_share)
             for w in report["warnings"]:
                 _warn(w)
-            _print_video_metrics(report)
+            print_video_metrics(report, out)
         else:
             bundle = load_bundle(model)
             report = run_suite(bundle, SwitchPolicy(policy), long=long, parts=part or ())
-            _print_suite(report, bundle.spec.name)
+            print_suite(report, bundle.spec.name, out)
     except (*USER_ERRORS, EvalError) as e:
         raise fail(str(e)) from None
     if json_out is not None:
         json_out.write_text(json.dumps(report, indent=2) + "\n")
-
-
-def _pct(v: float | None) -> str:
-    return "-" if v is None else f"{100 * v:.1f} %"
-
-
-def _print_video_metrics(report: dict) -> None:
-    steady = report["adherence"]["steady"]
-    table = Table(title=f"{report['seconds']:.1f} s, object found in {_pct(report['detected'])} of frames")
-    for col in ("segment", "at", "adherence", "latency", "continuity"):
-        table.add_column(col)
-    for i, seg in enumerate(report["segments"]):
-        latency = f"{seg['latency_s']:.2f} s" + ("" if seg["settled"] else " (never)") if i else "-"
-        continuity = f"{seg['continuity']:.2f}" if i and seg["continuity"] is not None else "-"
-        table.add_row(str(i), f"{seg['at_s']:g} s", _pct(seg["adherence_all"]), latency, continuity)
-    print_table(table)
-    out.print("steady adherence: " + ", ".join(f"{k} {_pct(v)}" for k, v in steady.items()))
-    first, last = report["drift"]["first"]["adherence_all"], report["drift"]["last"]["adherence_all"]
-    out.print(f"drift: all-attribute adherence {_pct(first)} in the first part, {_pct(last)} in the last")
-
-
-def _print_suite(report: dict, name: str) -> None:
-    table = Table(title=f"ShapesWorld held-out suite: {name}, switch policy {report['policy']}")
-    cols = ("part", "runs", "all", "shape", "color", "size", "motion", "background", "latency med / p95",
-            "unsettled", "continuity med / max", "all: first / last 20 %", "colour drift")  # fmt: skip
-    for c in cols:
-        table.add_column(c)
-    for part, row in report["rows"].items():
-        fps = report["runs"][part][0]["fps"]
-        lat = row["latency_frames_median"]
-        latency = "-" if lat is None else f"{lat / fps:.2f} / {row['latency_frames_p95'] / fps:.2f} s"
-        cont = row["continuity_median"]
-        continuity = "-" if cont is None else f"{cont:.2f} / {row['continuity_max']:.2f}"
-        table.add_row(
-            part,
-            str(row["runs"]),
-            *(_pct(row[f"adherence_{k}"]) for k in ("all", "shape", "color", "size", "motion", "background")),
-            latency,
-            f"{row['unsettled']} of {row['changes']}",
-            continuity,
-            f"{_pct(row['drift_first_all'])} / {_pct(row['drift_last_all'])}",
-            "-" if row["drift_color_shift"] is None else f"{row['drift_color_shift']:.1f}",
-        )
-    print_table(table)
 
 
 def main() -> None:

@@ -17,8 +17,9 @@ import torch
 
 from .bundle import Bundle
 from .engine import SeededNoise, Segment, StreamingGenerator, SwitchPolicy
+from .pipeline import FramePipeline
 from .timeline import Timeline, latent_frames_for, parse_timeline, requested_latent
-from .video import read_frames, sidecar_path, to_uint8_frames
+from .video import read_frames, sidecar_path
 from .world.grammar import describe
 from .world.metrics import MetricsConfig, evaluate, summarise
 from .world.timelines import random_timeline, returning_timeline
@@ -121,9 +122,8 @@ def render_frames(
         Segment(requested_latent(at, spec.fps), context[i : i + 1], policy) for i, (at, _) in enumerate(prompts)
     ]
     gen = StreamingGenerator(bundle.dit, engine, spec.latent_shape, SeededNoise(seed))
-    stream = bundle.decoder().stream()
-    pieces = [to_uint8_frames(stream(c.latents.transpose(1, 2))) for c in gen.stream(segments, latents)]
-    return np.concatenate(pieces)[:total]
+    pipeline = FramePipeline(bundle.decoder(), gen.device, limit=total)
+    return np.concatenate([frames for _, frames in pipeline.run(gen.stream(segments, latents))])
 
 
 def run_suite(

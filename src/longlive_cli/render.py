@@ -23,8 +23,9 @@ from .finish import FinishError, Interrupted, check_free, finish
 from .limits import settings_problem
 from .models.rope import MAX_POSITIONS
 from .notices import setting_warnings, vocabulary_warnings
+from .pipeline import FramePipeline
 from .timeline import Timeline, TimelineError, plan_changes, video_frame_of_latent, video_frames_for
-from .video import VideoWriter, to_uint8_frames
+from .video import VideoWriter
 
 Events = Callable[[dict], None]
 # Chunk times kept for the sidecar's median: the most recent ones, so hours of video take no more memory.
@@ -176,7 +177,7 @@ def render(
     ]
     gen = StreamingGenerator(bundle.dit, settings.engine, settings.latent_shape(bundle), SeededNoise(settings.seed))
     decoder = decoder or bundle.vae
-    stream = decoder.stream()
+    pipeline = FramePipeline(decoder, gen.device, limit=total)
     # Landing and policy are filled in from the engine's own record as each change happens; a change the video
     # never reached keeps None.
     changes = [
@@ -224,15 +225,12 @@ def render(
     stopped: BaseException | None = None
     try:
         last = time.perf_counter()
-        for piece in gen.stream(segments, plan.latent_frames):
+        for piece, frames in pipeline.run(gen.stream(segments, plan.latent_frames)):
             if piece.index == 0:
                 changes[0].update(landed_s=0.0, landed_frame=0)
             if piece.switched:
                 _record_switch(changes[piece.segment], gen.switches[-1], settings.fps)
                 emit({"event": "switch", **changes[piece.segment]})
-            with torch.no_grad():
-                pixels = stream(piece.latents.transpose(1, 2))
-            frames = to_uint8_frames(pixels)[: total - written]
             writer.write(frames)
             written += len(frames)
             now = time.perf_counter()

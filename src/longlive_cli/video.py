@@ -18,7 +18,6 @@ SIGKILL loses on top of the last fragment, in exchange for files 30-50% smaller.
 
 from __future__ import annotations
 
-import collections
 import contextlib
 import json
 import os
@@ -119,10 +118,11 @@ def to_uint8_frames(x: torch.Tensor) -> np.ndarray:
     ``.to(torch.uint8)`` does (so 0.0 gives 127, not 128). The conversion runs on ``x``'s device, which makes the
     copy to host four times smaller than for float32.
     """
-    return _uint8_on_device(x).cpu().numpy()
+    return uint8_on_device(x).cpu().numpy()
 
 
-def _uint8_on_device(x: torch.Tensor) -> torch.Tensor:
+def uint8_on_device(x: torch.Tensor) -> torch.Tensor:
+    """``to_uint8_frames`` left on ``x``'s device, for a copy to host that the caller schedules."""
     if x.ndim == 5:
         if x.shape[0] != 1:
             raise ValueError(f"expected a batch of one video, got shape {tuple(x.shape)}")
@@ -131,43 +131,6 @@ def _uint8_on_device(x: torch.Tensor) -> torch.Tensor:
         raise ValueError(f"expected [1, 3, T, H, W] or [3, T, H, W], got shape {tuple(x.shape)}")
     frames = ((x.float() * 0.5 + 0.5).clamp(0, 1) * 255).to(torch.uint8)
     return frames.permute(1, 2, 3, 0).contiguous()
-
-
-class DecodeBehind:
-    """Decodes each chunk on a second CUDA stream while the caller queues the next chunk's DiT work.
-
-    ``submit`` queues a chunk's decode (and its copy to pinned host memory) behind the DiT work that made it and
-    returns at once; ``collect`` waits for the oldest submitted chunk and returns its uint8 frames. Without CUDA it
-    decodes inside ``submit``, so the frames are the same either way.
-    """
-
-    def __init__(self, decode: Any, device: torch.device):
-        self.decode = decode
-        self.side = torch.cuda.Stream(device) if device.type == "cuda" else None
-        self.pending: collections.deque = collections.deque()
-
-    def submit(self, latents: torch.Tensor) -> None:
-        """Queue the decode of latents [1, T, C, H, W]."""
-        if self.side is None:
-            self.pending.append(to_uint8_frames(self.decode(latents.transpose(1, 2))))
-            return
-        made = torch.cuda.current_stream(latents.device).record_event()
-        with torch.cuda.stream(self.side):
-            self.side.wait_event(made)
-            latents.record_stream(self.side)
-            frames = _uint8_on_device(self.decode(latents.transpose(1, 2)))
-            host = torch.empty(frames.shape, dtype=torch.uint8, pin_memory=True)
-            host.copy_(frames, non_blocking=True)
-            self.pending.append((self.side.record_event(), host))
-
-    def collect(self) -> np.ndarray:
-        """uint8 frames [T, H, W, 3] of the oldest submitted chunk, once decoded."""
-        item = self.pending.popleft()
-        if self.side is None:
-            return item
-        done, host = item
-        done.synchronize()
-        return host.numpy()
 
 
 def _check_size(size: tuple[int, int]) -> tuple[int, int]:

@@ -16,14 +16,12 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 
-import torch
-
 from .. import __version__
 from ..bundle import Bundle
 from ..engine import SeededNoise, StreamingGenerator, SwitchPolicy
+from ..pipeline import FramePipeline
 from ..render import RenderSettings
 from ..timeline import VIDEO_FRAMES_PER_LATENT, latent_frames_for, video_frame_of_latent
-from ..video import to_uint8_frames
 from .commands import Control, Prompt
 from .frames import FrameHub
 from .playout import Playout
@@ -210,7 +208,7 @@ class LiveSession:
     def _generate(self) -> str:
         s = self.settings
         gen = StreamingGenerator(self.bundle.dit, s.engine, s.latent_shape(self.bundle), SeededNoise(s.seed))
-        decode = self.decoder.stream()
+        pipeline = FramePipeline(self.decoder, gen.device, limit=self.max_frames)
         limit = latent_frames_for(self.max_frames, self.chunk)
         while gen.emitted < limit:
             with self._cond:
@@ -228,9 +226,7 @@ class LiveSession:
                 else:
                     gen.switch(context, change.policy)
             latent = gen.emitted
-            with torch.no_grad():
-                pixels = decode(gen.step().transpose(1, 2))
-            frames = to_uint8_frames(pixels)[: self.max_frames - self.frames]
+            frames = pipeline(gen.step())
             done = time.perf_counter()
             first = self.frames
             with self._cond:
