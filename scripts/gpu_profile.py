@@ -15,8 +15,8 @@ import re
 import torch
 from torch.profiler import ProfilerActivity, profile
 
-from longlive_cli.bench import PRESETS, attention_backend, random_bundle
-from longlive_cli.bundle import load_bundle
+from longlive_cli.bench import attention_backend, random_bundle
+from longlive_cli.bundle import PRESETS, load_bundle
 from longlive_cli.engine import SeededNoise, StreamingGenerator, warm_up
 from longlive_cli.pipeline import FramePipeline
 

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import shutil
+from dataclasses import replace
 
 import pytest
 import torch
 
-from longlive_cli.bundle import ModelSpec, convert, find_layout, load_bundle, read_bundle_spec
+from longlive_cli.bundle import PRESETS, ModelSpec, convert, find_layout, load_bundle, read_bundle_spec
 from longlive_cli.checkpoints import CheckpointError
 
 from .fakes import FAST_SPEC, TINY_SPEC, write_converted, write_download
@@ -112,3 +113,27 @@ def test_fast_decoder_travels_with_the_bundle(tmp_path):
     plain = load_bundle(write_converted(tmp_path / "plain.safetensors"))
     with pytest.raises(CheckpointError, match="no fast decoder"):
         plain.decoder("fast")
+
+
+def test_spec_owns_the_geometry():
+    spec = PRESETS["longlive-1.3b"]
+    assert (spec.size_multiple, spec.time_stride, spec.fps) == (16, 4, 16)
+    assert spec.latent_shape == spec.latent_shape_for(spec.size) == (16, 60, 104)
+    assert spec.latent_shape_for((128, 96)) == (16, 12, 16)
+    assert spec.frame_tokens == 30 * 52
+    assert [spec.video_frames(t) for t in (1, 2, 21)] == [1, 5, 81]
+    spec.check_size((128, 96))
+    with pytest.raises(ValueError, match=r"width 100 is not a positive multiple of 16 \(try 96 or 112\)"):
+        spec.check_size((100, 96))
+    with pytest.raises(ValueError, match="height 0"):
+        spec.check_size((128, 0))
+    coarse = replace(spec, dit=replace(spec.dit, patch_size=(1, 4, 4)))
+    assert coarse.size_multiple == 32 and coarse.latent_shape_for((64, 64)) == (16, 8, 8)
+
+
+def test_one_preset_table_names_every_architecture():
+    assert set(PRESETS) == {"longlive-1.3b", "wan-14b"}
+    assert all(name == spec.name for name, spec in PRESETS.items())
+    teacher = PRESETS["wan-14b"]
+    assert (teacher.dit.dim, teacher.dit.num_layers) == (5120, 40)
+    assert teacher.vae == PRESETS["longlive-1.3b"].vae and teacher.size_multiple == 16

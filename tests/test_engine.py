@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
+from longlive_cli.bundle import PRESETS
 from longlive_cli.engine import (
     EngineConfig,
     SeededNoise,
@@ -14,7 +15,7 @@ from longlive_cli.engine import (
     SwitchEvent,
     SwitchPolicy,
 )
-from longlive_cli.models.dit import PRESETS, CausalWanDiT, DiTConfig
+from longlive_cli.models.dit import CausalWanDiT, DiTConfig
 from longlive_cli.models.kv_cache import KVCache
 
 TINY = DiTConfig(dim=32, ffn_dim=64, num_heads=2, num_layers=2, text_dim=8, text_len=4, freq_dim=16)
@@ -53,7 +54,7 @@ TOP_KEYS = {
 
 def test_longlive_preset_has_wan_keys_and_size():
     with torch.device("meta"):
-        model = CausalWanDiT(PRESETS["longlive-1.3b"])
+        model = CausalWanDiT(PRESETS["longlive-1.3b"].dit)
     expected = dict(TOP_KEYS)
     for n in range(30):
         expected.update({f"blocks.{n}.{k}": s for k, s in BLOCK_KEYS.items()})
@@ -186,7 +187,7 @@ def test_keep_leaves_cache_untouched_and_recache_rewrites_window():
         gen.set_prompt(p0)
         for _ in range(6):
             gen.step()
-        sink_tokens = gen.cache.sink
+        sink_tokens = gen.cache.sink_tokens
         before = gen.cache.k.clone()
         gen.switch(p1, policy)
         after = gen.cache.k
@@ -312,3 +313,22 @@ def test_seeded_noise_makes_a_longer_run_extend_a_shorter_one():
         gen = StreamingGenerator(CausalWanDiT(TINY).eval(), EngineConfig(positions="relative"), LATENT, SeededNoise(5))
         outs.append(run(gen, [Segment(0, p0)], frames))
     torch.testing.assert_close(outs[1][:, :18], outs[0], rtol=0, atol=0)
+
+
+@pytest.mark.parametrize(
+    ("word", "expected"),
+    [("keep", SwitchPolicy.KEEP), (" Recache ", SwitchPolicy.RECACHE), ("CLEAR", SwitchPolicy.CLEAR)],
+)
+def test_switch_policy_parses_as_users_write_it(word, expected):
+    assert SwitchPolicy.parse(word) is expected
+    assert str(expected) == f"{expected}" == expected.value
+
+
+@pytest.mark.parametrize(
+    ("word", "message"),
+    [("recash", "got 'recash'; did you mean 'recache'?"), ("zzz", "got 'zzz'"), (3, "got 3"), (None, "got None")],
+)
+def test_switch_policy_errors_name_the_choices(word, message):
+    with pytest.raises(ValueError, match="expected one of recache, keep, clear") as e:
+        SwitchPolicy.parse(word)
+    assert str(e.value).endswith(message)

@@ -24,7 +24,6 @@ from longlive_cli.render import RenderSettings, render
 from longlive_cli.timeline import (
     MAX_FPS,
     MAX_SECONDS,
-    SWITCH_POLICIES,
     VIDEO_FRAMES_PER_LATENT,
     landing,
     latent_frames_for,
@@ -37,6 +36,8 @@ from longlive_cli.timeline import (
 )
 
 from .fakes import TINY_SPEC, write_converted
+
+POLICIES = [p.value for p in SwitchPolicy]
 
 FPS = st.integers(1, MAX_FPS)
 CHUNK = st.integers(1, 8)
@@ -68,7 +69,8 @@ def test_plan_lands_every_change_in_order_and_warns_when_it_pushes_one_later(fps
     timeline = parse_timeline(f"duration: {duration}s\nfps: {fps}\nprompts:\n  - at: 0\n    text: p0\n{prompts}")
     plan = plan_changes(timeline, chunk)
     previous, shared = 0, 0
-    for i, (change, (requested, landed, landed_s)) in enumerate(zip(timeline.prompts, plan.changes, strict=True)):
+    for i, (change, where) in enumerate(zip(timeline.prompts, plan.changes, strict=True)):
+        requested, landed, landed_s = where.requested, where.landed, where.landed_s
         own = landing(requested, chunk)
         assert landed == (own if i == 0 else max(own, previous + chunk))
         assert landed % chunk == 0 and video_frame_of_latent(landed) >= round(change.at * fps)
@@ -76,7 +78,7 @@ def test_plan_lands_every_change_in_order_and_warns_when_it_pushes_one_later(fps
         shared += i > 0 and own <= previous
         previous = landed
     assert sum("shares a chunk" in w for w in plan.warnings) == shared
-    late = sum(video_frame_of_latent(landed) >= plan.video_frames for _, landed, _ in plan.changes)
+    late = sum(video_frame_of_latent(c.landed) >= plan.video_frames for c in plan.changes)
     assert sum("after the video ends" in w for w in plan.warnings) == late
 
 
@@ -109,7 +111,7 @@ def test_latent_frames_are_the_fewest_whole_chunks_that_cover_the_video(video, c
 def test_a_recorded_timeline_replays_every_landing(fps, chunk, data):
     starts = sorted(set(data.draw(st.lists(st.integers(1, 40), max_size=5))))
     latents = [0, *(chunk * s for s in starts)]
-    policies = data.draw(st.lists(st.sampled_from(SWITCH_POLICIES), min_size=len(starts), max_size=len(starts)))
+    policies = data.draw(st.lists(st.sampled_from(POLICIES), min_size=len(starts), max_size=len(starts)))
     landed = [
         Landed(f"p{i}", latent, None if i == 0 else SwitchPolicy(policies[i - 1])) for i, latent in enumerate(latents)
     ]
@@ -119,7 +121,7 @@ def test_a_recorded_timeline_replays_every_landing(fps, chunk, data):
     timeline = parse_timeline(timeline_text(landed, frames, settings_, "tiny", "none", "x.mp4", "longlive render"))
     plan = plan_changes(timeline, chunk)
     assert timeline.frames() == frames and not plan.warnings
-    assert [c[1] for c in plan.changes] == latents
+    assert [c.landed for c in plan.changes] == latents
     assert [timeline.policy_at(i) for i in range(1, len(latents))] == policies
 
 
@@ -164,7 +166,7 @@ def test_check_sidecar_and_engine_agree_on_every_landing(tiny, fps, data):
     frames = sorted(set(data.draw(st.lists(st.integers(1, 36), min_size=1, max_size=3))))
     times = [data.draw(st.integers(max(1, round((f - 0.5) * 1000 / fps) + 1), round((f + 0.5) * 1000 / fps) - 1)
              .filter(lambda ms, f=f: round(ms / 1000 * fps) == f)) for f in frames]  # fmt: skip
-    policies = data.draw(st.lists(st.sampled_from(SWITCH_POLICIES), min_size=len(times), max_size=len(times)))
+    policies = data.draw(st.lists(st.sampled_from(POLICIES), min_size=len(times), max_size=len(times)))
     prompts = "".join(
         f"  - at: {ms / 1000}s\n    text: a blue square\n    switch: {policy}\n"
         for ms, policy in zip(times, policies, strict=True)

@@ -132,7 +132,7 @@ def test_recording_replays_to_the_same_frames(tmp_path, bundle, model):
     timeline = load_timeline(out.with_suffix(".yaml"))
     assert timeline.frames() == frames
     plan = plan_changes(timeline, session.chunk)
-    assert [landed for _, landed, _ in plan.changes] == [c.latent for c in session.changes]
+    assert [c.landed for c in plan.changes] == [c.latent for c in session.changes]
     assert [timeline.policy_at(i) for i in range(1, 4)] == ["keep", "clear", "recache"]
     assert not plan.warnings
     result = runner.invoke(app, ["render", str(out.with_suffix(".yaml")), "-q"])
@@ -172,7 +172,7 @@ def test_recorded_timeline_keeps_any_prompt_text(bundle):
     text = timeline_text(landed, frames, settings, "tiny", "none", "x.replay.mp4", "longlive render x.yaml")
     timeline = parse_timeline(text)
     assert [p.text for p in timeline.prompts] == ODD_PROMPTS
-    assert [landed for _, landed, _ in plan_changes(timeline, 3).changes] == [c.latent for c in landed]
+    assert [c.landed for c in plan_changes(timeline, 3).changes] == [c.latent for c in landed]
     assert timeline.frames() == frames and timeline.seed == settings.seed
 
 
@@ -578,7 +578,7 @@ def test_browser_steers_the_stream(tmp_path, bundle):
     assert change.latent == change.boundary
     timeline = load_timeline(out.with_suffix(".yaml"))
     assert timeline.prompts[1].text == hostile and timeline.policy_at(1) == "keep"
-    assert plan_changes(timeline, live.session.chunk).changes[1][1] == change.latent
+    assert plan_changes(timeline, live.session.chunk).changes[1].landed == change.latent
     assert read_video_info(out)["frames"] == live.session.frames
 
 

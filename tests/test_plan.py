@@ -10,7 +10,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from longlive_cli.models.dit import PRESETS, CausalWanDiT, DiTConfig
+from longlive_cli.bundle import PRESETS
+from longlive_cli.models.dit import CausalWanDiT, DiTConfig
 from longlive_cli.train.plan import parse_memory, plan, render
 from longlive_cli.train.recipe import RecipeError, load_recipe
 
@@ -70,9 +71,9 @@ def wan_keys(dim: int, ffn: int, layers: int) -> dict[str, tuple[int, ...]]:
 
 def test_wan_14b_preset_has_the_checkpoint_keys_and_14_3b_parameters() -> None:
     """The preset is what the 14B download's config.json describes, with its 1095 tensors and their shapes."""
-    assert DiTConfig.from_dict(WAN_14B_CONFIG) == PRESETS["wan-14b"]
+    assert DiTConfig.from_dict(WAN_14B_CONFIG) == PRESETS["wan-14b"].dit
     with torch.device("meta"):
-        model = CausalWanDiT(PRESETS["wan-14b"])
+        model = CausalWanDiT(PRESETS["wan-14b"].dit)
     got = {k: tuple(v.shape) for k, v in model.state_dict().items()}
     assert got == wan_keys(5120, 13824, 40)
     assert len(got) == 1095

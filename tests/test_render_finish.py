@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from longlive_cli import cli, interrupts
+from longlive_cli import cli, interrupts, runtime
 from longlive_cli.engine import StreamingGenerator
 from longlive_cli.video import VideoWriter, read_video_info
 
@@ -51,7 +51,7 @@ def test_interrupt_while_loading_the_model_writes_nothing(tmp_path, model, monke
     def load(*args, **kwargs):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(cli, "load_bundle", load)
+    monkeypatch.setattr(runtime, "load_bundle", load)
     result = run(model, tmp_path / "v.mp4")
     assert result.exit_code == 130
     assert "nothing was written" in result.output and "Traceback" not in result.output
@@ -67,7 +67,7 @@ def test_sigterm_that_cuts_a_model_read_short_is_an_interrupt_not_a_corrupt_file
         except KeyboardInterrupt as e:  # a reader that turns the interrupt into its own error, as safetensors can
             raise CheckpointError("model.safetensors: not readable, truncated or corrupt?") from e
 
-    monkeypatch.setattr(cli, "load_bundle", load)
+    monkeypatch.setattr(runtime, "load_bundle", load)
     result = run(model, tmp_path / "v.mp4")
     assert result.exit_code == 130, result.output
     assert "corrupt" not in result.output and "interrupted" in result.output

@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from longlive_cli.timeline import (
+    Landing,
     PromptChange,
     TimelineError,
     TimelineErrors,
@@ -164,16 +165,16 @@ def test_chunk_arithmetic():
 def test_plan_lands_a_change_on_the_next_chunk():
     t = parse_timeline(timeline_with(("0s", "a"), ("10s", "b")))
     plan = plan_changes(t, 3)
-    assert plan.changes == ((0, 0, 0.0), (41, 42, 165 / 16))
-    assert plan.changes[1][2] == pytest.approx(10.3125)
+    assert plan.changes == (Landing(0, 0, 0.0), Landing(41, 42, 165 / 16))
+    assert plan.changes[1].landed_s == pytest.approx(10.3125)
     assert (plan.latent_frames, plan.video_frames, plan.warnings) == (81, 320, ())
 
 
 def test_plan_spreads_changes_that_share_a_chunk(tmp_path):
     t = load_timeline(write(tmp_path, timeline_with(("0s", "a"), ("10s", "b"), ("10.2s", "c"), ("10.25s", "d"))))
     plan = plan_changes(t, 3)
-    assert [(req, landed) for req, landed, _ in plan.changes] == [(0, 0), (41, 42), (42, 45), (42, 48)]
-    assert [s for _, _, s in plan.changes[2:]] == [video_frame_of_latent(45) / 16, video_frame_of_latent(48) / 16]
+    assert [(c.requested, c.landed) for c in plan.changes] == [(0, 0), (41, 42), (42, 45), (42, 48)]
+    assert [c.landed_s for c in plan.changes[2:]] == [video_frame_of_latent(45) / 16, video_frame_of_latent(48) / 16]
     assert len(plan.warnings) == 2
     assert plan.warnings[0].startswith(f"{tmp_path / 'show.yaml'}:7: prompts[2] at 10.2s shares a chunk")
     assert (
@@ -185,7 +186,7 @@ def test_plan_spreads_changes_that_share_a_chunk(tmp_path):
 
 def test_plan_warns_when_a_change_lands_after_the_end():
     plan = plan_changes(parse_timeline(timeline_with(("0s", "a"), ("19.9s", "b"))), 3)
-    assert plan.changes[1][1] == 81
+    assert plan.changes[1].landed == 81
     assert len(plan.warnings) == 1
     assert plan.warnings[0] == (
         "line 5: prompts[1] at 19.9s lands at 20.0625s, after the video ends at 20s; "

@@ -15,10 +15,11 @@ import torch
 import yaml
 from typer.testing import CliRunner
 
-from longlive_cli.bundle import load_bundle
+from longlive_cli.bundle import EMBEDDED, embedded_path, load_bundle, read_bundle_spec
 from longlive_cli.engine import SeededNoise, Segment, StreamingGenerator
 from longlive_cli.models.dit import CausalWanDiT, DiTConfig
-from longlive_cli.models.world_text import build_tokenizer, unknown_words, unknown_words_message
+from longlive_cli.models.word_tokenizer import unknown_words
+from longlive_cli.notices import unknown_words_message
 from longlive_cli.schedule import FlowMatchSchedule
 from longlive_cli.train import text as text_lib
 from longlive_cli.train.artifacts import FINAL, load_weights, training_device
@@ -34,6 +35,7 @@ from longlive_cli.train.student import StreamingTrainer
 from longlive_cli.train.teacher import init_dit
 from longlive_cli.world.grammar import COLORS, SHAPES, describe, describe_change, is_held_out
 from longlive_cli.world.timelines import random_attributes, random_change, training_clip
+from longlive_cli.world.tokenizer import build_tokenizer, understood_words
 
 SIZE = 32
 POOL = {"clips": 4, "latent_frames": 9, "change_prob": 0.5, "first_change_chunk": 1, "seed": 3}
@@ -421,9 +423,15 @@ def test_world_prompts_fit_the_tokenizer_without_unknown_words() -> None:
 def test_unknown_words_are_listed_once_with_what_the_model_knows() -> None:
     tokenizer = build_tokenizer()
     assert unknown_words(tokenizer, "A Crimsn ball, drifting left over a dark backdrop; crimsn!") == ["crimsn"]
-    message = unknown_words_message(["crimsn"])
-    assert message.startswith("unknown words: 'crimsn' (the tiny model understands")
+    spec = read_bundle_spec(embedded_path())
+    assert spec.name == EMBEDDED and spec.vocabulary == understood_words()  # the words travel with the model
+    message = unknown_words_message(["crimsn"], spec)
+    assert message.startswith("unknown words: 'crimsn' (the tiny model understands shape: circle ball")
     assert "crimson" in message and "circling" in message
+    assert (
+        unknown_words_message(["crimsn"], replace(spec, vocabulary=()))
+        == "unknown words: 'crimsn' (tiny reads them as unknown)"
+    )
 
 
 def test_subword_tokenizers_have_no_unknown_words() -> None:

@@ -29,7 +29,7 @@ from pathlib import Path
 import torch
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
-from .bundle import LONGLIVE_13B, Bundle, ModelSpec, load_bundle
+from .bundle import PRESETS, Bundle, ModelSpec, load_bundle
 from .engine import EngineConfig, LatentChunk, SeededNoise, StreamingGenerator, SwitchPolicy, warm_up
 from .models.dit import CausalWanDiT
 from .models.taehv import TAEHV, TAEHVConfig
@@ -38,7 +38,6 @@ from .pipeline import FramePipeline
 from .quantize import quantize_dit, weight_bytes
 from .video import VideoWriter
 
-PRESETS = {"longlive-1.3b": LONGLIVE_13B}
 OVERRIDABLE = (
     "window", "sink", "quantize", "decoder", "dtype", "compile", "size", "sdpa", "decode_step", "channels_last",
     "trace_memory", "overlap", "positions",
@@ -189,10 +188,10 @@ def run_variant(s: BenchSettings) -> dict:
     bundle, context = _load(s, s.device, dtype)
     quantize_dit(bundle.dit, s.quantize)
     load_s = time.perf_counter() - load_started
-    engine = _engine_config(s, bundle.spec.engine)
-    width, height = (int(v) for v in s.size.split("x")) if s.size else bundle.spec.size
-    stride = bundle.spec.vae.space_stride
-    latent = (bundle.spec.vae.z_dim, height // stride, width // stride)
+    spec = bundle.spec
+    engine = _engine_config(s, spec.engine)
+    width, height = (int(v) for v in s.size.split("x")) if s.size else spec.size
+    latent = spec.latent_shape_for((width, height))
     decoder = bundle.decoder(s.decoder)
     if isinstance(decoder, WanVAE) and s.channels_last is not None:
         decoder.channels_last(s.channels_last)

@@ -32,7 +32,7 @@ from .models.dit import CausalWanDiT, DiTConfig
 from .models.t5 import UMT5Config, UMT5Encoder, remap_hf_umt5_keys
 from .models.taehv import TAEHV, TAEHVConfig
 from .models.text import UMT5TextEncoder
-from .models.vae import WanVAE, WanVAEConfig
+from .models.vae import WanVAE, WanVAEConfig, pixel_frames
 from .specs import dit_config_from_json, spec_from_json, tokenizer_from_file, tokenizer_from_str
 
 FORMAT = "longlive-cli/1"
@@ -53,18 +53,56 @@ class ModelSpec:
     size: tuple[int, int] = (832, 480)
     fast_decoder: TAEHVConfig | None = None
     decoder: str = "wan"
+    # The words a closed-vocabulary model understands, by attribute, for unknown-word warnings; empty for umT5.
+    vocabulary: tuple[tuple[str, tuple[str, ...]], ...] = ()
 
     @property
     def latent_shape(self) -> tuple[int, int, int]:
         """(channels, height, width) of one latent frame at the native size."""
-        w, h = self.size
+        return self.latent_shape_for(self.size)
+
+    def latent_shape_for(self, size: tuple[int, int]) -> tuple[int, int, int]:
+        """(channels, height, width) of one latent frame of a WxH video (a size ``check_size`` accepts)."""
+        w, h = size
         s = self.vae.space_stride
         return self.vae.z_dim, h // s, w // s
+
+    @property
+    def frame_tokens(self) -> int:
+        """DiT tokens of one latent frame at the native size: what attention and KV memory scale with."""
+        _, h, w = self.latent_shape
+        _, ph, pw = self.dit.patch_size
+        return (h // ph) * (w // pw)
+
+    @property
+    def size_multiple(self) -> int:
+        """Width and height must be multiples of this: one DiT patch of latent pixels, in video pixels."""
+        return self.vae.space_stride * max(self.dit.patch_size[1:])
+
+    @property
+    def time_stride(self) -> int:
+        """Video frames per latent frame after the first."""
+        return self.vae.time_stride
+
+    def video_frames(self, latent_frames: int) -> int:
+        """Video frames that ``latent_frames`` latent frames decode to: 1 + time_stride (T - 1)."""
+        if latent_frames < 1:
+            raise ValueError(f"need at least one latent frame, got {latent_frames}")
+        return pixel_frames(latent_frames, self.time_stride)
+
+    def check_size(self, size: tuple[int, int]) -> None:
+        """A ValueError, naming the nearest sizes that work, unless this model can render WxH."""
+        m = self.size_multiple
+        for name, side in zip(("width", "height"), size, strict=True):
+            if side <= 0 or side % m:
+                lower = max(m, side // m * m)
+                raise ValueError(f"{name} {side} is not a positive multiple of {m} (try {lower} or {lower + m})")
 
     def to_json(self) -> str:
         d = asdict(self)
         d["dit"] = self.dit.to_dict()
         d["engine"]["sink_mode"] = self.engine.sink_mode.value
+        d["vocabulary"] = {name: list(words) for name, words in self.vocabulary}
         return json.dumps(d, indent=2)
 
     def __post_init__(self) -> None:
@@ -89,6 +127,7 @@ class ModelSpec:
             size=tuple(d["size"]),
             fast_decoder=_taehv_config(d.get("fast_decoder")),
             decoder=d.get("decoder", "wan"),
+            vocabulary=tuple((name, tuple(words)) for name, words in d.get("vocabulary", {}).items()),
         )
 
 
@@ -97,6 +136,9 @@ def _taehv_config(d: dict | None) -> TAEHVConfig | None:
 
 
 LONGLIVE_13B = ModelSpec(name="longlive-1.3b")
+WAN_14B = replace(LONGLIVE_13B, name="wan-14b", dit=DiTConfig(dim=5120, ffn_dim=13824, num_heads=40, num_layers=40))
+# Architectures by name, without weights: for --plan, bench --random-weights and tests.
+PRESETS: dict[str, ModelSpec] = {spec.name: spec for spec in (LONGLIVE_13B, WAN_14B)}
 
 
 @dataclass
@@ -181,7 +223,18 @@ def read_bundle_spec(path: str | Path) -> ModelSpec:
         raise CheckpointError(f"{path}: not a longlive-cli model file (no '{FORMAT}' header); see `longlive convert`")
     if "spec" not in meta:
         raise CheckpointError(f"{path}: the header has no model spec; convert the model again")
-    return spec_from_json(meta["spec"], f"{path} [spec]")
+    spec = spec_from_json(meta["spec"], f"{path} [spec]")
+    return spec if spec.vocabulary else replace(spec, vocabulary=_vocabulary_beside(Path(path), spec.name))
+
+
+def _vocabulary_beside(path: Path, name: str) -> tuple[tuple[str, tuple[str, ...]], ...]:
+    """The vocabulary in the spec JSON that ``save_bundle`` wrote beside a file whose header predates the field."""
+    beside = path.with_suffix(".json")
+    try:
+        spec = spec_from_json(beside.read_text(encoding="utf-8"), str(beside))
+    except (OSError, UnicodeError, CheckpointError):
+        return ()
+    return spec.vocabulary if spec.name == name else ()
 
 
 def read_tokenizer(model: str | Path):

@@ -29,6 +29,7 @@ from .runtime import DTYPES, BundleCache, model_of, rank_share, resolve_device, 
 from .terminal import markup_safe, printable
 from .timeline import (
     MAX_SECONDS,
+    NATIVE,
     POSITION_MODES,
     TimelineError,
     load_timeline,
@@ -150,10 +151,12 @@ def _parse_size(size: str | None) -> tuple[int, int] | None:
     if size is None:
         return None
     m = re.fullmatch(r"\s*(\d{1,6})\s*[xX]\s*(\d{1,6})\s*", size)
-    if not m or int(m[1]) % 16 or int(m[2]) % 16 or not int(m[1]) or not int(m[2]):
-        raise typer.BadParameter(
-            f"expected WxH with multiples of 16, such as 128x128, got {printable(size[:40])!r}", param_hint="--size"
-        )
+    if not m:
+        raise typer.BadParameter(f"expected WxH such as 128x128, got {printable(size[:40])!r}", param_hint="--size")
+    try:
+        NATIVE.check_size((int(m[1]), int(m[2])))
+    except ValueError as e:
+        raise typer.BadParameter(f"{printable(size[:40])!r}: {e}", param_hint="--size") from None
     return int(m[1]), int(m[2])
 
 
@@ -240,9 +243,9 @@ def render_cmd(
             bundle = bundles.get(source, quantize or timeline.quantize)
             settings = RenderSettings.resolve(timeline, bundle, **overrides)
             bundles.warm_up(bundle, settings)
-            sink_fn = _progress(progress, quiet, target, rank)
+            on_event = _progress(progress, quiet, target, rank)
             dec = bundles.decoder(bundle, decoder)
-            result = render(timeline, bundle, target, settings, overwrite=overwrite, events=sink_fn, decoder=dec)
+            result = render(timeline, bundle, target, settings, overwrite=overwrite, events=on_event, decoder=dec)
         except Interrupted as e:
             err.print(f"[yellow]interrupted:[/] {markup_safe(e.finished.describe())}", soft_wrap=True)
             raise typer.Exit(INTERRUPTED) from None
@@ -266,7 +269,7 @@ def render_cmd(
 
 
 def _progress(kind: str, quiet: bool, target: Path, rank: int):
-    """The progress sink; warnings reach stderr whatever the display, unless --quiet."""
+    """The progress listener; warnings reach stderr whatever the display, unless --quiet."""
     if quiet:
         return None
     if kind == "rich":
@@ -279,13 +282,13 @@ def _progress(kind: str, quiet: bool, target: Path, rank: int):
 
         shown = JsonProgress(output=str(target), rank=rank)
 
-    def sink(event: dict) -> None:
+    def listen(event: dict) -> None:
         if event["event"] == "warning":
             _warn(event["message"])
         if shown is not None:
             shown(event)
 
-    return sink
+    return listen
 
 
 def _note(message: str) -> None:
@@ -320,13 +323,13 @@ def check(
         table = Table(title=f"{title}, {positions} positions")
         for col in ("#", "requested", "lands at", "switch", "prompt"):
             table.add_column(col)
-        for i, (change, (_, _, landed_s)) in enumerate(zip(timeline.prompts, plan.changes, strict=True)):
-            policy = timeline.policy_at(i) if i else "-"
-            table.add_row(str(i), f"{change.at:g} s", f"{landed_s:.3f} s", policy, markup_safe(change.text))
+        for i, (change, landing) in enumerate(zip(timeline.prompts, plan.changes, strict=True)):
+            policy = timeline.policy_at(i).value if i else "-"
+            table.add_row(str(i), f"{change.at:g} s", f"{landing.landed_s:.3f} s", policy, markup_safe(change.text))
         print_table(table, out)
         size, window = timeline.size or spec.size, timeline.window or spec.engine.window
         notes = [*setting_warnings(spec, size, timeline.fps, window)]
-        notes += vocabulary_warnings(tokenizer, timeline) if tokenizer is not None else []
+        notes += vocabulary_warnings(tokenizer, timeline, spec) if tokenizer is not None else []
         for w in [*plan.warnings, *notes]:
             _warn(w)
     if failures:
@@ -604,8 +607,10 @@ def eval_cmd(
         raise typer.BadParameter("give a VIDEO (with --timeline, or its sidecar beside it), or --suite shapes")
     if suite is not None and suite != "shapes":
         raise typer.BadParameter("the only suite is 'shapes'", param_hint="--suite")
-    if policy not in ("recache", "keep", "clear"):
-        raise typer.BadParameter("choose recache, keep or clear", param_hint="--policy")
+    try:
+        switch = SwitchPolicy.parse(policy)
+    except ValueError as e:
+        raise typer.BadParameter(str(e), param_hint="--policy") from None
     try:
         if video is not None:
             report = eval_video(video, timeline_of(video) if timeline is None else load_timeline(timeline), drift_share)
@@ -614,7 +619,7 @@ def eval_cmd(
             print_video_metrics(report, out)
         else:
             bundle = load_bundle(model)
-            report = run_suite(bundle, SwitchPolicy(policy), long=long, parts=part or ())
+            report = run_suite(bundle, switch, long=long, parts=part or ())
             print_suite(report, bundle.spec.name, out)
     except (*USER_ERRORS, EvalError) as e:
         raise fail(str(e)) from None

@@ -7,6 +7,7 @@ not grow with video length. ``stream`` takes prompt segments and yields latent c
 
 from __future__ import annotations
 
+import difflib
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from enum import Enum
@@ -24,6 +25,25 @@ class SwitchPolicy(str, Enum):
     RECACHE = "recache"
     KEEP = "keep"
     CLEAR = "clear"
+
+    def __str__(self) -> str:
+        return self.value
+
+    @classmethod
+    def parse(cls, word: object, shown: str | None = None) -> SwitchPolicy:
+        """The policy a user wrote (any case, spaces around), the one parser for timelines, flags and live input.
+
+        Anything else is a ValueError naming the choices and the closest one; ``shown`` is how to quote the value.
+        """
+        choices = [p.value for p in cls]
+        text = word.strip().lower() if isinstance(word, str) else ""
+        if text in choices:
+            return cls(text)
+        if shown is None:
+            shown = repr(word) if len(repr(word)) <= 40 else repr(word)[:37] + "..."
+        close = difflib.get_close_matches(text, choices, n=1, cutoff=0.6)
+        hint = f"; did you mean '{close[0]}'?" if close else ""
+        raise ValueError(f"expected one of {', '.join(choices)}, got {shown}{hint}")
 
 
 class SinkMode(str, Enum):

@@ -4,18 +4,27 @@ was not trained at. The same list goes to the terminal, into the sidecar, and in
 from __future__ import annotations
 
 from .bundle import ModelSpec
-from .models.world_text import unknown_words, unknown_words_message
+from .models.word_tokenizer import unknown_words
 from .timeline import Timeline
 
 
-def vocabulary_warnings(tokenizer, timeline: Timeline) -> list[str]:
+def vocabulary_warnings(tokenizer, timeline: Timeline, spec: ModelSpec) -> list[str]:
     """Words a small closed-vocabulary model would silently read as unknown."""
     out = []
     for i, p in enumerate(timeline.prompts):
         words = unknown_words(tokenizer, p.text)
         if words:
-            out.append(f"prompts[{i}]: {unknown_words_message(words)}")
+            out.append(f"prompts[{i}]: {unknown_words_message(words, spec)}")
     return out
+
+
+def unknown_words_message(words: list[str], spec: ModelSpec) -> str:
+    """What was not understood and, from the model's metadata, which words the model does know."""
+    quoted = ", ".join(repr(w) for w in words)
+    if not spec.vocabulary:
+        return f"unknown words: {quoted} ({spec.name} reads them as unknown)"
+    known = "; ".join(f"{name}: {' '.join(words)}" for name, words in spec.vocabulary)
+    return f"unknown words: {quoted} (the {spec.name} model understands {known})"
 
 
 def setting_warnings(spec: ModelSpec, size: tuple[int, int], fps: int, window: int) -> list[str]:

@@ -2,7 +2,7 @@
 interrupted render leaves a playable file holding every frame made so far.
 
 Data flows one way: prompts -> text features -> engine (latent chunks) -> streaming decoder -> writer. Progress
-goes out as plain dict events to whatever sink the caller passes (rich display, JSON lines, nothing).
+goes out as plain dict events to whatever listener the caller passes (rich display, JSON lines, nothing).
 """
 
 from __future__ import annotations
@@ -90,9 +90,10 @@ class RenderSettings:
                 return TimelineError(message, path=timeline.path, line=line, key=key)
             return RenderError(f"{spec.name}'s {key.split('.')[-1]}: {message}")
 
-        multiple = spec.vae.space_stride * spec.dit.patch_size[1]
-        if width % multiple or height % multiple:
-            raise problem("size", f"size {width}x{height}: width and height must be multiples of {multiple}")
+        try:
+            spec.check_size((width, height))
+        except ValueError as e:
+            raise problem("size", f"size {width}x{height}: {e}") from None
         window = window or timeline.window or spec.engine.window
         if sink is None:
             sink = spec.engine.sink if timeline.sink is None else timeline.sink
@@ -109,14 +110,14 @@ class RenderSettings:
         return cls((width, height), engine, seed, timeline.fps, quantize or timeline.quantize)
 
     def latent_shape(self, bundle: Bundle) -> tuple[int, int, int]:
-        s = bundle.spec.vae.space_stride
-        return bundle.spec.vae.z_dim, self.size[1] // s, self.size[0] // s
+        """One latent frame of this render, as the model's spec lays it out."""
+        return bundle.spec.latent_shape_for(self.size)
 
 
 def longest_position_run(timeline: Timeline, chunk: int) -> int:
     """The most latent frames between two restarts of the frame count: the video, cut where a 'clear' lands."""
     plan = plan_changes(timeline, chunk)
-    cuts = [landed for i, (_, landed, _) in enumerate(plan.changes) if i and timeline.policy_at(i) == "clear"]
+    cuts = [c.landed for i, c in enumerate(plan.changes) if i and timeline.policy_at(i) is SwitchPolicy.CLEAR]
     bounds = [0, *(c for c in cuts if c < plan.latent_frames), plan.latent_frames]
     return max(b - a for a, b in pairwise(bounds))
 
@@ -172,8 +173,7 @@ def render(
     context = torch.cat([bundle.text.encode([text]) for text in texts])
     text_s = time.perf_counter() - t0
     segments = [
-        Segment(requested, context[i : i + 1], SwitchPolicy(timeline.policy_at(i)))
-        for i, (requested, _, _) in enumerate(plan.changes)
+        Segment(change.requested, context[i : i + 1], timeline.policy_at(i)) for i, change in enumerate(plan.changes)
     ]
     gen = StreamingGenerator(bundle.dit, settings.engine, settings.latent_shape(bundle), SeededNoise(settings.seed))
     decoder = decoder or bundle.vae
@@ -210,7 +210,7 @@ def render(
         "warnings": [
             *plan.warnings,
             *setting_warnings(bundle.spec, settings.size, settings.fps, settings.engine.window),
-            *vocabulary_warnings(bundle.text.tokenizer, timeline),
+            *vocabulary_warnings(bundle.text.tokenizer, timeline, bundle.spec),
         ],
     }
     emit({"event": "start", "frames": total, "chunks": -(-plan.latent_frames // chunk), **sidecar["settings"]})

@@ -106,12 +106,26 @@ def _typed(config: Any, prefix: str, source: str) -> None:
         default = f.default
         if default is dataclasses.MISSING or default is None or isinstance(value, Enum):
             continue
+        if f.name == "vocabulary":
+            _vocabulary(value, key, source)
+            continue
         kinds = (int, float) if isinstance(default, float) else (type(default),)
         wrong = not isinstance(value, kinds) or (isinstance(value, bool) and not isinstance(default, bool))
         if isinstance(default, tuple) and not wrong:
             wrong = any(type(v) not in (int, float, bool) for v in value)
         if wrong:
             raise CheckpointError(f"{source}: {key}: expected {type(default).__name__}, got {value!r:.60}")
+
+
+def _vocabulary(value: Any, key: str, source: str) -> None:
+    """Words by attribute: (name, (word, ...)) pairs of strings, a bounded number of them."""
+    pairs_ok = isinstance(value, tuple) and len(value) <= 64
+    for pair in value if pairs_ok else ():
+        name, words = pair
+        pairs_ok = pairs_ok and isinstance(name, str) and isinstance(words, tuple) and len(words) <= 10_000
+        pairs_ok = pairs_ok and all(isinstance(w, str) for w in words)
+    if not pairs_ok:
+        raise CheckpointError(f"{source}: {key}: expected words by attribute, got {value!r:.60}")
 
 
 def dit_config_from_json(text: str, source: str) -> DiTConfig:

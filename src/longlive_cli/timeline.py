@@ -47,11 +47,16 @@ from typing import Any
 
 import yaml
 
+from .bundle import LONGLIVE_13B
+from .engine import SwitchPolicy
 from .safe_yaml import BoundedLoader, YAMLLimitError
 
 VERSION = 1
 TINY_MODEL = "tiny"
-DEFAULT_FPS = 16
+# Geometry a timeline is checked against before its model loads: the Wan family's, which every model here shares;
+# the render checks the loaded model's own spec again.
+NATIVE = LONGLIVE_13B
+DEFAULT_FPS = NATIVE.fps
 MAX_FPS = 120
 MAX_SECONDS = 24 * 3600.0
 MAX_TEXT = 2000
@@ -60,10 +65,8 @@ MAX_PROMPTS = 1000
 # Longer numbers are not times, sizes or seeds; refusing them keeps int() away from huge digit strings.
 MAX_DIGITS = 24
 SHOWN_CHARS = 60
-SIZE_MULTIPLE = 16
 MAX_SEED = 2**32 - 1
 QUANTIZE_MODES = ("none", "int8", "fp8")
-SWITCH_POLICIES = ("recache", "keep", "clear")
 POSITION_MODES = ("auto", "absolute", "relative")
 
 TOP_KEYS = (
@@ -84,7 +87,7 @@ ATTENTION_KEYS = ("window", "sink", "positions")
 OVERRIDE_KEYS = ("model", "output", "fps", "seed", "size", "window", "sink", "positions", "quantize", "switch")
 
 # Video frames per latent frame after the first, in the Wan VAE's temporal compression.
-VIDEO_FRAMES_PER_LATENT = 4
+VIDEO_FRAMES_PER_LATENT = NATIVE.time_stride
 
 _NUMBER = r"(?:\d+(?:\.\d*)?|\.\d+)"
 _MINUTES_SECONDS = re.compile(rf"(?:(?P<m>{_NUMBER})\s*m)?\s*(?:(?P<s>{_NUMBER})\s*s?)?")
@@ -148,7 +151,7 @@ class PromptChange:
 
     at: float
     text: str
-    switch: str | None
+    switch: SwitchPolicy | None
     line: int | None
 
 
@@ -168,7 +171,7 @@ class Timeline:
     sink: int | None
     positions: str
     quantize: str
-    switch: str
+    switch: SwitchPolicy
     prompts: tuple[PromptChange, ...]
     key_lines: dict[str, int] = field(default_factory=dict, compare=False)
 
@@ -176,19 +179,26 @@ class Timeline:
         """Video frames in the finished clip."""
         return round(self.duration * self.fps)
 
-    def policy_at(self, i: int) -> str:
+    def policy_at(self, i: int) -> SwitchPolicy:
         """How the cache is treated when prompt ``i`` takes over: its own switch, else the default."""
         return self.prompts[i].switch or self.switch
 
 
 @dataclass(frozen=True)
+class Landing:
+    """Where one prompt change was asked for and where it takes effect: latent frames, and seconds of video."""
+
+    requested: int
+    landed: int
+    landed_s: float
+
+
+@dataclass(frozen=True)
 class Plan:
-    """Where each prompt change really lands on the chunk grid, and what the user should know about it.
+    """Where each prompt change really lands on the chunk grid (``changes[i]`` for prompt ``i``), and what the
+    user should know about it."""
 
-    ``changes[i]`` is (requested latent frame, landed latent frame, landed time in seconds) for prompt ``i``.
-    """
-
-    changes: tuple[tuple[int, int, float], ...]
+    changes: tuple[Landing, ...]
     warnings: tuple[str, ...]
     latent_frames: int
     video_frames: int
@@ -285,9 +295,7 @@ def parse_time(value: Any, fps: int, where: str) -> float:
 
 def video_frames_for(latent_frames: int) -> int:
     """Video frames that ``latent_frames`` latent frames decode to: 1 + 4(T - 1)."""
-    if latent_frames < 1:
-        raise ValueError(f"need at least one latent frame, got {latent_frames}")
-    return 1 + VIDEO_FRAMES_PER_LATENT * (latent_frames - 1)
+    return NATIVE.video_frames(latent_frames)
 
 
 def latent_frames_for(video_frames: int, chunk: int) -> int:
@@ -322,13 +330,13 @@ def plan_changes(timeline: Timeline, chunk: int) -> Plan:
     """Land every prompt on the chunk grid, one switch per chunk as the engine does, and warn about shifts."""
     video_frames = timeline.frames()
     latents = latent_frames_for(video_frames, chunk)
-    changes: list[tuple[int, int, float]] = []
+    changes: list[Landing] = []
     warnings: list[str] = []
     for i, change in enumerate(timeline.prompts):
         requested = requested_latent(change.at, timeline.fps)
         landed = landing(requested, chunk)
-        if changes and landed <= changes[-1][1]:
-            landed = changes[-1][1] + chunk
+        if changes and landed <= changes[-1].landed:
+            landed = changes[-1].landed + chunk
             warnings.append(
                 _place(timeline, i)
                 + f"shares a chunk with prompts[{i - 1}] (one switch per chunk), so it starts one chunk later, "
@@ -341,7 +349,7 @@ def plan_changes(timeline: Timeline, chunk: int) -> Plan:
                 + f"lands at {_seconds(frame / timeline.fps)}, after the video ends at {_seconds(timeline.duration)}; "
                 "it will not be shown (move it earlier or make the video longer)"
             )
-        changes.append((requested, landed, frame / timeline.fps))
+        changes.append(Landing(requested, landed, frame / timeline.fps))
     return Plan(tuple(changes), tuple(warnings), latents, video_frames)
 
 
@@ -493,7 +501,7 @@ def _build(root: _Item | None, base: Path, path: Path | None) -> Timeline:
     seed = given("seed", lambda item: _integer(item, "seed", 0, MAX_SEED), 0)
     size = given("size", _size)
     quantize = given("quantize", lambda item: _choice(item, "quantize", QUANTIZE_MODES), "none")
-    switch = given("switch", lambda item: _choice(item, "switch", SWITCH_POLICIES), "recache")
+    switch = given("switch", lambda item: _policy(item, "switch"), SwitchPolicy.RECACHE)
     prompts = _prompts(top.get("prompts"), root.line, fps, duration, errors)
     _raise_all(errors)
     return Timeline(
@@ -676,7 +684,7 @@ def _prompt(entry: _Item, key: str, fps: int, errors: list[TimelineError]) -> Pr
     return PromptChange(
         at=at,
         text=text,
-        switch=None if switch is None else _choice(switch, f"{key}.switch", SWITCH_POLICIES),
+        switch=None if switch is None else _policy(switch, f"{key}.switch"),
         line=fields["at"].line if fields["at"].line is not None else entry.line,
     )
 
@@ -736,8 +744,16 @@ def _choice(item: _Item, key: str, choices: Sequence[str]) -> str:
     raise TimelineError(f"expected one of {', '.join(choices)}, got {_kind(item)}{hint}", line=item.line, key=key)
 
 
+def _policy(item: _Item, key: str) -> SwitchPolicy:
+    """A switch policy, read by ``SwitchPolicy.parse`` with the error placed at its line and key."""
+    try:
+        return SwitchPolicy.parse(item.value, _kind(item))
+    except ValueError as e:
+        raise TimelineError(str(e), line=item.line, key=key) from None
+
+
 def _size(item: _Item) -> tuple[int, int]:
-    """A WxH frame size (or [W, H]), both positive multiples of 16."""
+    """A WxH frame size (or [W, H]) whose sides the model family accepts (positive multiples of 16)."""
     value = item.value
     written = item.raw if item.raw is not None else value
     short = isinstance(written, str) and len(written) <= 2 * MAX_DIGITS
@@ -748,14 +764,10 @@ def _size(item: _Item) -> tuple[int, int]:
         width, height = value[0].value, value[1].value
     else:
         raise TimelineError(f"expected WxH like 832x480, got {_kind(item)}", line=item.line, key="size")
-    for name, side in (("width", width), ("height", height)):
-        if side <= 0 or side % SIZE_MULTIPLE:
-            lower = max(SIZE_MULTIPLE, side // SIZE_MULTIPLE * SIZE_MULTIPLE)
-            raise TimelineError(
-                f"{name} {side} is not a positive multiple of {SIZE_MULTIPLE} (try {lower} or {lower + SIZE_MULTIPLE})",
-                line=item.line,
-                key="size",
-            )
+    try:
+        NATIVE.check_size((width, height))
+    except ValueError as e:
+        raise TimelineError(str(e), line=item.line, key="size") from None
     return width, height
 
 

@@ -53,10 +53,11 @@ def clean_text(text: str) -> str:
 
 
 def parse_policy(word: object) -> SwitchPolicy:
-    """One of recache, keep, clear."""
-    if not isinstance(word, str) or word.strip().lower() not in {p.value for p in SwitchPolicy}:
-        raise MessageError(f"policy must be one of recache, keep, clear, got {_short(word)}")
-    return SwitchPolicy(word.strip().lower())
+    """One of recache, keep, clear, as ``SwitchPolicy.parse`` reads it; a ``MessageError`` otherwise."""
+    try:
+        return SwitchPolicy.parse(word, _short(word))
+    except ValueError as e:
+        raise MessageError(f"policy: {e}") from None
 
 
 def parse_message(body: bytes) -> Prompt | Control:

@@ -61,12 +61,6 @@ class DiTConfig:
         return cls(**kw)
 
 
-PRESETS: dict[str, DiTConfig] = {
-    "longlive-1.3b": DiTConfig(),
-    "wan-14b": DiTConfig(dim=5120, ffn_dim=13824, num_heads=40, num_layers=40),
-}
-
-
 def sinusoidal_embedding(dim: int, t: torch.Tensor) -> torch.Tensor:
     """[cos, sin] time embedding of float timesteps, computed in float64 as Wan does."""
     half = dim // 2

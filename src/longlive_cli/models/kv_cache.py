@@ -67,7 +67,7 @@ class KVCache:
         self.relative = positions == "relative"
         self.frame_tokens = frame_tokens
         self.capacity = capacity_frames * frame_tokens
-        self.sink = sink_frames * frame_tokens
+        self.sink_tokens = sink_frames * frame_tokens
         self.max_attention = attend_frames * frame_tokens
         shape = (num_layers, batch, heads, self.capacity, head_dim)
         self.k = torch.zeros(shape, dtype=dtype, device=device)
@@ -94,7 +94,7 @@ class KVCache:
         evict = rolled = 0
         if current_end > self.global_end and num_new + self.local_end > self.capacity:
             evict = num_new + self.local_end - self.capacity
-            rolled = self.local_end - evict - self.sink
+            rolled = self.local_end - evict - self.sink_tokens
             local_end = self.local_end + advance - evict
             clamp = recompute
         else:
@@ -106,8 +106,8 @@ class KVCache:
                 f"cache call at tokens {current_start}..{current_end} reaches before the buffer "
                 f"(local start {local_start}); recompute at most the frames still held"
             )
-        write_start = max(local_start, self.sink) if clamp else local_start
-        budget = self.max_attention - self.sink
+        write_start = max(local_start, self.sink_tokens) if clamp else local_start
+        budget = self.max_attention - self.sink_tokens
         return CachePlan(
             recompute=recompute,
             evict=evict,
@@ -117,7 +117,7 @@ class KVCache:
             write_len=max(0, local_end - write_start),
             local_start=local_start,
             local_end=local_end,
-            attend_local_start=max(self.sink, local_end - budget),
+            attend_local_start=max(self.sink_tokens, local_end - budget),
             current_end=current_end,
         )
 
@@ -127,8 +127,8 @@ class KVCache:
         Under relative positions a key's time index is its slot, so these give the keys' rotation.
         """
         end = plan.local_end // self.frame_tokens
-        sink = min(self.sink, plan.local_end) // self.frame_tokens
-        if plan.attend_local_start <= self.sink:
+        sink = min(self.sink_tokens, plan.local_end) // self.frame_tokens
+        if plan.attend_local_start <= self.sink_tokens:
             return [(0, end)]
         local = plan.attend_local_start // self.frame_tokens
         return [(0, sink), (local, max(0, end - local))]
@@ -149,8 +149,8 @@ class KVCache:
     def roll(self, kb: torch.Tensor, vb: torch.Tensor, plan: CachePlan) -> None:
         """Shift the window left over the evicted frames (the sink stays)."""
         if plan.evict:
-            src = slice(self.sink + plan.evict, self.sink + plan.evict + plan.rolled)
-            dst = slice(self.sink, self.sink + plan.rolled)
+            src = slice(self.sink_tokens + plan.evict, self.sink_tokens + plan.evict + plan.rolled)
+            dst = slice(self.sink_tokens, self.sink_tokens + plan.rolled)
             kb[:, :, dst] = kb[:, :, src].clone()
             vb[:, :, dst] = vb[:, :, src].clone()
 
@@ -166,13 +166,13 @@ class KVCache:
     def attended(self, kb: torch.Tensor, vb: torch.Tensor, plan: CachePlan) -> tuple[torch.Tensor, torch.Tensor]:
         """The sink and the window's attended part of one layer's buffers."""
         end = plan.local_end
-        sink = min(self.sink, end)
-        if plan.attend_local_start <= sink:
+        sink_end = min(self.sink_tokens, end)
+        if plan.attend_local_start <= sink_end:
             return kb[:, :, :end], vb[:, :, :end]
         local = slice(plan.attend_local_start, end)
         return (
-            torch.cat((kb[:, :, :sink], kb[:, :, local]), dim=2),
-            torch.cat((vb[:, :, :sink], vb[:, :, local]), dim=2),
+            torch.cat((kb[:, :, :sink_end], kb[:, :, local]), dim=2),
+            torch.cat((vb[:, :, :sink_end], vb[:, :, local]), dim=2),
         )
 
     def commit(self, plan: CachePlan) -> None:

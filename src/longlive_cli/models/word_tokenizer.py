@@ -10,8 +10,12 @@ from __future__ import annotations
 import json
 import re
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from longlive_cli.extras import require
+
+if TYPE_CHECKING:
+    from tokenizers import Tokenizer
 
 PRE_TOKENIZERS = {"Whitespace": re.compile(r"\w+|[^\w\s]+"), "WhitespaceSplit": re.compile(r"\S+")}
 
@@ -115,3 +119,26 @@ def tokenizer_from_str(text: str):
     if word is not None:
         return word
     return require("tokenizers", "text", "this model's tokenizer").Tokenizer.from_str(text)
+
+
+def unknown_words(tokenizer: Tokenizer | WordTokenizer, text: str) -> list[str]:
+    """Words of ``text`` a word-level tokenizer maps to ``<unk>``, in order and without repeats.
+
+    Subword tokenizers (umT5's) spell out any word, so for them the list is always empty.
+    """
+    unk = tokenizer.token_to_id("<unk>")
+    if unk is None:
+        return []
+    if isinstance(tokenizer, WordTokenizer):
+        pieces = tokenizer.words(text)
+    else:
+        from tokenizers import models
+
+        if not isinstance(tokenizer.model, models.WordLevel):
+            return []
+        if tokenizer.normalizer is not None:
+            text = tokenizer.normalizer.normalize_str(text)
+        pre = tokenizer.pre_tokenizer
+        pieces = [w for w, _ in pre.pre_tokenize_str(text)] if pre else text.split()
+    found = [word for word in pieces if re.search(r"\w", word) and tokenizer.token_to_id(word) in (None, unk)]
+    return list(dict.fromkeys(found))

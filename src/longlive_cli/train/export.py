@@ -10,7 +10,6 @@ import torch
 
 from longlive_cli.bundle import ModelSpec, load_converted, save_bundle
 from longlive_cli.engine import EngineConfig
-from longlive_cli.models.world_text import build_tokenizer
 from longlive_cli.train.artifacts import FINAL, read_summary, training_device
 from longlive_cli.train.decoder import load_fast_decoder
 from longlive_cli.train.evaluate import evaluate
@@ -18,6 +17,7 @@ from longlive_cli.train.teacher import load_dit_and_text
 from longlive_cli.train.vae import load_vae
 from longlive_cli.world.grammar import HELD_OUT
 from longlive_cli.world.scene import FPS
+from longlive_cli.world.tokenizer import build_tokenizer, understood_words
 
 MAX_BYTES = 30 * 2**20
 BUNDLE = "tiny.safetensors"
@@ -59,6 +59,7 @@ def build_spec(run_dir: Path, generator: str = "student") -> tuple[ModelSpec, di
         size=(size, size),
         fast_decoder=taehv_cfg,
         decoder="fast",
+        vocabulary=understood_words(),
     )
     states = {
         "dit": dit.state_dict(),

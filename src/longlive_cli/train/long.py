@@ -32,9 +32,9 @@ from torch import Tensor, nn
 from torch.distributed.checkpoint.state_dict import StateDictOptions, get_state_dict, set_state_dict
 from torch.distributed.tensor import DTensor, Shard
 
-from longlive_cli.bundle import load_bundle, save_bundle
+from longlive_cli.bundle import PRESETS, load_bundle, save_bundle
 from longlive_cli.checkpoints import save_safetensors
-from longlive_cli.models.dit import PRESETS, CausalWanDiT, PromptKV
+from longlive_cli.models.dit import CausalWanDiT, PromptKV
 from longlive_cli.models.taehv import TAEHV
 from longlive_cli.models.text import UMT5TextEncoder
 from longlive_cli.models.vae import WanVAE

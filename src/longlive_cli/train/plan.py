@@ -16,8 +16,16 @@ from pathlib import Path
 
 import torch
 
-from longlive_cli.bundle import EMBEDDED, LONGLIVE_13B, ModelSpec, build_modules, embedded_path, read_bundle_spec
-from longlive_cli.models.dit import PRESETS, CausalWanDiT, DiTConfig
+from longlive_cli.bundle import (
+    EMBEDDED,
+    LONGLIVE_13B,
+    PRESETS,
+    ModelSpec,
+    build_modules,
+    embedded_path,
+    read_bundle_spec,
+)
+from longlive_cli.models.dit import CausalWanDiT, DiTConfig
 from longlive_cli.train.lora import add_lora
 from longlive_cli.train.recipe import LongRecipe, RecipeError
 
@@ -38,7 +46,7 @@ def parse_memory(text: str) -> float:
 def model_spec(entry: str, role: str) -> ModelSpec:
     """The architecture a recipe's ``models`` entry names: a preset, ``tiny``, a model file or a download folder."""
     if entry in PRESETS:
-        return replace(LONGLIVE_13B, dit=PRESETS[entry], name=entry)
+        return PRESETS[entry]
     if entry == EMBEDDED:
         return read_bundle_spec(embedded_path())
     path = Path(entry).expanduser()
@@ -94,8 +102,7 @@ def plan(recipe: LongRecipe, gpus: int, gpu_memory: float) -> dict:
 
     spec = specs["generator"]
     cfg = spec.dit
-    _, h, w = spec.latent_shape
-    frame_tokens = (h // cfg.patch_size[1]) * (w // cfg.patch_size[2])
+    frame_tokens = spec.frame_tokens
     per_gpu = recipe.batch // gpus
     seqs = recipe.micro_batch or per_gpu  # sequences in memory at once
     block_tokens = seqs * recipe.chunk_frames * frame_tokens

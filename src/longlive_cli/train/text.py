@@ -11,8 +11,8 @@ from torch import Tensor, nn
 
 from longlive_cli.models.t5 import UMT5Config, UMT5Encoder
 from longlive_cli.models.text import UMT5TextEncoder
-from longlive_cli.models.world_text import build_tokenizer
 from longlive_cli.world.grammar import ATTRIBUTE_NAMES, VALUES, Attributes, describe, describe_change, is_held_out
+from longlive_cli.world.tokenizer import build_tokenizer
 
 
 def text_encoder(text: dict, text_len: int) -> UMT5TextEncoder:
