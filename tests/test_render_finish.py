@@ -227,3 +227,13 @@ def test_full_disk_names_the_path_and_what_is_playable(tmp_path, model, limit, p
     else:
         assert "no video was kept" in proc.stderr
         assert list(tmp_path.iterdir()) == []
+
+
+def test_a_whole_render_is_a_plain_mp4_with_its_index_in_front(tmp_path, model):
+    """Players show the length and seek at once; an interrupted one stays fragmented (tested above) and playable."""
+    out = tmp_path / "v.mp4"
+    result = run(model, out)
+    assert result.exit_code == 0, result.output
+    data = out.read_bytes()
+    assert b"moof" not in data and 0 <= data.find(b"moov") < data.find(b"mdat")
+    assert read_video_info(out)["frames"] == 48

@@ -14,7 +14,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .video import FFmpegError, VideoWriter, _interrupts_deferred, partial_path, read_video_info, sidecar_path
+from .video import (
+    FFmpegError,
+    VideoWriter,
+    _interrupts_deferred,
+    index_in_front,
+    partial_path,
+    read_video_info,
+    sidecar_path,
+)
 from .video import write_sidecar as _write_sidecar
 
 
@@ -99,6 +107,7 @@ def _finish(
     if video is None:
         return Finished(None, None, 0, False, problem)
     if complete:
+        index_in_front(video)  # a plain MP4, index first; on failure it stays fragmented, still whole and playable
         placed = _place(video, writer.path, sidecar, overwrite)
         if placed is not None:
             return placed
