@@ -86,3 +86,13 @@ def test_every_warning_reaches_stderr_the_sidecar_and_check(tmp_path, model):
         assert result.exit_code == 0, result.output
         for text in expected:
             assert any(line.startswith("warning:") and text in line for line in result.stderr.splitlines()), text
+
+
+@pytest.mark.parametrize("command", ["render", "live"])
+def test_a_seed_beyond_the_noise_generator_is_a_usage_error(tmp_path, model, command):
+    target = tmp_path / "v.mp4"
+    args = [command, "--prompt", "a red circle", "-o"] if command == "render" else [command, "a red circle", "--record"]
+    result = runner.invoke(app, [*args, str(target), "--model", str(model), "--seed", str(2**64)])
+    assert result.exit_code == 2, result.output
+    assert "--seed" in result.output and "Traceback" not in result.output
+    assert not any(tmp_path.iterdir())

@@ -29,6 +29,7 @@ from .runtime import DTYPES, BundleCache, model_of, rank_share, resolve_device, 
 from .terminal import markup_safe, printable
 from .timeline import (
     MAX_SECONDS,
+    MAX_SEED,
     NATIVE,
     POSITION_MODES,
     TimelineError,
@@ -177,7 +178,9 @@ def render_cmd(
     quantize: Annotated[str | None, typer.Option(help="none | int8 | fp8 (overrides the timeline)")] = None,
     seed: Annotated[
         int | None,
-        typer.Option(min=-1, help="Noise seed (overrides the timeline); -1 draws one, printed and recorded."),
+        typer.Option(
+            min=-1, max=MAX_SEED, help="Noise seed (overrides the timeline); -1 draws one, printed and recorded."
+        ),
     ] = None,
     window: Annotated[int | None, typer.Option(help="Attention window in latent frames, sink included.")] = None,
     sink: Annotated[int | None, typer.Option(help="Frame-sink size in latent frames.")] = None,
@@ -481,7 +484,7 @@ def live(
         str | None, typer.Option(help="float32 | bf16 | fp16 (default: bf16 on GPU, float32 on CPU)")
     ] = None,
     quantize: Annotated[str, typer.Option(help="none | int8 | fp8")] = "none",
-    seed: Annotated[int, typer.Option(help="Noise seed.")] = 0,
+    seed: Annotated[int, typer.Option(min=0, max=MAX_SEED, help="Noise seed.")] = 0,
     size: Annotated[str | None, typer.Option(help="WxH, multiples of 16 (default: the model's).")] = None,
     decoder: Annotated[str, typer.Option(help="auto | wan | fast | a taew2_1 file")] = "auto",
     port: Annotated[int, typer.Option(min=0, max=65535, help="Port on 127.0.0.1 for the page (0: any free).")] = 8765,
