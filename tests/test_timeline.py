@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import contextlib
 import os
 import random
-import threading
 from pathlib import Path
 
 import pytest
@@ -348,28 +346,12 @@ def test_unreadable_path_says_why(tmp_path):
     assert str(info.value) == f"{path}: cannot read the file (Not a directory)"
 
 
-def test_a_pipe_that_never_ends_is_refused_without_waiting_for_its_end(tmp_path):
+def test_a_pipe_is_refused_without_being_read(tmp_path):
     """An endless source (`<(yes)`, a FIFO) is refused as it is, so it can neither hang nor exhaust memory."""
     fifo = tmp_path / "endless.yaml"
     os.mkfifo(fifo)
-    loaded = threading.Event()
-
-    def write() -> None:
-        with open(fifo, "wb", buffering=0) as f:
-            with contextlib.suppress(BrokenPipeError):  # the reader stops early, as it should
-                for _ in range(32):
-                    f.write(b"#" * 65536)
-            loaded.wait(60)  # the input has not ended
-
-    writer = threading.Thread(target=write)
-    writer.start()
-    try:
-        with pytest.raises(TimelineError, match="not a regular file"):
-            load_timeline(fifo)
-        assert writer.is_alive(), "the timeline was refused without waiting for the end of the input"
-    finally:
-        loaded.set()
-        writer.join(70)
+    with pytest.raises(TimelineError, match="not a regular file"):
+        load_timeline(fifo)  # no writer ever opens it: reading would block for good
 
 
 def test_error_text_and_location_rules(tmp_path):
