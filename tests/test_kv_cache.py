@@ -1,0 +1,81 @@
+"""The sink + window cache on its own: which frames a call attends and in which slots, for any geometry."""
+
+import pytest
+import torch
+from hypothesis import given
+from hypothesis import strategies as st
+
+from longlive_cli.models.kv_cache import KVCache
+
+FRAME_TOKENS = 2
+
+
+def expected_frames(video_end: int, sink: int, attend: int) -> list[int]:
+    """LongLive's rule: the first ``sink`` frames, then the most recent ``attend - sink`` frames."""
+    sink_part = list(range(min(sink, video_end)))
+    return sink_part + list(range(len(sink_part), video_end))[-(attend - sink) :]
+
+
+def stream(cache: KVCache, chunks: list[int]):
+    """Insert chunks whose keys are their frame numbers (values the negation); yield what each call attends."""
+    frame = 0
+    for n in chunks:
+        k = torch.arange(frame, frame + n, dtype=torch.float32).repeat_interleave(FRAME_TOKENS).view(1, 1, -1, 1)
+        plan = cache.plan(frame * FRAME_TOKENS, n * FRAME_TOKENS)
+        keys, values = cache.update_and_view(0, plan, k, -k)
+        slots = cache.attended_slots(plan)
+        cache.commit(plan)
+        frame += n
+        yield frame, plan, keys, values, slots
+
+
+@st.composite
+def geometries(draw):
+    capacity = draw(st.integers(2, 8))
+    attend = draw(st.integers(2, capacity))
+    sink = draw(st.integers(0, attend - 1))
+    chunks = draw(st.lists(st.integers(1, attend - sink), min_size=1, max_size=12))
+    return capacity, attend, sink, chunks
+
+
+@given(geometries())
+def test_each_call_attends_the_sink_and_the_most_recent_frames_in_their_slots(geometry):
+    capacity, attend, sink, chunks = geometry
+    cache = KVCache(1, 1, 1, 1, FRAME_TOKENS, capacity, sink, attend_frames=attend)
+    for video_end, _, keys, values, slots in stream(cache, chunks):
+        frames = expected_frames(video_end, sink, attend)
+        tokens = torch.tensor(frames, dtype=torch.float32).repeat_interleave(FRAME_TOKENS)
+        assert keys.flatten().tolist() == tokens.tolist()
+        assert values.flatten().tolist() == (-tokens).tolist()
+        # The slot runs are whole frame indices, and reading those slots gives back exactly the attended keys.
+        assert all(type(first) is int and type(count) is int and count >= 0 for first, count in slots)
+        held = cache.k[0, 0, 0, :, 0].view(capacity, FRAME_TOKENS)[:, 0]
+        read = [held[first + i].item() for first, count in slots for i in range(count)]
+        assert read == [float(f) for f in frames]
+
+
+def test_a_narrow_window_attends_two_runs_once_the_cache_holds_more_than_it():
+    cache = KVCache(1, 1, 1, 1, FRAME_TOKENS, capacity_frames=6, sink_frames=1, attend_frames=4)
+    seen = [(end, slots, keys.flatten().tolist()[::FRAME_TOKENS]) for end, _, keys, _, slots in stream(cache, [1] * 8)]
+    assert seen[3] == (4, [(0, 4)], [0, 1, 2, 3])
+    assert seen[4] == (5, [(0, 1), (2, 3)], [0, 2, 3, 4])
+    assert seen[7] == (8, [(0, 1), (3, 3)], [0, 5, 6, 7])  # rolled: frames 1 and 2 left, 3..7 in slots 1..5
+
+
+def test_a_chunk_that_overflows_a_partly_filled_cache_rolls_only_the_frames_held():
+    # 2 + 2 frames leave one of five slots free; the third chunk of 2 evicts one frame from a cache not yet full.
+    cache = KVCache(1, 1, 1, 1, FRAME_TOKENS, capacity_frames=5, sink_frames=1, attend_frames=5)
+    *_, (end, plan, keys, _, _) = stream(cache, [2, 2, 2])
+    assert (end, plan.evict, plan.rolled) == (6, FRAME_TOKENS, 2 * FRAME_TOKENS)
+    assert keys.flatten().tolist()[::FRAME_TOKENS] == [0, 2, 3, 4, 5]
+
+
+@pytest.mark.parametrize(("sink", "window", "capacity"), [(-1, 4, 4), (4, 4, 4), (1, 5, 4)])
+def test_an_impossible_geometry_is_refused(sink, window, capacity):
+    with pytest.raises(ValueError, match=rf"sink \({sink}\) < window \({window}\) <= capacity \({capacity}\)"):
+        KVCache(1, 1, 1, 1, FRAME_TOKENS, capacity, sink, attend_frames=window)
+
+
+def test_an_unknown_position_mode_is_refused():
+    with pytest.raises(ValueError, match="positions must be one of absolute, relative, got 'rotary'"):
+        KVCache(1, 1, 1, 1, FRAME_TOKENS, 4, 1, positions="rotary")
