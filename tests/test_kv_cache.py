@@ -42,15 +42,20 @@ def geometries(draw):
 def test_each_call_attends_the_sink_and_the_most_recent_frames_in_their_slots(geometry):
     capacity, attend, sink, chunks = geometry
     cache = KVCache(1, 1, 1, 1, FRAME_TOKENS, capacity, sink, attend_frames=attend)
-    for video_end, _, keys, values, slots in stream(cache, chunks):
+    held = 0
+    for (video_end, plan, keys, values, slots), n in zip(stream(cache, chunks), chunks, strict=True):
+        overflow = max(0, held + n - capacity)
+        rolled = held - overflow - sink if overflow else 0
+        assert (plan.evict, plan.rolled) == (overflow * FRAME_TOKENS, rolled * FRAME_TOKENS)
+        held = min(held + n, capacity)
         frames = expected_frames(video_end, sink, attend)
         tokens = torch.tensor(frames, dtype=torch.float32).repeat_interleave(FRAME_TOKENS)
         assert keys.flatten().tolist() == tokens.tolist()
         assert values.flatten().tolist() == (-tokens).tolist()
         # The slot runs are whole frame indices, and reading those slots gives back exactly the attended keys.
         assert all(type(first) is int and type(count) is int and count >= 0 for first, count in slots)
-        held = cache.k[0, 0, 0, :, 0].view(capacity, FRAME_TOKENS)[:, 0]
-        read = [held[first + i].item() for first, count in slots for i in range(count)]
+        buffer = cache.k[0, 0, 0, :, 0].view(capacity, FRAME_TOKENS)[:, 0]
+        read = [buffer[first + i].item() for first, count in slots for i in range(count)]
         assert read == [float(f) for f in frames]
 
 
@@ -79,3 +84,15 @@ def test_an_impossible_geometry_is_refused(sink, window, capacity):
 def test_an_unknown_position_mode_is_refused():
     with pytest.raises(ValueError, match="positions must be one of absolute, relative, got 'rotary'"):
         KVCache(1, 1, 1, 1, FRAME_TOKENS, 4, 1, positions="rotary")
+
+
+def test_a_later_step_on_a_frame_in_the_sink_leaves_the_sink_as_first_written():
+    cache = KVCache(1, 1, 1, 1, frame_tokens=1, capacity_frames=4, sink_frames=2)
+    for frame in (0, 1):
+        plan = cache.plan(frame, 1)
+        cache.update_and_view(0, plan, torch.full((1, 1, 1, 1), float(frame)), torch.zeros(1, 1, 1, 1))
+        cache.commit(plan)
+    plan = cache.plan(1, 1)  # the second frame again: a recompute, on a slot of the sink
+    keys, _ = cache.update_and_view(0, plan, torch.full((1, 1, 1, 1), 9.0), torch.zeros(1, 1, 1, 1))
+    assert plan.recompute and plan.write_len == 0
+    assert keys.flatten().tolist() == [0.0, 1.0]
