@@ -96,3 +96,10 @@ def test_a_later_step_on_a_frame_in_the_sink_leaves_the_sink_as_first_written():
     keys, _ = cache.update_and_view(0, plan, torch.full((1, 1, 1, 1), 9.0), torch.zeros(1, 1, 1, 1))
     assert plan.recompute and plan.write_len == 0
     assert keys.flatten().tolist() == [0.0, 1.0]
+
+
+def test_recomputing_a_frame_already_rolled_out_is_a_clear_error():
+    cache = KVCache(1, 1, 1, 1, FRAME_TOKENS, capacity_frames=4, sink_frames=1)
+    list(stream(cache, [1] * 6))
+    with pytest.raises(ValueError, match=r"tokens 2\.\.4 reaches before the buffer \(local start -2\)"):
+        cache.plan(1 * FRAME_TOKENS, FRAME_TOKENS)
