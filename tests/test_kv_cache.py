@@ -103,3 +103,9 @@ def test_recomputing_a_frame_already_rolled_out_is_a_clear_error():
     list(stream(cache, [1] * 6))
     with pytest.raises(ValueError, match=r"tokens 2\.\.4 reaches before the buffer \(local start -2\)"):
         cache.plan(1 * FRAME_TOKENS, FRAME_TOKENS)
+
+
+def test_buffers_are_allocated_once_in_the_dtype_and_on_the_device_asked():
+    cache = KVCache(2, 1, 3, 4, FRAME_TOKENS, 5, 1, dtype=torch.bfloat16, device="meta")
+    for buffer in (cache.k, cache.v):
+        assert (buffer.shape, buffer.dtype, buffer.device.type) == ((2, 1, 3, 5 * FRAME_TOKENS, 4), torch.bfloat16, "meta")
