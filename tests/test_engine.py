@@ -255,7 +255,7 @@ def test_engine_config_is_validated(kwargs, message):
 def test_segments_must_start_at_zero_and_be_ordered():
     p0, p1 = prompts(2)
     gen = tiny_generator()
-    with pytest.raises(ValueError, match="frame 0"):
+    with pytest.raises(ValueError, match="^the first segment must start at frame 0$"):
         next(gen.stream([Segment(3, p0)], 6))
     with pytest.raises(ValueError, match="in order"):
         next(gen.stream([Segment(0, p0), Segment(9, p1), Segment(6, p1)], 12))
@@ -326,9 +326,22 @@ def test_switch_policy_parses_as_users_write_it(word, expected):
 
 @pytest.mark.parametrize(
     ("word", "message"),
-    [("recash", "got 'recash'; did you mean 'recache'?"), ("zzz", "got 'zzz'"), (3, "got 3"), (None, "got None")],
+    [
+        ("recash", "got 'recash'; did you mean 'recache'?"),
+        ("zzz", "got 'zzz'"),
+        (3, "got 3"),
+        (None, "got None"),
+        ("x" * 38, "got '" + "x" * 38 + "'"),  # a quoted word of 40 characters is shown whole
+        ("x" * 39, "got '" + "x" * 36 + "..."),  # a longer one is cut to 37 and marked
+    ],
 )
 def test_switch_policy_errors_name_the_choices(word, message):
     with pytest.raises(ValueError, match="expected one of recache, keep, clear") as e:
         SwitchPolicy.parse(word)
     assert str(e.value).endswith(message)
+
+
+def test_a_length_off_the_chunk_grid_ends_on_a_shorter_last_chunk():
+    p0 = prompts(1)[0]
+    chunks = list(tiny_generator().stream([Segment(0, p0)], 7))
+    assert [(c.start, c.latents.shape[1]) for c in chunks] == [(0, 3), (3, 3), (6, 1)]
