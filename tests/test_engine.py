@@ -345,3 +345,13 @@ def test_a_length_off_the_chunk_grid_ends_on_a_shorter_last_chunk():
     p0 = prompts(1)[0]
     chunks = list(tiny_generator().stream([Segment(0, p0)], 7))
     assert [(c.start, c.latents.shape[1]) for c in chunks] == [(0, 3), (3, 3), (6, 1)]
+
+
+def test_reset_forgets_the_previous_video_and_its_prompt():
+    p0 = prompts(1)[0]
+    gen = tiny_generator()
+    list(gen.stream([Segment(0, p0)], 6))
+    gen.reset()
+    assert (gen.history.shape[1], gen.frame, gen.emitted, gen.cache.global_end) == (0, 0, 0, 0)
+    with pytest.raises(RuntimeError, match="set a prompt before generating"):
+        gen.step()
