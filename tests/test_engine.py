@@ -355,3 +355,14 @@ def test_reset_forgets_the_previous_video_and_its_prompt():
     assert (gen.history.shape[1], gen.frame, gen.emitted, gen.cache.global_end) == (0, 0, 0, 0)
     with pytest.raises(RuntimeError, match="set a prompt before generating"):
         gen.step()
+
+
+def test_a_bfloat16_model_keeps_its_history_in_bfloat16_through_a_recache():
+    p0, p1 = prompts(2)
+    torch.manual_seed(0)
+    model = CausalWanDiT(TINY).eval().to(torch.bfloat16)
+    gen = StreamingGenerator(model, EngineConfig(), LATENT, FixedNoise(64))
+    assert gen.history.dtype == torch.bfloat16
+    chunks = list(gen.stream([Segment(0, p0), Segment(3, p1)], 6))
+    assert gen.history.dtype == torch.bfloat16 and gen.history.shape[1] == 6
+    assert all(c.latents.dtype == torch.bfloat16 and c.latents.isfinite().all() for c in chunks)
