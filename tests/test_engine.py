@@ -243,8 +243,8 @@ def test_bidirectional_forward_without_cache():
         ({"chunk_frames": 0}, "chunk_frames"),
         ({"sink": 12, "window": 12}, "sink < window"),
         ({"window": 4, "sink": 3}, "whole chunk"),
-        ({"steps": ()}, "denoising step"),
-        ({"positions": "sliding"}, "positions"),
+        ({"steps": ()}, "^at least one denoising step is needed$"),
+        ({"positions": "sliding"}, "^positions must be one of absolute, relative, got 'sliding'$"),
     ],
 )
 def test_engine_config_is_validated(kwargs, message):
@@ -366,3 +366,14 @@ def test_a_bfloat16_model_keeps_its_history_in_bfloat16_through_a_recache():
     chunks = list(gen.stream([Segment(0, p0), Segment(3, p1)], 6))
     assert gen.history.dtype == torch.bfloat16 and gen.history.shape[1] == 6
     assert all(c.latents.dtype == torch.bfloat16 and c.latents.isfinite().all() for c in chunks)
+
+
+def test_a_fresh_generator_driven_by_hand_makes_the_streamed_video():
+    p0 = prompts(1)[0]
+    gen = tiny_generator()
+    assert gen.history.shape == (1, 0, *LATENT)
+    with pytest.raises(RuntimeError, match="set a prompt before generating"):
+        gen.step()
+    gen.set_prompt(p0)
+    by_hand = torch.cat([gen.step(), gen.step()], dim=1)
+    torch.testing.assert_close(by_hand, run(tiny_generator(), [Segment(0, p0)], 6), rtol=0, atol=0)
