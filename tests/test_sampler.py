@@ -106,3 +106,37 @@ def test_a_step_longer_than_a_chunk_runs_chunk_by_chunk() -> None:
         outs.append(torch.cat([gen.step(n) for n in sizes], 1))
         assert gen.frame == 6
     torch.testing.assert_close(outs[0], outs[1], rtol=0, atol=0)
+
+
+def test_a_checkpointed_rerun_attends_what_the_first_run_saw_and_carries_gradient() -> None:
+    cache = TrainingKVCache(1, 1, 1, 1, frame_tokens=1, capacity_frames=3, sink_frames=1)
+    cache.recomputable = True
+    for frame in range(3):
+        plan = cache.plan(frame, 1)
+        cache.update_and_view(0, plan, torch.full((1, 1, 1, 1), float(frame)), torch.full((1, 1, 1, 1), -frame))
+        cache.commit(plan)
+    plan = cache.plan(3, 1)  # overflows: frame 1 rolls out
+    k = torch.full((1, 1, 1, 1), 3.0, requires_grad=True)
+    v = torch.full((1, 1, 1, 1), -3.0, requires_grad=True)
+    with torch.enable_grad():
+        first = cache.update_and_view(0, plan, k, v)
+        rerun = cache.update_and_view(0, plan, k, v)  # activation checkpointing runs the block again
+    for keys, values in (first, rerun):
+        assert keys.flatten().tolist() == [0.0, 2.0, 3.0]
+        assert values.flatten().tolist() == [0.0, -2.0, -3.0]
+    # The buffer moved on once, holds no graph, and the rerun's keys and values lead back to k and v.
+    assert cache.k.flatten().tolist() == [0.0, 2.0, 3.0] and cache.v.flatten().tolist() == [0.0, -2.0, -3.0]
+    assert not cache.k.requires_grad and not cache.v.requires_grad
+    (rerun[0].sum() + 2 * rerun[1].sum()).backward()
+    assert (k.grad.item(), v.grad.item()) == (1.0, 2.0)
+
+
+def test_detach_cuts_both_buffers_from_the_graph() -> None:
+    cache = TrainingKVCache(1, 1, 1, 1, frame_tokens=1, capacity_frames=3, sink_frames=1)
+    k = torch.ones(1, 1, 1, 1, requires_grad=True)
+    with torch.enable_grad():
+        cache.update_and_view(0, cache.plan(0, 1), k, 2 * k)
+    assert cache.k.requires_grad and cache.v.requires_grad
+    cache.detach()
+    assert not cache.k.requires_grad and not cache.v.requires_grad
+    assert cache.v.flatten().tolist() == [2.0, 0.0, 0.0]
