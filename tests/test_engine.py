@@ -243,8 +243,8 @@ def test_bidirectional_forward_without_cache():
         ({"chunk_frames": 0}, "chunk_frames"),
         ({"sink": 12, "window": 12}, "sink < window"),
         ({"window": 4, "sink": 3}, "whole chunk"),
-        ({"steps": ()}, "denoising step"),
-        ({"positions": "sliding"}, "positions"),
+        ({"steps": ()}, "^at least one denoising step is needed$"),
+        ({"positions": "sliding"}, "^positions must be one of absolute, relative, got 'sliding'$"),
     ],
 )
 def test_engine_config_is_validated(kwargs, message):
@@ -255,7 +255,7 @@ def test_engine_config_is_validated(kwargs, message):
 def test_segments_must_start_at_zero_and_be_ordered():
     p0, p1 = prompts(2)
     gen = tiny_generator()
-    with pytest.raises(ValueError, match="frame 0"):
+    with pytest.raises(ValueError, match="^the first segment must start at frame 0$"):
         next(gen.stream([Segment(3, p0)], 6))
     with pytest.raises(ValueError, match="in order"):
         next(gen.stream([Segment(0, p0), Segment(9, p1), Segment(6, p1)], 12))
@@ -326,9 +326,54 @@ def test_switch_policy_parses_as_users_write_it(word, expected):
 
 @pytest.mark.parametrize(
     ("word", "message"),
-    [("recash", "got 'recash'; did you mean 'recache'?"), ("zzz", "got 'zzz'"), (3, "got 3"), (None, "got None")],
+    [
+        ("recash", "got 'recash'; did you mean 'recache'?"),
+        ("zzz", "got 'zzz'"),
+        (3, "got 3"),
+        (None, "got None"),
+        ("x" * 38, "got '" + "x" * 38 + "'"),  # a quoted word of 40 characters is shown whole
+        ("x" * 39, "got '" + "x" * 36 + "..."),  # a longer one is cut to 37 and marked
+    ],
 )
 def test_switch_policy_errors_name_the_choices(word, message):
     with pytest.raises(ValueError, match="expected one of recache, keep, clear") as e:
         SwitchPolicy.parse(word)
     assert str(e.value).endswith(message)
+
+
+def test_a_length_off_the_chunk_grid_ends_on_a_shorter_last_chunk():
+    p0 = prompts(1)[0]
+    chunks = list(tiny_generator().stream([Segment(0, p0)], 7))
+    assert [(c.start, c.latents.shape[1]) for c in chunks] == [(0, 3), (3, 3), (6, 1)]
+
+
+def test_reset_forgets_the_previous_video_and_its_prompt():
+    p0 = prompts(1)[0]
+    gen = tiny_generator()
+    list(gen.stream([Segment(0, p0)], 6))
+    gen.reset()
+    assert (gen.history.shape[1], gen.frame, gen.emitted, gen.cache.global_end) == (0, 0, 0, 0)
+    with pytest.raises(RuntimeError, match="set a prompt before generating"):
+        gen.step()
+
+
+def test_a_bfloat16_model_keeps_its_history_in_bfloat16_through_a_recache():
+    p0, p1 = prompts(2)
+    torch.manual_seed(0)
+    model = CausalWanDiT(TINY).eval().to(torch.bfloat16)
+    gen = StreamingGenerator(model, EngineConfig(), LATENT, FixedNoise(64))
+    assert gen.history.dtype == torch.bfloat16
+    chunks = list(gen.stream([Segment(0, p0), Segment(3, p1)], 6))
+    assert gen.history.dtype == torch.bfloat16 and gen.history.shape[1] == 6
+    assert all(c.latents.dtype == torch.bfloat16 and c.latents.isfinite().all() for c in chunks)
+
+
+def test_a_fresh_generator_driven_by_hand_makes_the_streamed_video():
+    p0 = prompts(1)[0]
+    gen = tiny_generator()
+    assert gen.history.shape == (1, 0, *LATENT)
+    with pytest.raises(RuntimeError, match="set a prompt before generating"):
+        gen.step()
+    gen.set_prompt(p0)
+    by_hand = torch.cat([gen.step(), gen.step()], dim=1)
+    torch.testing.assert_close(by_hand, run(tiny_generator(), [Segment(0, p0)], 6), rtol=0, atol=0)

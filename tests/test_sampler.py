@@ -90,19 +90,55 @@ def test_sampler_refuses_steps_it_does_not_have_and_gradient_without_a_training_
     model = tiny_model()
     sampler = ChunkSampler(model, CFG, slots(0))
     prompt = model.encode_prompt(context())
-    with pytest.raises(ValueError, match="training cache"):
+    with pytest.raises(
+        ValueError, match=r"^a rollout with gradient needs a training cache \(new_cache\(\.\.\., training=True\)\)$"
+    ):
         sampler.generate(prompt, sampler.new_cache(1, LATENT), 0, (1, 3, *LATENT), grad=True)
     with pytest.raises(ValueError, match=r"steps 0\.\.4 are not within the sampler's 4 steps"):
         sampler.generate(prompt, sampler.new_cache(1, LATENT), 0, (1, 3, *LATENT), stop=4)
 
 
 def test_a_step_longer_than_a_chunk_runs_chunk_by_chunk() -> None:
-    """The engine's ``step(6)`` with 3-frame chunks is two chunks, as LongLive always generates."""
+    """The engine's ``step(7)`` with 3-frame chunks is chunks of 3, 3 and 1, as LongLive always generates."""
     model = tiny_model().eval()
     outs = []
-    for sizes in ((6,), (3, 3)):
+    for sizes in ((7,), (3, 3, 1)):
         gen = StreamingGenerator(model, CFG, LATENT, SeededNoise(7))
         gen.set_prompt(context())
         outs.append(torch.cat([gen.step(n) for n in sizes], 1))
-        assert gen.frame == 6
+        assert gen.frame == 7
     torch.testing.assert_close(outs[0], outs[1], rtol=0, atol=0)
+
+
+def test_a_checkpointed_rerun_attends_what_the_first_run_saw_and_carries_gradient() -> None:
+    cache = TrainingKVCache(1, 1, 1, 1, frame_tokens=1, capacity_frames=3, sink_frames=1)
+    cache.recomputable = True
+    for frame in range(3):
+        plan = cache.plan(frame, 1)
+        cache.update_and_view(0, plan, torch.full((1, 1, 1, 1), float(frame)), torch.full((1, 1, 1, 1), -frame))
+        cache.commit(plan)
+    plan = cache.plan(3, 1)  # overflows: frame 1 rolls out
+    k = torch.full((1, 1, 1, 1), 3.0, requires_grad=True)
+    v = torch.full((1, 1, 1, 1), -3.0, requires_grad=True)
+    with torch.enable_grad():
+        first = cache.update_and_view(0, plan, k, v)
+        rerun = cache.update_and_view(0, plan, k, v)  # activation checkpointing runs the block again
+    for keys, values in (first, rerun):
+        assert keys.flatten().tolist() == [0.0, 2.0, 3.0]
+        assert values.flatten().tolist() == [0.0, -2.0, -3.0]
+    # The buffer moved on once, holds no graph, and the rerun's keys and values lead back to k and v.
+    assert cache.k.flatten().tolist() == [0.0, 2.0, 3.0] and cache.v.flatten().tolist() == [0.0, -2.0, -3.0]
+    assert not cache.k.requires_grad and not cache.v.requires_grad
+    (rerun[0].sum() + 2 * rerun[1].sum()).backward()
+    assert (k.grad.item(), v.grad.item()) == (1.0, 2.0)
+
+
+def test_detach_cuts_both_buffers_from_the_graph() -> None:
+    cache = TrainingKVCache(1, 1, 1, 1, frame_tokens=1, capacity_frames=3, sink_frames=1)
+    k = torch.ones(1, 1, 1, 1, requires_grad=True)
+    with torch.enable_grad():
+        cache.update_and_view(0, cache.plan(0, 1), k, 2 * k)
+    assert cache.k.requires_grad and cache.v.requires_grad
+    cache.detach()
+    assert not cache.k.requires_grad and not cache.v.requires_grad
+    assert cache.v.flatten().tolist() == [2.0, 0.0, 0.0]
