@@ -239,9 +239,10 @@ def _vocabulary_beside(path: Path, name: str) -> tuple[tuple[str, tuple[str, ...
 
 def read_tokenizer(model: str | Path):
     """A model's tokenizer without its weights, to check prompts; None for a download folder (umT5 spells any word)."""
-    path = embedded_path() if str(model) == EMBEDDED else Path(model).expanduser()
-    if path.is_dir() or is_hub_id(model):
+    source = locate_model(model)
+    if source.kind != "converted":
         return None
+    path = source.location
     return tokenizer_from_str(read_safetensors_metadata(path).get("tokenizer", ""), f"{path} [tokenizer]")
 
 

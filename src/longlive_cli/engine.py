@@ -123,14 +123,10 @@ class StreamingGenerator:
         self.model = model
         self.cfg = cfg
         self.latent_shape = latent_shape
-        self.noise = noise
         self.batch = batch
         self.sampler = ChunkSampler(model, cfg, noise)
         self.device, self.dtype = self.sampler.device, self.sampler.dtype
-        self.frame_tokens = model.frame_tokens(*latent_shape[1:])
         self.cache = self.sampler.new_cache(batch, latent_shape)
-        self.schedule = self.sampler.schedule
-        self.timesteps = self.sampler.timesteps
         self.history = torch.zeros(batch, 0, *latent_shape, device=self.device, dtype=self.dtype)
         self.prompt: PromptKV | None = None
         self.frame = 0

@@ -47,21 +47,10 @@ class RenderSettings:
     quantize: str = "none"
 
     @classmethod
-    def resolve(
-        cls,
-        timeline: Timeline,
-        bundle: Bundle,
-        seed: int | None = None,
-        window: int | None = None,
-        sink: int | None = None,
-        size: tuple[int, int] | None = None,
-        quantize: str | None = None,
-        positions: str | None = None,
-    ) -> RenderSettings:
+    def resolve(cls, timeline: Timeline, bundle: Bundle, **overrides) -> RenderSettings:
+        """``for_spec`` for a loaded model, on the device and in the dtype its weights are."""
         param = next(bundle.dit.parameters())
-        return cls.for_spec(
-            timeline, bundle.spec, param.device, param.dtype, seed, window, sink, size, quantize, positions
-        )
+        return cls.for_spec(timeline, bundle.spec, param.device, param.dtype, **overrides)
 
     @classmethod
     def for_spec(
