@@ -77,6 +77,7 @@ def test_defaults_and_tiny_model():
     assert (t.path, t.model, t.model_path, t.output) == (None, "tiny", None, None)
     assert (t.fps, t.seed, t.size, t.window, t.sink, t.positions) == (16, 0, None, None, None, "auto")
     assert (t.quantize, t.switch) == ("none", "recache")
+    assert parse_timeline(V + "attention: {window: 12}\n" + P).positions == "auto"
 
 
 def test_null_optional_keys_mean_default():
@@ -215,6 +216,7 @@ def test_error_attributes_and_format(tmp_path):
     with pytest.raises(TimelineError) as info:
         load_timeline(path)
     err = info.value
+    assert type(err) is TimelineError, "one problem is raised as itself"
     assert (err.path, err.line, err.key) == (path, 7, "prompts[2].at")
     assert str(err) == f"{path}:7: prompts[2].at: times must increase (8s after 10s)"
     with pytest.raises(TimelineError, match=r"^line 7: prompts\[2\]\.at: "):
@@ -248,6 +250,16 @@ BAD = [
     ("unreadable-time", timeline_with(("0s", "a"), ("10 secs", "b")), 5, "prompts[1].at", ["cannot read '10 secs'"]),
     ("missing-text", V + "prompts:\n  - at: 0s\n    text: a\n  - at: 5s\n", 5, "prompts[1].text", ["missing 'text'"]),
     ("missing-at", V + "prompts:\n  - text: a\n", 3, "prompts[0].at", ["missing 'at'"]),
+    ("null-at", V + "prompts:\n  - text: a\n    at:\n", 4, "prompts[0].at", ["missing 'at'"]),
+    ("null-prompts", V + "prompts:\n", 2, "prompts", ["missing; add a list of prompts"]),
+    ("surrogate-key", V + '"\\ud800": 1\n' + P, 2, None, ["lone surrogate \\ud800"]),
+    (
+        "huge-number",
+        V + "seed: " + "1" * 5000 + "\n" + P,
+        2,
+        None,
+        ["cannot read '" + "1" * 60 + "…' (too many digits?)"],
+    ),
     ("empty-text", V + "prompts:\n  - at: 0s\n    text: '   '\n", 4, "prompts[0].text", ["empty text"]),
     ("text-not-string", V + "prompts:\n  - at: 0s\n    text: 42\n", 4, "prompts[0].text", ["got 42"]),
     ("text-too-long", timeline_with(("0s", "a" * 2001)), 4, "prompts[0].text", ["2001 characters", "2000"]),
@@ -350,8 +362,15 @@ def test_a_pipe_is_refused_without_being_read(tmp_path):
     """An endless source (`<(yes)`, a FIFO) is refused as it is, so it can neither hang nor exhaust memory."""
     fifo = tmp_path / "endless.yaml"
     os.mkfifo(fifo)
-    with pytest.raises(TimelineError, match="not a regular file"):
+    with pytest.raises(TimelineError) as info:
         load_timeline(fifo)  # no writer ever opens it: reading would block for good
+    assert str(info.value) == f"{fifo}: not a regular file (a pipe or a device?); give a timeline file"
+
+
+def test_a_path_holding_a_nul_says_why_it_cannot_be_read():
+    with pytest.raises(TimelineError) as info:
+        load_timeline("show\0.yaml")
+    assert str(info.value) == "show\0.yaml: cannot read the file (embedded null byte)"
 
 
 def test_error_text_and_location_rules(tmp_path):
@@ -385,6 +404,37 @@ EXACT = [
     ("fps: yes\n" + V + P, "fps: expected a whole number, got 'yes' (YAML reads it as true; quote it)"),
     (V + "seed: 1.50\n" + P, "seed: expected a whole number, got 1.50"),
     (V + "prompts:\n  - ~\n", "prompts[0]: expected a mapping with 'at:' and 'text:', got nothing"),
+    ("version: one\n" + V + P, "version: expected a whole number, got 'one'"),
+    ("version: 0\n" + V + P, "version: unsupported version 0; this longlive reads version 1"),
+    (V + "model: 5\n" + P, "model: expected a name or a path, got 5"),
+    (V + "output: '  '\n" + P, "output: expected a name or a path, got '  '"),
+    (V + 'model: "a\\0b"\n' + P, "model: a path cannot hold a NUL character (\\0)"),
+    (
+        V + "model: ~no-such-user-here/m.safetensors\n" + P,
+        "model: cannot expand '~no-such-user-here/m.safetensors': no such user's home folder",
+    ),
+    (
+        V + "k" * 61 + ": 1\n" + P,
+        "k" * 60 + ": unknown key '" + "k" * 60 + "…'; expected one of: version, model, output, duration, fps, seed, "
+        "size, attention, quantize, switch, prompts",
+    ),
+    (V + "quantize: " + "q" * 60 + "\n" + P, "quantize: expected one of none, int8, fp8, got '" + "q" * 60 + "'"),
+    ("fps: 16\n" + P, "duration: missing; say how long the video is, e.g. 'duration: 20s' (at most 24h)"),
+    ("duration: 0s\n" + P, "duration: duration must be more than 0s"),
+    ("duration: 0.01s\n" + P, "duration: 0.01s is shorter than one frame at 16 fps"),
+    (V, "prompts: missing; add a list of prompts, each with 'at:' and 'text:'"),
+    (
+        V + P + "    switch: keep\n",
+        "prompts[0].switch: the first prompt starts the video, so there is nothing to switch from; "
+        "set 'switch' on a later prompt or at the top level",
+    ),
+    (V + "prompts:\n  - text: a\n", "prompts[0].at: missing 'at' (when it starts, e.g. 'at: 8s')"),
+    (
+        V + "attention: [12, 3]\n" + P,
+        "attention: expected a mapping like {window: 12, sink: 3, positions: auto}, got a list",
+    ),
+    (V + "attention: {sink: x}\n" + P, "attention.sink: expected a whole number, got 'x'"),
+    (V + P + "  - at: 5s\n", "prompts[1].text: missing 'text' (what to show)"),
 ]
 
 
@@ -393,6 +443,47 @@ def test_messages_read_exactly(content, message):
     with pytest.raises(TimelineError) as info:
         parse_timeline(content)
     assert str(info.value).split(": ", 1)[1] == message
+
+
+def test_every_problem_is_reported_and_the_first_one_leads(tmp_path):
+    path = write(tmp_path, "fps: 0\n" + V + "seed: x\n" + P)
+    with pytest.raises(TimelineErrors) as info:
+        load_timeline(path)
+    err = info.value
+    assert (err.message, err.path, err.line, err.key) == (
+        "0 is out of range; use a number from 1 to 120",
+        path,
+        1,
+        "fps",
+    )
+    assert str(err).splitlines() == [
+        f"{path}:1: fps: 0 is out of range; use a number from 1 to 120",
+        f"{path}:3: seed: expected a whole number, got 'x'",
+    ]
+    located = TimelineErrors([TimelineError("a", key="fps"), TimelineError("b", line=4)]).located(path, 9)
+    assert [(e.path, e.line) for e in located.errors] == [(path, 9), (path, 4)], "only unknown lines are filled in"
+
+
+def test_limits_are_inclusive():
+    """A day of video and a 2000-character prompt are allowed; one more is refused (see BAD)."""
+    t = parse_timeline(timeline_with(("0s", "a" * 2000), duration="24h"))
+    assert (t.duration, len(t.prompts[0].text)) == (86400.0, 2000)
+
+
+def test_lines_point_at_the_at_key_and_every_top_level_and_attention_key():
+    t = parse_timeline(
+        V + "attention: {window: 12, sink: 3}\nprompts:\n  - at: 0s\n    text: a\n  - text: b\n    at: 5s\n"
+    )
+    assert [p.line for p in t.prompts] == [4, 7], "a prompt's line is its 'at:', wherever that sits"
+    assert t.key_lines == {"duration": 1, "attention": 2, "attention.window": 2, "attention.sink": 2, "prompts": 3}
+
+
+def test_a_size_is_read_up_to_48_characters():
+    """Longer text is refused before int() sees its digits."""
+    padded = "64x32".center(48)
+    assert parse_timeline(V + f"size: '{padded}'\n" + P).size == (64, 32)
+    with pytest.raises(TimelineError, match="expected WxH"):
+        parse_timeline(V + f"size: '{padded} '\n" + P)
 
 
 def test_size_as_a_list_and_values_from_the_command_line():
