@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from longlive_cli.timeline import (
+    TIME_SYNTAX,
     Landing,
     PromptChange,
     TimelineError,
@@ -78,6 +79,7 @@ def test_defaults_and_tiny_model():
     assert (t.fps, t.seed, t.size, t.window, t.sink, t.positions) == (16, 0, None, None, None, "auto")
     assert (t.quantize, t.switch) == ("none", "recache")
     assert parse_timeline(V + "attention: {window: 12}\n" + P).positions == "auto"
+    assert parse_timeline(V + "seed: 0\n" + P).seed == 0
 
 
 def test_null_optional_keys_mean_default():
@@ -112,6 +114,20 @@ def test_null_optional_keys_mean_default():
 )
 def test_time_syntax(value, seconds):
     assert parse_time(value, 16, "duration") == pytest.approx(seconds)
+
+
+def test_time_edge_forms():
+    assert parse_time("0" * 23 + "5s", 16, "at") == 5.0, "24 digits are still a time"
+    with pytest.raises(TimelineError, match=r"^at: negative time '- 320f'"):
+        parse_time("- 320f", 16, "at")
+    with pytest.raises(TimelineError, match=r"^at: cannot read '-abc' as a time; write seconds"):
+        parse_time("-abc", 16, "at")
+    with pytest.raises(TimelineError) as info:
+        parse_time([1], 16, "at")
+    assert str(info.value) == f"at: expected a time, got a list; {TIME_SYNTAX}"
+    with pytest.raises(TimelineError) as info:
+        parse_time(float("inf"), 16, "at")
+    assert str(info.value) == f"at: inf is not a finite time; {TIME_SYNTAX}"
 
 
 @pytest.mark.parametrize("value", ["-5s", "abc", "1h30", "1:60:00", "h", "1.5f", "", None, [1], True, float("inf")])
@@ -252,6 +268,8 @@ BAD = [
     ("missing-at", V + "prompts:\n  - text: a\n", 3, "prompts[0].at", ["missing 'at'"]),
     ("null-at", V + "prompts:\n  - text: a\n    at:\n", 4, "prompts[0].at", ["missing 'at'"]),
     ("null-prompts", V + "prompts:\n", 2, "prompts", ["missing; add a list of prompts"]),
+    ("surrogate-text", V + P + '  - at: 5s\n    text: "a\\udfff"\n', 6, None, ["lone surrogate \\udfff"]),
+    ("too-deep", V + "seed: " + "[" * 40 + "]" * 40 + "\n" + P, 2, None, ["YAML too complex: nested more than 32"]),
     ("surrogate-key", V + '"\\ud800": 1\n' + P, 2, None, ["lone surrogate \\ud800"]),
     (
         "huge-number",
@@ -433,6 +451,12 @@ EXACT = [
         V + "attention: [12, 3]\n" + P,
         "attention: expected a mapping like {window: 12, sink: 3, positions: auto}, got a list",
     ),
+    (
+        V + "output: ~no-such-user-here/o.mp4\n" + P,
+        "output: cannot expand '~no-such-user-here/o.mp4': no such user's home folder",
+    ),
+    (V + "seed: 4294967296\n" + P, "seed: 4294967296 is out of range; use a number from 0 to 4294967295"),
+    (V + "prompts: []\n", "prompts: the list is empty; add at least one prompt at 0s"),
     (V + "attention: {sink: x}\n" + P, "attention.sink: expected a whole number, got 'x'"),
     (V + P + "  - at: 5s\n", "prompts[1].text: missing 'text' (what to show)"),
 ]
@@ -465,9 +489,21 @@ def test_every_problem_is_reported_and_the_first_one_leads(tmp_path):
 
 
 def test_limits_are_inclusive():
-    """A day of video and a 2000-character prompt are allowed; one more is refused (see BAD)."""
+    """A day of video, a 2000-character prompt and 1000 prompts are allowed; one more is refused."""
     t = parse_timeline(timeline_with(("0s", "a" * 2000), duration="24h"))
     assert (t.duration, len(t.prompts[0].text)) == (86400.0, 2000)
+    prompts = [(f"{i}s", "a") for i in range(1000)]
+    assert len(parse_timeline(timeline_with(*prompts, duration="1001s")).prompts) == 1000
+    with pytest.raises(TimelineError) as info:
+        parse_timeline(timeline_with(*prompts, ("1000s", "a"), duration="1001s"))
+    assert str(info.value) == "line 3: prompts: 1001 prompts; at most 1000"
+
+
+def test_every_bad_prompt_is_reported_not_just_the_first():
+    prompts = [("0s", "a"), ("x", "b"), ("8s", "c"), ("5s", "d"), ("y", "e"), ("30s", "f")]
+    with pytest.raises(TimelineErrors) as info:
+        parse_timeline(timeline_with(*prompts))
+    assert [e.key for e in info.value.errors] == [f"prompts[{i}].at" for i in (1, 3, 4, 5)]
 
 
 def test_lines_point_at_the_at_key_and_every_top_level_and_attention_key():
@@ -503,6 +539,7 @@ def test_size_as_a_list_and_values_from_the_command_line():
         (b"\n" + V.encode() + b"seed: \x01\n" + P.encode(), ":3: not a text file (control character"),
         (b"#" * 1_050_000, ": file too large (1.1 MB); timelines are at most 1 MB"),
         (b"#" * 1_350_000, ": file too large (1.4 MB); timelines are at most 1 MB"),
+        (b"# nothing yet\n", ": empty timeline; it needs at least 'duration:' and 'prompts:'"),
     ],
 )
 def test_file_level_messages_read_exactly(tmp_path, data, message):
