@@ -12,8 +12,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from typer.testing import CliRunner
 
+from longlive_cli import __version__
 from longlive_cli.cli import app
 from longlive_cli.video import read_video_info
 
@@ -148,6 +150,46 @@ def test_json_progress_is_one_event_per_line(tmp_path, model):
     kinds = [e["event"] for e in events]
     assert kinds[0] == "start" and kinds[-1] == "done" and "chunk" in kinds
     assert events[-1]["frames_written"] == 16
+
+
+def test_json_progress_follows_the_render_chunk_by_chunk_and_matches_the_sidecar(tmp_path, model):
+    path = timeline(tmp_path, model, TWO_CHANGES)
+    out = tmp_path / "j.mp4"
+    started = time.perf_counter()
+    result = runner.invoke(app, ["render", str(path), "-o", str(out), "--progress", "json"])
+    wall = time.perf_counter() - started
+    assert result.exit_code == 0, result.output
+    events = [json.loads(line) for line in result.stdout.splitlines()]
+    assert all(e.pop("output") == str(out) and e.pop("rank") == 0 for e in events)
+    side = json.loads(out.with_suffix(".json").read_text())
+    assert (side["version"], side["output"], side["timeline"]) == (__version__, str(out), str(path))
+    assert torch.device(side["settings"]["device"]).type in ("cpu", "cuda")
+    assert 0 <= side["timings"]["text_encode_s"] <= wall
+    # 48 frames are 13 latent frames, 5 chunks of 3; the changes land on chunks 2 (1.3125 s) and 3 (2.0625 s).
+    assert events[0] == {"event": "start", "frames": 48, "chunks": 5, **side["settings"]}
+    chunks = [e for e in events if e["event"] == "chunk"]
+    assert [c["chunk"] for c in chunks] == [0, 1, 2, 3, 4]
+    assert [c["frames_done"] for c in chunks] == [9, 21, 33, 45, 48]
+    assert [c["video_s"] for c in chunks] == [f / 16 for f in (9, 21, 33, 45, 48)]
+    assert [c["prompt"] for c in chunks] == [0, 0, 1, 2, 2]
+    assert [c["text"] for c in chunks][2:4] == [side["changes"][1]["text"], side["changes"][2]["text"]]
+    for c in chunks:
+        assert c["frames"] == 48 and c["fps"] > 0 and c["realtime"] == pytest.approx(c["fps"] / 16)
+        assert c["eta_s"] == pytest.approx((48 - c["frames_done"]) / c["fps"])
+    switches = [e for e in events if e["event"] == "switch"]
+    assert [{k: v for k, v in e.items() if k != "event"} for e in switches] == side["changes"][1:]
+    assert [e["event"] for e in events].index("switch") == 3, "a switch is announced before its chunk"
+    assert events[-1] == {"event": "done", **side["result"], **side["timings"]}
+
+
+def test_a_one_chunk_video_records_its_first_prompt_at_frame_0(tmp_path, model):
+    out = tmp_path / "one.mp4"
+    args = ["render", "--prompt", "a red circle", "--duration", "9f", "--model", str(model), "-o", str(out), "-q"]
+    assert runner.invoke(app, args).exit_code == 0
+    side = json.loads(out.with_suffix(".json").read_text())
+    assert side["timeline"] is None
+    assert (side["settings"]["latent_frames"], side["changes"][0]["landed_frame"]) == (3, 0)
+    assert side["changes"][0]["landed_s"] == 0.0
 
 
 def test_same_seed_same_video_and_overwrite(tmp_path, model):
