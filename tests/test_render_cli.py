@@ -176,6 +176,10 @@ def test_json_progress_follows_the_render_chunk_by_chunk_and_matches_the_sidecar
     for c in chunks:
         assert c["frames"] == 48 and c["fps"] > 0 and c["realtime"] == pytest.approx(c["fps"] / 16)
         assert c["eta_s"] == pytest.approx((48 - c["frames_done"]) / c["fps"])
+    # A chunk's fps is the frames so far over the time since generation started, which the sidecar's timings share.
+    seconds = [c["frames_done"] / c["fps"] for c in chunks]
+    assert seconds == sorted(seconds) and seconds[-1] <= side["timings"]["generate_s"] + 1e-3 <= wall
+    assert side["timings"]["first_frame_s"] == pytest.approx(seconds[0], abs=1e-3)
     switches = [e for e in events if e["event"] == "switch"]
     assert [{k: v for k, v in e.items() if k != "event"} for e in switches] == side["changes"][1:]
     assert [e["event"] for e in events].index("switch") == 3, "a switch is announced before its chunk"
