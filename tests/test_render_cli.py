@@ -196,6 +196,58 @@ def test_a_one_chunk_video_records_its_first_prompt_at_frame_0(tmp_path, model):
     assert side["changes"][0]["landed_s"] == 0.0
 
 
+def test_sidecar_timings_come_from_the_render_clock(tmp_path, model, monkeypatch):
+    """On a clock that ticks 10 s per reading the timings are exact, and a render under 1 fps still has an ETA."""
+    from types import SimpleNamespace
+
+    from longlive_cli import render as render_module
+
+    ticks = iter(range(0, 10_000, 10))
+    monkeypatch.setattr(render_module, "time", SimpleNamespace(perf_counter=lambda: next(ticks) + 0.000012345))
+    out = tmp_path / "clock.mp4"
+    result = runner.invoke(
+        app, ["render", str(timeline(tmp_path, model, TWO_CHANGES)), "-o", str(out), "--progress", "json"]
+    )
+    assert result.exit_code == 0, result.output
+    # Readings: text start and end, generation start, last chunk end, one per chunk (5), generation end.
+    side = json.loads(out.with_suffix(".json").read_text())
+    assert side["timings"] == {
+        "text_encode_s": 10.0,
+        "generate_s": 70.0,
+        "first_frame_s": 20.0,
+        "chunk_median_s": 10.0,
+        "fps": round(48 / 70, 3),
+        "realtime_factor": round(48 / 70 / 16, 3),
+    }
+    events = [json.loads(line) for line in result.stdout.splitlines()]
+    chunks = [e for e in events if e["event"] == "chunk"]
+    assert [c["fps"] for c in chunks] == pytest.approx([9 / 20, 21 / 30, 33 / 40, 45 / 50, 48 / 60])
+    assert [c["eta_s"] for c in chunks] == pytest.approx([39 / 0.45, 27 / 0.7, 15 / 0.825, 3 / 0.9, 0])
+
+
+class _FailingDecoder:
+    """A decoder whose first chunk fails, as a device running out of memory would."""
+
+    def stream(self):
+        def decode(latents):
+            raise RuntimeError("out of memory in the decoder")
+
+        return decode
+
+
+def test_a_failure_before_the_first_frame_is_raised_as_itself_and_leaves_nothing(tmp_path, model):
+    from longlive_cli.bundle import load_bundle
+    from longlive_cli.render import RenderSettings, render
+    from longlive_cli.timeline import parse_timeline
+
+    bundle = load_bundle(model)
+    show = parse_timeline("duration: 1s\nprompts:\n  - at: 0\n    text: a red circle\n")
+    settings = RenderSettings.resolve(show, bundle)
+    with pytest.raises(RuntimeError, match="out of memory in the decoder"):
+        render(show, bundle, tmp_path / "x.mp4", settings, decoder=_FailingDecoder())
+    assert os.listdir(tmp_path) == []
+
+
 def test_same_seed_same_video_and_overwrite(tmp_path, model):
     path = timeline(tmp_path, model, TWO_CHANGES)
     a, b = tmp_path / "a.mp4", tmp_path / "b.mp4"
