@@ -197,32 +197,64 @@ def test_a_one_chunk_video_records_its_first_prompt_at_frame_0(tmp_path, model):
 
 
 def test_sidecar_timings_come_from_the_render_clock(tmp_path, model, monkeypatch):
-    """On a clock that ticks 10 s per reading the timings are exact, and a render under 1 fps still has an ETA."""
+    """On a fake clock the timings are exact; it ticks over 10 s per reading, so the render runs under 1 fps."""
     from types import SimpleNamespace
 
     from longlive_cli import render as render_module
 
-    ticks = iter(range(0, 10_000, 10))
-    monkeypatch.setattr(render_module, "time", SimpleNamespace(perf_counter=lambda: next(ticks) + 0.000012345))
+    def reading(k: int) -> float:
+        return 10 * k + 0.0123456 * k * k
+
+    ticks = map(reading, range(10_000))
+    monkeypatch.setattr(render_module, "time", SimpleNamespace(perf_counter=lambda: next(ticks)))
     out = tmp_path / "clock.mp4"
-    result = runner.invoke(
-        app, ["render", str(timeline(tmp_path, model, TWO_CHANGES)), "-o", str(out), "--progress", "json"]
-    )
+    args = ["render", str(timeline(tmp_path, model, TWO_CHANGES)), "-o", str(out), "--progress", "json"]
+    result = runner.invoke(app, args)
     assert result.exit_code == 0, result.output
-    # Readings: text start and end, generation start, last chunk end, one per chunk (5), generation end.
+    # Readings: text start (0) and end (1), generation start (2), the first chunk's start (3), one as each of the
+    # 5 chunks ends (4-8), generation end (9).
     side = json.loads(out.with_suffix(".json").read_text())
+    generate = reading(9) - reading(2)
+    chunk_times = sorted(reading(k) - reading(k - 1) for k in range(4, 9))
     assert side["timings"] == {
-        "text_encode_s": 10.0,
-        "generate_s": 70.0,
-        "first_frame_s": 20.0,
-        "chunk_median_s": 10.0,
-        "fps": round(48 / 70, 3),
-        "realtime_factor": round(48 / 70 / 16, 3),
+        "text_encode_s": round(reading(1) - reading(0), 4),
+        "generate_s": round(generate, 4),
+        "first_frame_s": round(reading(4) - reading(2), 4),
+        "chunk_median_s": round(chunk_times[2], 4),
+        "fps": round(48 / generate, 3),
+        "realtime_factor": round(48 / generate / 16, 3),
     }
     events = [json.loads(line) for line in result.stdout.splitlines()]
     chunks = [e for e in events if e["event"] == "chunk"]
-    assert [c["fps"] for c in chunks] == pytest.approx([9 / 20, 21 / 30, 33 / 40, 45 / 50, 48 / 60])
-    assert [c["eta_s"] for c in chunks] == pytest.approx([39 / 0.45, 27 / 0.7, 15 / 0.825, 3 / 0.9, 0])
+    fps = [c["frames_done"] / (reading(4 + i) - reading(2)) for i, c in enumerate(chunks)]
+    assert [c["fps"] for c in chunks] == pytest.approx(fps) and max(fps) < 1
+    assert [c["eta_s"] for c in chunks] == pytest.approx(
+        [(48 - c["frames_done"]) / f for c, f in zip(chunks, fps, strict=True)]
+    )
+
+
+def test_an_output_taken_during_the_render_keeps_the_frames_in_the_partial_file(tmp_path, model):
+    from longlive_cli.bundle import load_bundle
+    from longlive_cli.finish import FinishError
+    from longlive_cli.render import RenderSettings, render
+    from longlive_cli.timeline import parse_timeline
+
+    bundle = load_bundle(model)
+    show = parse_timeline("duration: 1s\nprompts:\n  - at: 0\n    text: a red circle\n")
+    out = tmp_path / "x.mp4"
+
+    def take_the_name(event: dict) -> None:
+        if event["event"] == "chunk" and not out.exists():
+            out.write_bytes(b"someone else's")
+
+    with pytest.raises(FinishError) as info:
+        render(show, bundle, out, RenderSettings.resolve(show, bundle), events=take_the_name)
+    partial = tmp_path / "x.partial.mp4"
+    assert str(info.value) == (
+        f"{out}: {out} or its sidecar appeared during the render; pass --overwrite to replace them; "
+        f"{partial} holds 16 frames (playable, incomplete)"
+    )
+    assert out.read_bytes() == b"someone else's" and read_video_info(partial)["frames"] == 16
 
 
 class _FailingDecoder:
