@@ -17,6 +17,7 @@ from typer.testing import CliRunner
 
 from longlive_cli import __version__
 from longlive_cli.cli import app
+from longlive_cli.timeline import TimelineError
 from longlive_cli.video import read_video_info
 
 from .fakes import FAST_SPEC, with_engine, write_converted
@@ -482,6 +483,38 @@ def test_positions_resolve_from_length_timeline_and_command(model, body, overrid
         prompts = "prompts:\n  - at: 0\n    text: a\n"
     settings = RenderSettings.resolve(parse_timeline(f"{body}\n{prompts}"), load_bundle(model), positions=override)
     assert settings.engine.positions == expected
+
+
+def test_settings_errors_name_where_the_setting_came_from(tmp_path, monkeypatch):
+    """An option names itself, a timeline key its file and line, and a model default the model."""
+    from longlive_cli import limits
+    from longlive_cli.render import RenderSettings
+    from longlive_cli.timeline import parse_timeline
+
+    from .fakes import TINY_SPEC
+
+    def problem(body: str, **overrides) -> str:
+        show = parse_timeline(f"duration: 1s\n{body}prompts:\n  - at: 0\n    text: a\n", tmp_path / "show.yaml")
+        with pytest.raises((ValueError, TimelineError)) as info:
+            RenderSettings.for_spec(show, TINY_SPEC, "cpu", torch.float32, **overrides)
+        return str(info.value)
+
+    at = f"{tmp_path / 'show.yaml'}:2"
+    size = "width 40 is not a positive multiple of 16 (try 32 or 48)"
+    assert problem("", size=(40, 32)) == f"--size: size 40x32: {size}"
+    assert problem("size: 8192x16\n") == f"{at}: size: size 8192x16: at most 4096 pixels a side"
+    assert problem("", sink=9) == "--sink: need 0 <= sink < window, got sink 9, window 6"
+    assert problem("", window=2) == "--window: need 0 <= sink < window, got sink 3, window 2"
+    assert (
+        problem("attention: {window: 2}\n") == f"{at}: attention.window: need 0 <= sink < window, got sink 3, window 2"
+    )
+    show = parse_timeline("duration: 1s\nattention: {sink: 1}\nprompts:\n  - at: 0\n    text: a\n")
+    assert RenderSettings.for_spec(show, TINY_SPEC, "cpu", torch.float32).engine.sink == 1
+    # A device with almost no memory: the model's own window cannot be rendered.
+    monkeypatch.setattr(limits, "device_memory", lambda device: 1024)
+    needs = "needs at least 0.0 GiB beside the weights, more than the 0.0 GiB of cpu; use a smaller window or size"
+    assert problem("") == f"test-tiny's window: window 6 at 32x32 {needs}"
+    assert problem("", window=12) == f"--window: window 12 at 32x32 {needs}"
 
 
 def test_relative_positions_render_and_say_so_in_the_sidecar(tmp_path, model):
