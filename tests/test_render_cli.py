@@ -508,9 +508,9 @@ def test_settings_errors_name_where_the_setting_came_from(tmp_path, monkeypatch)
     assert (
         problem("attention: {window: 2}\n") == f"{at}: attention.window: need 0 <= sink < window, got sink 3, window 2"
     )
-    show = parse_timeline("duration: 1s\nseed: 5\nattention: {sink: 1}\nprompts:\n  - at: 0\n    text: a\n")
-    settings = RenderSettings.for_spec(show, TINY_SPEC, "cpu", torch.float32)
-    assert (settings.engine.sink, settings.seed) == (1, 5), "the timeline's values where no option is given"
+    body = "duration: 1s\nseed: 5\nquantize: int8\nattention: {sink: 1}\nprompts:\n  - at: 0\n    text: a\n"
+    settings = RenderSettings.for_spec(parse_timeline(body), TINY_SPEC, "cpu", torch.float32)
+    assert (settings.engine.sink, settings.seed, settings.quantize) == (1, 5, "int8"), "the timeline's, with no option"
     # A device with almost no memory: the model's own window cannot be rendered.
     monkeypatch.setattr(limits, "device_memory", lambda device: 1024)
     needs = "needs at least 0.0 GiB beside the weights, more than the 0.0 GiB of cpu; use a smaller window or size"
