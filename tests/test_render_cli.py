@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -516,6 +517,31 @@ def test_settings_errors_name_where_the_setting_came_from(tmp_path, monkeypatch)
     needs = "needs at least 0.0 GiB beside the weights, more than the 0.0 GiB of cpu; use a smaller window or size"
     assert problem("") == f"test-tiny's window: window 6 at 32x32 {needs}"
     assert problem("", window=12) == f"--window: window 12 at 32x32 {needs}"
+
+
+def test_positions_follow_the_longest_run_between_clears(tmp_path):
+    """A table exactly as long as the run still fits; one shorter needs relative positions."""
+    from longlive_cli.render import RenderError, longest_position_run, positions_for
+    from longlive_cli.timeline import parse_timeline
+
+    # 1 s is 16 frames, 5 latent frames, 6 in whole chunks of 3.
+    one = parse_timeline("duration: 1s\nprompts:\n  - at: 0\n    text: a\n")
+    assert longest_position_run(one, 3) == 6
+    assert [positions_for(one, 3, table) for table in (6, 5)] == ["absolute", "relative"]
+    assert positions_for(one, 3, 6, "absolute") == "absolute"
+    tail = "absolute positions end after 5 latent frames (1 s at 16 fps) and this video runs 6 without a 'clear'"
+    with pytest.raises(RenderError, match=f"^--positions: {re.escape(tail)}"):
+        positions_for(one, 3, 5, "absolute")
+    pinned = parse_timeline(
+        "duration: 1s\nattention: {positions: absolute}\nprompts:\n  - at: 0\n    text: a\n", tmp_path / "s.yaml"
+    )
+    with pytest.raises(
+        RenderError, match=f"^{re.escape(str(tmp_path / 's.yaml'))}: attention.positions: {re.escape(tail)}"
+    ):
+        positions_for(pinned, 3, 5)
+    # 2 s is 9 latent frames; a clear landing on latent frame 3 leaves runs of 3 and 6.
+    body = "duration: 2s\nswitch: {}\nprompts:\n  - at: 0\n    text: a\n  - at: 0.5s\n    text: b\n"
+    assert [longest_position_run(parse_timeline(body.format(p)), 3) for p in ("clear", "keep")] == [6, 9]
 
 
 def test_relative_positions_render_and_say_so_in_the_sidecar(tmp_path, model):
