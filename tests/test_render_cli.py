@@ -539,6 +539,8 @@ def test_positions_follow_the_longest_run_between_clears(tmp_path):
         RenderError, match=f"^{re.escape(str(tmp_path / 's.yaml'))}: attention.positions: {re.escape(tail)}"
     ):
         positions_for(pinned, 3, 5)
+    with pytest.raises(RenderError, match=f"^--positions: {re.escape(tail)}"):
+        positions_for(pinned, 3, 5, "absolute")
     # 2 s is 9 latent frames; a clear landing on latent frame 3 leaves runs of 3 and 6.
     body = "duration: 2s\nswitch: {}\nprompts:\n  - at: 0\n    text: a\n  - at: 0.5s\n    text: b\n"
     assert [longest_position_run(parse_timeline(body.format(p)), 3) for p in ("clear", "keep")] == [6, 9]
