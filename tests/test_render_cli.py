@@ -519,6 +519,20 @@ def test_settings_errors_name_where_the_setting_came_from(tmp_path, monkeypatch)
     assert problem("", window=12) == f"--window: window 12 at 32x32 {needs}"
 
 
+def test_resolve_checks_memory_on_the_loaded_models_device(model, monkeypatch):
+    from longlive_cli import limits
+    from longlive_cli.bundle import load_bundle
+    from longlive_cli.render import RenderError, RenderSettings
+    from longlive_cli.timeline import parse_timeline
+
+    bundle = load_bundle(model)
+    show = parse_timeline("duration: 1s\nprompts:\n  - at: 0\n    text: a\n")
+    assert RenderSettings.resolve(show, bundle).engine.window == 6
+    monkeypatch.setattr(limits, "device_memory", lambda device: 1024)
+    with pytest.raises(RenderError, match=r"^test-tiny's window: window 6 at 32x32 needs .* GiB of cpu"):
+        RenderSettings.resolve(show, bundle)
+
+
 def test_positions_follow_the_longest_run_between_clears(tmp_path):
     """A table exactly as long as the run still fits; one shorter needs relative positions."""
     from longlive_cli.render import RenderError, longest_position_run, positions_for
