@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -80,6 +81,56 @@ def test_close_returns_path_and_is_idempotent(tmp_path: Path) -> None:
     assert writer.close() == tmp_path / "out.mp4"
     with pytest.raises(ValueError, match="closed"):
         writer.write(pattern(0, 1))
+    boxes, _ = mp4_layout(tmp_path / "out.mp4")
+    assert boxes.index("moov") < boxes.index("mdat"), "by default the index goes first"
+
+
+def test_close_without_move_leaves_the_finished_file_under_its_partial_name(tmp_path: Path) -> None:
+    writer = VideoWriter(tmp_path / "out.mp4", FPS, (WIDTH, HEIGHT))
+    writer.write(pattern(0, 3))
+    assert writer.close(move=False) == writer.partial_path
+    assert os.listdir(tmp_path) == ["out.partial.mp4"] and read_video_info(writer.partial_path)["frames"] == 3
+
+
+def writer_with_a_dead_ffmpeg(path: Path) -> VideoWriter:
+    """A writer whose ffmpeg is killed once it has a whole one-second fragment of 40 frames on disk."""
+    writer = VideoWriter(path, FPS, (WIDTH, HEIGHT))
+    writer.write(pattern(0, 40))
+    deadline = time.monotonic() + 60
+    while frames_on_disk(writer.partial_path) < FPS:
+        assert time.monotonic() < deadline, "no fragment reached the disk"
+        time.sleep(0.02)
+    writer._process.kill()
+    writer._process.wait()
+    return writer
+
+
+def test_ffmpeg_dying_during_a_write_is_named_and_its_frames_are_kept(tmp_path: Path) -> None:
+    path = tmp_path / "out.mp4"
+    writer = writer_with_a_dead_ffmpeg(path)
+    partial = writer.partial_path
+    with pytest.raises(FFmpegError) as info:
+        writer.write(pattern(40, 4))
+    kept = f"; the frames encoded so far are in {partial}:\n(ffmpeg printed nothing)"
+    assert str(info.value) == f"ffmpeg stopped accepting frames while writing {path}{kept}"
+    with pytest.raises(FFmpegError, match=f"^cannot write to {path}: ffmpeg has already failed$"):
+        writer.write(pattern(0, 1))
+    assert writer.close() is None
+    assert os.listdir(tmp_path) == ["out.partial.mp4"] and frames_on_disk(partial) >= FPS
+
+
+def test_ffmpeg_dying_between_writes_is_reported_when_closing(tmp_path: Path) -> None:
+    path = tmp_path / "out.mp4"
+    writer = writer_with_a_dead_ffmpeg(path)
+    with pytest.raises(FFmpegError) as info:
+        writer.close()
+    partial = writer.partial_path
+    assert str(info.value) == (
+        f"ffmpeg exited with code -9 while writing {path}; the frames encoded so far are in {partial}:\n"
+        "(ffmpeg printed nothing)"
+    )
+    assert writer.close() is None, "closing again returns the first result"
+    assert os.listdir(tmp_path) == ["out.partial.mp4"] and frames_on_disk(partial) >= FPS
 
 
 def test_existing_output_refused_unless_overwrite(tmp_path: Path) -> None:
@@ -132,6 +183,15 @@ def test_unwritable_folder(tmp_path: Path, monkeypatch) -> None:
 def test_odd_size_and_bad_frames(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="even width and height"):
         VideoWriter(tmp_path / "out.mp4", FPS, (65, 48))
+    for size, message in [
+        ((0, 48), "video size must be positive, got 0x48"),
+        ((64, 0), "video size must be positive, got 64x0"),
+        ((1, 48), "H.264 with yuv420p needs an even width and height, got 1x48"),
+        ((64, 1), "H.264 with yuv420p needs an even width and height, got 64x1"),
+    ]:
+        with pytest.raises(ValueError, match=f"^{re.escape(message)}$"):
+            VideoWriter(tmp_path / "out.mp4", FPS, size)
+    assert VideoWriter(tmp_path / "out.mp4", FPS, (64, 34)).close(keep=False) is None
     assert os.listdir(tmp_path) == []
     with VideoWriter(tmp_path / "out.mp4", FPS, (WIDTH, HEIGHT)) as writer:
         with pytest.raises(ValueError, match=r"\[n, 48, 64, 3\]"):
@@ -238,13 +298,27 @@ def test_close_without_keep_discards(tmp_path: Path) -> None:
 
 
 def test_ffmpeg_error_surfaces_its_message(tmp_path: Path) -> None:
+    path = tmp_path / "out.mp4"
     with (
-        pytest.raises(FFmpegError, match="invalid preset 'nonsense'"),
-        VideoWriter(tmp_path / "out.mp4", FPS, (WIDTH, HEIGHT), preset="nonsense") as writer,
+        pytest.raises(FFmpegError) as info,
+        VideoWriter(path, FPS, (WIDTH, HEIGHT), preset="nonsense") as writer,
     ):
         for start in range(0, 240, 12):
             writer.write(pattern(start, 12))
+    # ffmpeg's log is quoted from its first line; no frame was encoded, so no file is named as keeping any.
+    assert str(info.value).startswith(
+        f"ffmpeg stopped accepting frames while writing {path}:\nx264 [error]: invalid preset"
+    )
     assert os.listdir(tmp_path) == []
+
+
+def test_the_encoder_is_told_to_hold_no_frames_back_unless_asked(tmp_path: Path) -> None:
+    from longlive_cli.video import _ffmpeg_command
+
+    for low_latency, tune in [(True, ["-tune", "zerolatency"]), (False, [])]:
+        command = _ffmpeg_command(tmp_path / "p.mp4", FPS, (WIDTH, HEIGHT), 18, "veryfast", low_latency)
+        at = command.index("-preset")
+        assert command[at : at + 2 + len(tune) + 1] == ["-preset", "veryfast", *tune, "-crf"]
 
 
 def test_missing_video_for_reading(tmp_path: Path) -> None:
@@ -448,6 +522,23 @@ def test_a_clean_finish_puts_the_index_first_without_reencoding(tmp_path: Path) 
     same = [(a == b).all() for a, b in zip(read_frames(done), read_frames(cut), strict=True)]
     assert len(same) == 40 and all(same), "the same encoded frames, copied"
     assert decode_errors(done) == ""
+
+
+def test_putting_the_index_first_says_whether_it_did_and_leaves_a_non_video_alone(tmp_path: Path, capfd) -> None:
+    from longlive_cli.video import index_in_front
+
+    cut = tmp_path / "cut.mp4"
+    with pytest.raises(KeyboardInterrupt), VideoWriter(cut, FPS, (WIDTH, HEIGHT)) as writer:
+        writer.write(pattern(0, 20))
+        raise KeyboardInterrupt
+    notes = tmp_path / "notes.mp4"
+    notes.write_text("hello")
+    capfd.readouterr()
+    assert index_in_front(notes) is False
+    assert index_in_front(cut) is True
+    assert capfd.readouterr() == ("", ""), "ffmpeg's complaints stay out of the terminal"
+    assert notes.read_text() == "hello" and sorted(os.listdir(tmp_path)) == ["cut.mp4", "notes.mp4"]
+    assert "moof" not in mp4_layout(cut)[0] and read_video_info(cut)["frames"] == 20
 
 
 def test_a_file_that_is_not_a_video_is_named_without_ffmpegs_banner(tmp_path: Path) -> None:
