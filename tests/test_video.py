@@ -148,12 +148,35 @@ def test_existing_output_refused_unless_overwrite(tmp_path: Path) -> None:
 def test_leftover_partial_refused_unless_overwrite(tmp_path: Path) -> None:
     path = tmp_path / "out.mp4"
     partial_path(path).write_bytes(b"an interrupted run")
-    with pytest.raises(FileExistsError, match="interrupted run"):
+    with pytest.raises(FileExistsError) as info:
         VideoWriter(path, FPS, (WIDTH, HEIGHT))
+    assert str(info.value) == (
+        f"{partial_path(path)} exists, left by an interrupted run (it may hold a playable video); "
+        "move or delete it, or pass --overwrite to replace it"
+    )
     assert partial_path(path).read_bytes() == b"an interrupted run"
     with VideoWriter(path, FPS, (WIDTH, HEIGHT), overwrite=True) as writer:
         writer.write(pattern(0, 4))
     assert sorted(os.listdir(tmp_path)) == ["out.mp4"]
+
+
+def test_a_folder_in_place_of_the_video(tmp_path: Path) -> None:
+    (tmp_path / "out.mp4").mkdir()
+    with pytest.raises(IsADirectoryError, match=f"^cannot write {tmp_path / 'out.mp4'}: it is a folder$"):
+        VideoWriter(tmp_path / "out.mp4", FPS, (WIDTH, HEIGHT))
+
+
+def test_a_default_writer_runs_ffmpeg_in_its_own_session_holding_no_frame_back(tmp_path: Path) -> None:
+    """Its own session keeps the terminal's Ctrl-C away from ffmpeg; zero latency makes every frame written count."""
+    with pytest.raises(ValueError, match=r"^fps must be positive, got 0$"):
+        VideoWriter(tmp_path / "out.mp4", 0, (WIDTH, HEIGHT))
+    writer = VideoWriter(tmp_path / "out.mp4", 1, (WIDTH, HEIGHT))
+    try:
+        assert os.getsid(writer._process.pid) == writer._process.pid
+        args = writer._process.args
+        assert args[args.index("-tune") + 1] == "zerolatency" and args[args.index("-framerate") + 1] == "1"
+    finally:
+        writer.close(keep=False)
 
 
 def test_missing_folder(tmp_path: Path) -> None:
@@ -551,3 +574,4 @@ def test_a_file_that_is_not_a_video_is_named_without_ffmpegs_banner(tmp_path: Pa
             read(path)
         message = str(caught.value)
         assert message.startswith(f"{path}: not a video") and "\n" not in message and "configuration" not in message
+        assert message.endswith("Invalid data found when processing input)"), "ffmpeg's reason, its last error line"
