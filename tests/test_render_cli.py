@@ -165,10 +165,22 @@ def test_json_progress_follows_the_render_chunk_by_chunk_and_matches_the_sidecar
     assert all(e.pop("output") == str(out) and e.pop("rank") == 0 for e in events)
     side = json.loads(out.with_suffix(".json").read_text())
     assert (side["version"], side["output"], side["timeline"]) == (__version__, str(out), str(path))
+    assert list(side) == [
+        "version",
+        "output",
+        "timeline",
+        "model",
+        "settings",
+        "changes",
+        "warnings",
+        "timings",
+        "result",
+    ]
     assert torch.device(side["settings"]["device"]).type in ("cpu", "cuda")
     assert 0 <= side["timings"]["text_encode_s"] <= wall
     # 48 frames are 13 latent frames, 5 chunks of 3; the changes land on chunks 2 (1.3125 s) and 3 (2.0625 s).
     assert events[0] == {"event": "start", "frames": 48, "chunks": 5, **side["settings"]}
+    assert type(events[0]["chunks"]) is int
     chunks = [e for e in events if e["event"] == "chunk"]
     assert [c["chunk"] for c in chunks] == [0, 1, 2, 3, 4]
     assert [c["frames_done"] for c in chunks] == [9, 21, 33, 45, 48]
@@ -205,7 +217,7 @@ def test_sidecar_timings_come_from_the_render_clock(tmp_path, model, monkeypatch
     from longlive_cli import render as render_module
 
     def reading(k: int) -> float:
-        return 10 * k + 0.0123456 * k * k
+        return 10 * k + 0.0123466 * k * k
 
     ticks = map(reading, range(10_000))
     monkeypatch.setattr(render_module, "time", SimpleNamespace(perf_counter=lambda: next(ticks)))
@@ -233,6 +245,30 @@ def test_sidecar_timings_come_from_the_render_clock(tmp_path, model, monkeypatch
     assert [c["eta_s"] for c in chunks] == pytest.approx(
         [(48 - c["frames_done"]) / f for c, f in zip(chunks, fps, strict=True)]
     )
+
+
+def test_ctrl_c_during_a_render_finishes_the_partial_video_and_says_where(tmp_path, model):
+    from longlive_cli.bundle import load_bundle
+    from longlive_cli.finish import Interrupted
+    from longlive_cli.render import RenderSettings, render
+    from longlive_cli.timeline import parse_timeline
+
+    bundle = load_bundle(model)
+    show = parse_timeline("duration: 3s\nprompts:\n  - at: 0\n    text: a red circle\n")
+    out = tmp_path / "x.mp4"
+
+    def ctrl_c_after_two_chunks(event: dict) -> None:
+        if event["event"] == "chunk" and event["chunk"] == 1:
+            raise KeyboardInterrupt
+
+    with pytest.raises(Interrupted) as info:
+        render(show, bundle, out, RenderSettings.resolve(show, bundle), events=ctrl_c_after_two_chunks)
+    partial = tmp_path / "x.partial.mp4"
+    assert (info.value.finished.video, info.value.finished.frames) == (partial, 21)
+    assert str(info.value) == f"{partial} holds 21 frames (playable, incomplete)"
+    side = json.loads((tmp_path / "x.partial.json").read_text())
+    assert side["result"] == {"frames_written": 21, "complete": False, "interrupted": True}
+    assert sorted(os.listdir(tmp_path)) == ["x.partial.json", "x.partial.mp4"]
 
 
 def test_an_output_taken_during_the_render_keeps_the_frames_in_the_partial_file(tmp_path, model):
@@ -489,7 +525,7 @@ def test_positions_resolve_from_length_timeline_and_command(model, body, overrid
 def test_settings_errors_name_where_the_setting_came_from(tmp_path, monkeypatch):
     """An option names itself, a timeline key its file and line, and a model default the model."""
     from longlive_cli import limits
-    from longlive_cli.render import RenderSettings
+    from longlive_cli.render import RenderError, RenderSettings
     from longlive_cli.timeline import parse_timeline
 
     from .fakes import TINY_SPEC
@@ -513,6 +549,14 @@ def test_settings_errors_name_where_the_setting_came_from(tmp_path, monkeypatch)
     settings = RenderSettings.for_spec(parse_timeline(body), TINY_SPEC, "cpu", torch.float32)
     assert (settings.engine.sink, settings.seed, settings.quantize) == (1, 5, "int8"), "the timeline's, with no option"
     # A device with almost no memory: the model's own window cannot be rendered.
+    # Memory for bfloat16 activations but not for float32 ones.
+    plain = parse_timeline("duration: 1s\nprompts:\n  - at: 0\n    text: a\n")
+    engine = RenderSettings.for_spec(plain, TINY_SPEC, None, torch.float32).engine
+    half = limits.render_bytes(TINY_SPEC, engine, (32, 32), torch.bfloat16)
+    monkeypatch.setattr(limits, "device_memory", lambda device: half)
+    assert RenderSettings.for_spec(plain, TINY_SPEC, "cpu", torch.bfloat16).engine.window == 6
+    with pytest.raises(RenderError, match="needs at least"):
+        RenderSettings.for_spec(plain, TINY_SPEC, "cpu", torch.float32)
     monkeypatch.setattr(limits, "device_memory", lambda device: 1024)
     needs = "needs at least 0.0 GiB beside the weights, more than the 0.0 GiB of cpu; use a smaller window or size"
     assert problem("") == f"test-tiny's window: window 6 at 32x32 {needs}"
