@@ -119,6 +119,16 @@ def test_ffmpeg_dying_during_a_write_is_named_and_its_frames_are_kept(tmp_path: 
     assert os.listdir(tmp_path) == ["out.partial.mp4"] and frames_on_disk(partial) >= FPS
 
 
+def test_ffmpeg_dying_with_small_frames_still_buffered_closes_quietly(tmp_path: Path) -> None:
+    """Frames smaller than the pipe's buffer are still buffered when ffmpeg dies; closing drops them without error."""
+    writer = VideoWriter(tmp_path / "small.mp4", FPS, (16, 16))
+    writer._process.kill()
+    writer._process.wait()
+    with pytest.raises(FFmpegError, match="ffmpeg stopped accepting frames"):
+        writer.write(np.zeros((1, 16, 16, 3), np.uint8))
+    assert writer.close() is None
+
+
 def test_ffmpeg_dying_between_writes_is_reported_when_closing(tmp_path: Path) -> None:
     path = tmp_path / "out.mp4"
     writer = writer_with_a_dead_ffmpeg(path)
@@ -175,6 +185,7 @@ def test_a_default_writer_runs_ffmpeg_in_its_own_session_holding_no_frame_back(t
         assert os.getsid(writer._process.pid) == writer._process.pid
         args = writer._process.args
         assert args[args.index("-tune") + 1] == "zerolatency" and args[args.index("-framerate") + 1] == "1"
+        assert (args[args.index("-crf") + 1], args[args.index("-preset") + 1]) == ("18", "veryfast")
     finally:
         writer.close(keep=False)
 
@@ -318,6 +329,15 @@ def test_close_without_keep_discards(tmp_path: Path) -> None:
     writer.write(pattern(0, 12))
     assert writer.close(keep=False) is None
     assert os.listdir(tmp_path) == []
+    assert writer._process.returncode == -signal.SIGKILL, "ffmpeg is stopped at once, not left to finish encoding"
+
+
+def test_discarding_a_video_whose_partial_file_was_removed_meanwhile(tmp_path: Path) -> None:
+    writer = VideoWriter(tmp_path / "out.mp4", FPS, (WIDTH, HEIGHT))
+    writer.write(pattern(0, 12))
+    writer.partial_path.unlink()
+    assert writer.close(keep=False) is None
+    assert os.listdir(tmp_path) == []
 
 
 def test_ffmpeg_error_surfaces_its_message(tmp_path: Path) -> None:
@@ -328,6 +348,11 @@ def test_ffmpeg_error_surfaces_its_message(tmp_path: Path) -> None:
     ):
         for start in range(0, 240, 12):
             writer.write(pattern(start, 12))
+    with (
+        pytest.raises(FFmpegError, match="invalid preset 'bad\ufffd'"),
+        VideoWriter(tmp_path / "b.mp4", FPS, (WIDTH, HEIGHT), preset="bad\udcff") as bad,
+    ):
+        bad.write(pattern(0, 240))  # ffmpeg's log holds the preset's byte 0xff, which is not UTF-8
     # ffmpeg's log is quoted from its first line; no frame was encoded, so no file is named as keeping any.
     assert str(info.value).startswith(
         f"ffmpeg stopped accepting frames while writing {path}:\nx264 [error]: invalid preset"
@@ -562,6 +587,31 @@ def test_putting_the_index_first_says_whether_it_did_and_leaves_a_non_video_alon
     assert capfd.readouterr() == ("", ""), "ffmpeg's complaints stay out of the terminal"
     assert notes.read_text() == "hello" and sorted(os.listdir(tmp_path)) == ["cut.mp4", "notes.mp4"]
     assert "moof" not in mp4_layout(cut)[0] and read_video_info(cut)["frames"] == 20
+
+
+def test_rewriting_the_index_keeps_ffmpeg_away_from_the_terminal(tmp_path: Path, monkeypatch) -> None:
+    """No terminal input reaches it and, in a session of its own, no terminal Ctrl-C."""
+    import longlive_cli.video as video
+
+    calls = []
+    real_run = subprocess.run
+    monkeypatch.setattr(video.subprocess, "run", lambda *a, **k: calls.append(k) or real_run(*a, **k))
+    path = tmp_path / "out.mp4"
+    with VideoWriter(path, FPS, (WIDTH, HEIGHT)) as writer:
+        writer.write(pattern(0, 4))
+    [kwargs] = calls
+    assert kwargs["stdin"] is subprocess.DEVNULL and kwargs["start_new_session"] is True
+
+
+def test_temporary_names_leave_room_for_long_file_names(tmp_path: Path) -> None:
+    """A video or sidecar whose name is close to the 255-byte limit is still finished in place."""
+    video = tmp_path / ("v" * 231 + ".mp4")
+    with VideoWriter(video, FPS, (WIDTH, HEIGHT)) as writer:
+        writer.write(pattern(0, 4))
+    assert "moof" not in mp4_layout(video)[0], "the index went first"
+    side = tmp_path / ("s" * 236 + ".json")
+    write_sidecar(side, {"a": 1})
+    assert json.loads(side.read_text()) == {"a": 1}
 
 
 def test_a_file_that_is_not_a_video_is_named_without_ffmpegs_banner(tmp_path: Path) -> None:

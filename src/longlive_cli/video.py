@@ -99,7 +99,8 @@ def write_sidecar(path: Path, data: dict[str, Any]) -> None:
 def write_text_atomic(path: Path, text: str) -> None:
     """Write a text file through a temporary file and a rename, so readers never see half of it."""
     path = Path(path)
-    tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
+    # A fixed-length name, so a file whose own name is near the file system's limit can still be written.
+    tmp = path.with_name(f".{secrets.token_hex(8)}.tmp")
     try:
         with tmp.open("x", encoding="utf-8") as f:
             f.write(text)
@@ -353,7 +354,7 @@ def index_in_front(path: Path) -> bool:
     Players then show the length and seek at once. On any failure the fragmented file is left as it was, still whole
     and playable, and False is returned; an interrupt leaves it too, and propagates.
     """
-    tmp = path.with_name(f".{path.stem}.{secrets.token_hex(4)}.faststart.mp4")
+    tmp = path.with_name(f".{secrets.token_hex(8)}.faststart.mp4")  # fixed length, as in write_text_atomic
     command = [_ffmpeg().get_ffmpeg_exe(), "-hide_banner", "-nostats", "-loglevel", "error", "-i", str(path),
                "-map", "0", "-c", "copy", "-movflags", "+faststart", "-f", "mp4", "-y", str(tmp)]  # fmt: skip
     try:
