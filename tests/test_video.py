@@ -589,6 +589,26 @@ def test_putting_the_index_first_says_whether_it_did_and_leaves_a_non_video_alon
     assert "moof" not in mp4_layout(cut)[0] and read_video_info(cut)["frames"] == 20
 
 
+@pytest.mark.parametrize(
+    ("code", "output"), [(1, b"half a file"), (0, None), (0, b"")], ids=["failed", "none", "empty"]
+)
+def test_a_failed_index_rewrite_never_replaces_the_playable_file(tmp_path: Path, monkeypatch, code, output) -> None:
+    """ffmpeg failing part-way, or claiming success with no output (a full disk, say), leaves the file as it was."""
+    import longlive_cli.video as video
+
+    path = tmp_path / "cut.mp4"
+    path.write_bytes(b"a playable fragmented video")
+
+    def ffmpeg(command: list[str], **kwargs: Any) -> subprocess.CompletedProcess:
+        if output is not None:
+            Path(command[-1]).write_bytes(output)
+        return subprocess.CompletedProcess(command, code, b"", b"")
+
+    monkeypatch.setattr(video.subprocess, "run", ffmpeg)
+    assert video.index_in_front(path) is False
+    assert path.read_bytes() == b"a playable fragmented video" and os.listdir(tmp_path) == ["cut.mp4"]
+
+
 def test_rewriting_the_index_keeps_ffmpeg_away_from_the_terminal(tmp_path: Path, monkeypatch) -> None:
     """No terminal input reaches it and, in a session of its own, no terminal Ctrl-C."""
     import longlive_cli.video as video
