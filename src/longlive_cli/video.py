@@ -99,8 +99,9 @@ def write_sidecar(path: Path, data: dict[str, Any]) -> None:
 def write_text_atomic(path: Path, text: str) -> None:
     """Write a text file through a temporary file and a rename, so readers never see half of it."""
     path = Path(path)
-    # A fixed-length name, so a file whose own name is near the file system's limit can still be written.
-    tmp = path.with_name(f".{secrets.token_hex(8)}.tmp")
+    # A fixed-length name, so a file whose own name is near the file system's limit can still be written; it keeps
+    # the ``.NAME.1a2b3c4d.tmp`` form that a training stage clears when a killed write left one behind.
+    tmp = path.with_name(f".atomic.{secrets.token_hex(4)}.tmp")
     try:
         with tmp.open("x", encoding="utf-8") as f:
             f.write(text)
