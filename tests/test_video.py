@@ -623,6 +623,19 @@ def test_rewriting_the_index_keeps_ffmpeg_away_from_the_terminal(tmp_path: Path,
     assert kwargs["stdin"] is subprocess.DEVNULL and kwargs["start_new_session"] is True
 
 
+def test_an_atomic_write_goes_through_a_temporary_name_a_training_stage_clears(tmp_path: Path, monkeypatch) -> None:
+    """Should the process be killed mid-write, the file left behind is one the next training stage removes."""
+    import longlive_cli.video as video
+    from longlive_cli.train.loop import ORPHAN
+
+    moves = []
+    real_replace = os.replace
+    monkeypatch.setattr(video.os, "replace", lambda src, dst: moves.append(Path(src)) or real_replace(src, dst))
+    write_sidecar(tmp_path / "clip.json", {"a": 1})
+    [tmp] = moves
+    assert tmp.parent == tmp_path and ORPHAN.fullmatch(tmp.name), tmp.name
+
+
 def test_temporary_names_leave_room_for_long_file_names(tmp_path: Path) -> None:
     """A video or sidecar whose name is close to the 255-byte limit is still finished in place."""
     video = tmp_path / ("v" * 231 + ".mp4")
