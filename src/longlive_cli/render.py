@@ -20,7 +20,7 @@ from . import __version__
 from .bundle import Bundle, ModelSpec
 from .engine import EngineConfig, SeededNoise, Segment, StreamingGenerator, SwitchEvent, SwitchPolicy
 from .finish import FinishError, Interrupted, check_free, finish
-from .limits import settings_problem
+from .limits import settings_problem, size_problem
 from .models.rope import MAX_POSITIONS
 from .notices import setting_warnings, vocabulary_warnings
 from .pipeline import FramePipeline
@@ -79,10 +79,9 @@ class RenderSettings:
                 return TimelineError(message, path=timeline.path, line=line, key=key)
             return RenderError(f"{spec.name}'s {key.split('.')[-1]}: {message}")
 
-        try:
-            spec.check_size((width, height))
-        except ValueError as e:
-            raise problem("size", f"size {width}x{height}: {e}") from None
+        found = size_problem(spec, (width, height))
+        if found is not None:
+            raise problem("size", found)
         window = window or timeline.window or spec.engine.window
         if sink is None:
             sink = spec.engine.sink if timeline.sink is None else timeline.sink
