@@ -10,20 +10,49 @@
 # A stage named without ":N" runs its recipe's own step count. EXPORT=1 then exports the long-tuned model and
 # leaves it in $OUT as tiny.safetensors.part-* (15 MB pieces; `cat` them back together) with MODEL_CARD.md and
 # tiny.json.
+#
+#   FULL=1 PRECISION=bfloat16 bash scripts/gpu-train-probe.sh   # the whole recipe as scripts/train_tiny.sh runs it
+#
+# FULL=1 runs scripts/train_tiny.sh (the decoder beside the teacher and student) on recipes/tiny, or RECIPES, with
+# PRECISION written into the recipes of the stages that take it, and returns the bundle as EXPORT=1 does. Run again
+# with KEEP=1 on the same machine, it resumes the run folder instead of starting over.
 set -uo pipefail
 out=${OUT:-out}
 mkdir -p "$out"
 export PYTHONPATH=$PWD/src PYTHONUNBUFFERED=1
 run=${RUN:-/tmp/train-probe}
-rm -rf "$run"
+py=${PYTHON:-python3}
+[ -n "${KEEP:-}" ] || rm -rf "$run"
 begin=$(date +%s)
+if [ -n "${FULL:-}" ]; then
+  recipes=$run.recipes
+  rm -rf "$recipes" && cp -r "${RECIPES:-recipes/tiny}" "$recipes"
+  if [ -n "${PRECISION:-}" ]; then
+    for stage in vae decoder teacher student; do
+      printf '\nprecision: %s\n' "$PRECISION" >>"$recipes/$stage.yaml"
+    done
+  fi
+  PYTHON=$py THREADS=${THREADS:-8} RECIPES=$recipes ASSETS=$run/assets bash scripts/train_tiny.sh "$run" \
+    >>"$out/train-probe.log" 2>&1
+  rc=$?
+  echo "full recipe: exit $rc, $(($(date +%s) - begin)) s wall" | tee -a "$out/train-probe.txt"
+  for stage in vae decoder teacher student long; do
+    [ -f "$run/$stage/summary.json" ] && "$py" -c "import json,sys; s=json.load(open(sys.argv[1])); \
+print(sys.argv[2], s['steps'], 'steps', s['wall_s'], 's')" "$run/$stage/summary.json" "$stage" | tee -a "$out/train-probe.txt"
+  done
+  [ "$rc" -eq 0 ] || exit "$rc"
+  split -b 15M "$run/assets/tiny.safetensors" "$out/tiny.safetensors.part-"
+  cp "$run/assets/MODEL_CARD.md" "$run/assets/tiny.json" "$out/"
+  sha256sum "$run/assets/tiny.safetensors" | tee -a "$out/train-probe.txt"
+  exit 0
+fi
 for spec in ${STEPS:-vae:100 decoder:300 teacher:300 student:60 long:20}; do
   stage=${spec%%:*}
   steps=()
   [ "$spec" = "$stage" ] || steps=(--steps "${spec##*:}")
   start=$(date +%s)
   echo "== $spec" >>"$out/train-probe.log"
-  timeout "${STAGE_TIMEOUT:-150}" python3 -m longlive_cli.train.cli --stage "$stage" --config "recipes/tiny/$stage.yaml" \
+  timeout "${STAGE_TIMEOUT:-150}" "$py" -m longlive_cli.train.cli --stage "$stage" --config "recipes/tiny/$stage.yaml" \
     --out "$run" "${steps[@]}" --threads "${THREADS:-8}" >>"$out/train-probe.log" 2>&1
   rc=$?
   rate=$(grep -E "^$stage [0-9]+/[0-9]+ .*steps/s" "$out/train-probe.log" | tail -n 1)
@@ -31,7 +60,7 @@ for spec in ${STEPS:-vae:100 decoder:300 teacher:300 student:60 long:20}; do
   [ "$rc" -eq 0 ] || exit "$rc"
 done
 if [ -n "${EXPORT:-}" ]; then
-  python3 -m longlive_cli.train.cli --stage export --out "$run" --assets "$run/assets" --generator long \
+  "$py" -m longlive_cli.train.cli --stage export --out "$run" --assets "$run/assets" --generator long \
     --command "STEPS=\"${STEPS:-}\" EXPORT=1 scripts/gpu-train-probe.sh" --total-s "$(($(date +%s) - begin))" \
     >>"$out/train-probe.log" 2>&1 || exit 1
   split -b 15M "$run/assets/tiny.safetensors" "$out/tiny.safetensors.part-"

@@ -8,7 +8,15 @@ from dataclasses import replace
 import pytest
 import torch
 
-from longlive_cli.bundle import PRESETS, ModelSpec, convert, find_layout, load_bundle, read_bundle_spec
+from longlive_cli.bundle import (
+    PRESETS,
+    ModelSpec,
+    convert,
+    embedded_path,
+    find_layout,
+    load_bundle,
+    read_bundle_spec,
+)
 from longlive_cli.checkpoints import CheckpointError
 
 from .fakes import FAST_SPEC, TINY_SPEC, write_converted, write_download
@@ -17,6 +25,28 @@ from .fakes import FAST_SPEC, TINY_SPEC, write_converted, write_download
 def test_spec_json_round_trip():
     assert ModelSpec.from_json(TINY_SPEC.to_json()) == TINY_SPEC
     assert TINY_SPEC.latent_shape == (16, 4, 4)
+    sized = replace(TINY_SPEC, sizes=((32, 32), (64, 32)))
+    assert ModelSpec.from_json(sized.to_json()) == sized
+
+
+def test_a_model_trained_at_some_sizes_refuses_the_others():
+    sized = replace(TINY_SPEC, sizes=((32, 32), (64, 32)))
+    sized.check_size((64, 32))
+    with pytest.raises(ValueError, match="test-tiny renders only 32x32 or 64x32: it was trained at that size"):
+        sized.check_size((32, 64))
+    with pytest.raises(ValueError, match="not a positive multiple"):
+        sized.check_size((40, 32))
+    TINY_SPEC.check_size((32, 64))
+
+
+def test_the_embedded_model_renders_only_the_size_it_was_trained_at():
+    """Its header predates the field: the spec JSON beside the weights supplies it."""
+    spec = read_bundle_spec(embedded_path())
+    assert spec.sizes == ((96, 96),) and spec.size == (96, 96)
+    spec.check_size((96, 96))
+    for size in [(128, 128), (160, 96), (64, 64)]:
+        with pytest.raises(ValueError, match="tiny renders only 96x96"):
+            spec.check_size(size)
 
 
 def test_download_loads_generator_with_lora_merged(tmp_path):

@@ -46,6 +46,14 @@ def layers(n):
     return edit
 
 
+def sizes(value):
+    def edit(d):
+        d["sizes"] = value
+        return d
+
+    return edit
+
+
 def poison(state):
     state["dit.head.head.bias"][0] = float("nan")
 
@@ -59,6 +67,10 @@ BAD_MODELS = [
     ("spec-missing-key", {"spec": lambda d: {k: v for k, v in d.items() if k != "engine"}}, ["has no 'engine'"]),
     ("spec-wrong-type", {"spec": layers("two")}, ["[spec]: dit.num_layers: expected int, got 'two'"]),
     ("spec-negative", {"spec": layers(-1)}, ["dit.num_layers: -1 is out of range"]),
+    ("sizes-not-pairs", {"spec": sizes([[96, 96, 3]])}, ["[spec]: sizes: expected [width, height] pairs"]),
+    ("sizes-text", {"spec": sizes([["96", "96"]])}, ["[spec]: sizes: expected [width, height] pairs"]),
+    ("sizes-negative", {"spec": sizes([[96, -96]])}, ["[spec]: sizes[0][1]: -96 is out of range"]),
+    ("sizes-number", {"spec": sizes(96)}, ["[spec]: not a valid model spec"]),
     ("tokenizer-garbage", {"tokenizer": "\x00garbage"}, ["[tokenizer]: not a readable tokenizer"]),
     ("tokenizer-truncated", {"tokenizer": lambda t: t[: len(t) // 2]}, ["[tokenizer]: not a readable tokenizer"]),
     ("nan-weights", {"tensors": poison}, ["NaN", "dit.head.head.bias"]),

@@ -120,6 +120,32 @@ def test_check_refuses_a_window_the_memory_cannot_hold_as_render_does(tmp_path, 
     assert not list(tmp_path.glob("x*"))
 
 
+def test_the_embedded_model_refuses_a_size_it_would_lose_its_object_at(tmp_path):
+    (tmp_path / "show.yaml").write_text(GOOD + "size: 160x96\n")
+    for args in (["check"], ["render", "-q", "-o", str(tmp_path / "x.mp4")]):
+        result = runner.invoke(app, [*args, str(tmp_path / "show.yaml")])
+        assert result.exit_code == 1, result.output
+        assert "show.yaml:5: size: size 160x96: tiny renders only 96x96" in result.output
+    args = ["render", "--prompt", "a red ball", "--size", "128x128", "-o", str(tmp_path / "y.mp4")]
+    result = runner.invoke(app, args)
+    assert result.exit_code == 1 and "--size: size 128x128: tiny renders only 96x96" in result.output
+    assert not list(tmp_path.glob("[xy]*"))
+
+
+def test_a_bad_size_and_a_bad_window_are_reported_together(tmp_path):
+    (tmp_path / "show.yaml").write_text(GOOD + "size: 160x96\nattention: {window: 4, sink: 3}\n")
+    for args in (["check"], ["render", "-q", "-o", str(tmp_path / "x.mp4")]):
+        result = runner.invoke(app, [*args, str(tmp_path / "show.yaml")])
+        assert result.exit_code == 1, result.output
+        lines = result.output.splitlines()
+        assert [line.split(": ")[2] for line in lines] == ["size", "attention.window"], result.output
+        assert "show.yaml:5: size: size 160x96" in lines[0] and "show.yaml:6: attention.window: window 4" in lines[1]
+    result = runner.invoke(app, ["render", "-q", "--size", "128x128", str(tmp_path / "show.yaml")])
+    assert result.exit_code == 1 and result.output.count("error: ") == 2
+    assert "--size: size 128x128" in result.output and "show.yaml:6: attention.window" in result.output
+    assert not list(tmp_path.glob("x*"))
+
+
 def test_render_refuses_a_nul_in_the_output_path(tmp_path):
     (tmp_path / "show.yaml").write_text(GOOD + 'output: "x\\0.mp4"\n')
     result = runner.invoke(app, ["render", "-q", str(tmp_path / "show.yaml")])

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import os
 import re
 
 import pytest
@@ -10,6 +11,7 @@ from rich.console import Console
 from typer.testing import CliRunner
 
 from longlive_cli import __version__
+from longlive_cli.__main__ import main as longlive_main
 from longlive_cli.cli import app
 from longlive_cli.progress import RichProgress
 
@@ -61,3 +63,17 @@ def test_the_progress_line_fits_the_terminal(width):
     lines = drawn.getvalue().splitlines()
     assert len(lines) == 1 and len(lines[0]) <= width, lines
     assert "1234/3840" in lines[0] and "123.4 fps" in lines[0]
+
+
+@pytest.mark.parametrize(("given", "kept"), [(None, "PASSIVE"), ("ACTIVE", "ACTIVE")])
+def test_the_command_lets_idle_openmp_threads_sleep_unless_told_otherwise(monkeypatch, given, kept):
+    """Spinning OpenMP threads made renders on a busy 2-core CPU several times slower than one thread."""
+    if given is None:
+        monkeypatch.delenv("OMP_WAIT_POLICY", raising=False)
+    else:
+        monkeypatch.setenv("OMP_WAIT_POLICY", given)
+    monkeypatch.setattr("sys.argv", ["longlive", "--version"])
+    with pytest.raises(SystemExit) as done:
+        longlive_main()
+    assert done.value.code == 0
+    assert os.environ["OMP_WAIT_POLICY"] == kept

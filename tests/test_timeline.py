@@ -565,3 +565,21 @@ def test_utf8_bom_and_relative_path_given_as_string(tmp_path, monkeypatch):
     assert t.path == Path("show.yaml")
     with pytest.raises(TimelineError, match=r"^shows/x\.yaml: file not found$"):
         load_timeline(os.path.join("shows", "x.yaml"))
+
+
+def test_relative_outputs_read_without_dot_dot_as_the_system_follows_links(tmp_path):
+    """``../out`` from a timeline's folder names the folder the system would write to, shown without ``..``."""
+    (tmp_path / "shows").mkdir()
+    (tmp_path / "shows" / "a.yaml").write_text(
+        "output: ../out/a.mp4\nmodel: ../m.safetensors\n" + timeline_with(("0s", "a"))
+    )
+    t = load_timeline(tmp_path / "shows" / "a.yaml")
+    assert t.output == tmp_path.resolve() / "out" / "a.mp4" and ".." not in t.output.parts
+    assert t.model_path == tmp_path.resolve() / "m.safetensors"
+    (tmp_path / "deep" / "real").mkdir(parents=True)
+    (tmp_path / "link").symlink_to(tmp_path / "deep" / "real")
+    (tmp_path / "link" / "b.yaml").write_text("output: ../b.mp4\n" + timeline_with(("0s", "a")))
+    assert load_timeline(tmp_path / "link" / "b.yaml").output == tmp_path.resolve() / "deep" / "b.mp4"
+    (tmp_path / "out").mkdir()
+    (tmp_path / "out" / "a.mp4").symlink_to(tmp_path / "elsewhere.mp4")
+    assert load_timeline(tmp_path / "shows" / "a.yaml").output == tmp_path.resolve() / "out" / "a.mp4"

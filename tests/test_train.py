@@ -16,6 +16,7 @@ import yaml
 from typer.testing import CliRunner
 
 from longlive_cli.bundle import EMBEDDED, embedded_path, load_bundle, read_bundle_spec
+from longlive_cli.checkpoints import read_tensors
 from longlive_cli.engine import SeededNoise, Segment, StreamingGenerator
 from longlive_cli.models.dit import CausalWanDiT, DiTConfig
 from longlive_cli.models.word_tokenizer import unknown_words
@@ -23,7 +24,7 @@ from longlive_cli.notices import unknown_words_message
 from longlive_cli.schedule import FlowMatchSchedule
 from longlive_cli.train import text as text_lib
 from longlive_cli.train.artifacts import FINAL, load_weights, training_device
-from longlive_cli.train.checkpoint import Randomness
+from longlive_cli.train.checkpoint import Randomness, load_checkpoint
 from longlive_cli.train.cli import run_stage, train_app
 from longlive_cli.train.data import pool_clip, to_video
 from longlive_cli.train.export import export
@@ -129,6 +130,21 @@ def test_resume_continues_bit_exactly(run_dir: Path, tmp_path: Path) -> None:
         run_stage("teacher", recipe, tmp_path / "run")
     run_stage("teacher", recipe, tmp_path / "run", resume=True)
     assert losses(tmp_path / "run" / "teacher") == losses(run_dir / "teacher")
+
+
+def test_bfloat16_steps_compute_in_bf16_and_keep_float32_weights(run_dir: Path, tmp_path: Path) -> None:
+    """The same teacher steps under autocast: nearby, not identical, losses; float32 weights and optimizer state."""
+    for part in ("vae", "pool"):
+        shutil.copytree(run_dir / part, tmp_path / "run" / part)
+    run_stage("teacher", write_recipe(tmp_path, "teacher", precision="bfloat16"), tmp_path / "run")
+    fp32, bf16 = losses(run_dir / "teacher"), losses(tmp_path / "run" / "teacher")
+    assert fp32.keys() == bf16.keys() and fp32[3] != bf16[3]
+    assert all(abs(bf16[k] - fp32[k]) < 0.05 * fp32[k] for k in fp32)
+    weights = read_tensors(tmp_path / "run" / "teacher" / "final.safetensors")
+    assert {v.dtype for v in weights.values()} == {torch.float32}
+    state = load_checkpoint(tmp_path / "run" / "teacher" / "checkpoint.pt")["state"]
+    moments = [v for group in state["optimizer"]["state"].values() for v in group.values() if v.dim()]
+    assert moments and all(v.dtype == torch.float32 for v in moments)
 
 
 @pytest.mark.parametrize(
@@ -393,6 +409,7 @@ def test_centred_pool_clips_rest_then_set_off() -> None:
         ("decoder", {"restarts": [99]}, "decoder", r"decoder\.restarts: need increasing steps between warmup"),
         ("student", {"unroll_prob": 1.5}, "student", r"student\.unroll_prob: must be between 0 and 1, got 1\.5"),
         ("student", {"own_context_step": "first"}, "student", r"student\.own_context_step: expected 'drawn' or 'last'"),
+        ("decoder", {"precision": "fp16"}, "decoder", r"decoder\.precision: expected 'float32' or 'bfloat16'"),
     ],
 )
 def test_recipe_errors_name_the_file_and_key(

@@ -55,6 +55,8 @@ class ModelSpec:
     decoder: str = "wan"
     # The words a closed-vocabulary model understands, by attribute, for unknown-word warnings; empty for umT5.
     vocabulary: tuple[tuple[str, tuple[str, ...]], ...] = ()
+    # The only sizes a model trained at one size renders its world at (elsewhere it loses the object); empty: any.
+    sizes: tuple[tuple[int, int], ...] = ()
 
     @property
     def latent_shape(self) -> tuple[int, int, int]:
@@ -97,12 +99,18 @@ class ModelSpec:
             if side <= 0 or side % m:
                 lower = max(m, side // m * m)
                 raise ValueError(f"{name} {side} is not a positive multiple of {m} (try {lower} or {lower + m})")
+        if self.sizes and tuple(size) not in self.sizes:
+            known = " or ".join(f"{w}x{h}" for w, h in self.sizes)
+            raise ValueError(
+                f"{self.name} renders only {known}: it was trained at that size and loses its object at others"
+            )
 
     def to_json(self) -> str:
         d = asdict(self)
         d["dit"] = self.dit.to_dict()
         d["engine"]["sink_mode"] = self.engine.sink_mode.value
         d["vocabulary"] = {name: list(words) for name, words in self.vocabulary}
+        d["sizes"] = [list(size) for size in self.sizes]
         return json.dumps(d, indent=2)
 
     def __post_init__(self) -> None:
@@ -128,6 +136,7 @@ class ModelSpec:
             fast_decoder=_taehv_config(d.get("fast_decoder")),
             decoder=d.get("decoder", "wan"),
             vocabulary=tuple((name, tuple(words)) for name, words in d.get("vocabulary", {}).items()),
+            sizes=tuple(tuple(size) for size in d.get("sizes", [])),
         )
 
 
@@ -224,17 +233,24 @@ def read_bundle_spec(path: str | Path) -> ModelSpec:
     if "spec" not in meta:
         raise CheckpointError(f"{path}: the header has no model spec; convert the model again")
     spec = spec_from_json(meta["spec"], f"{path} [spec]")
-    return spec if spec.vocabulary else replace(spec, vocabulary=_vocabulary_beside(Path(path), spec.name))
+    return _completed_beside(Path(path), spec)
 
 
-def _vocabulary_beside(path: Path, name: str) -> tuple[tuple[str, tuple[str, ...]], ...]:
-    """The vocabulary in the spec JSON that ``save_bundle`` wrote beside a file whose header predates the field."""
+# Spec fields newer than the embedded model's header: its JSON beside the weights holds them.
+LATER_FIELDS = ("vocabulary", "sizes")
+
+
+def _completed_beside(path: Path, spec: ModelSpec) -> ModelSpec:
+    """The spec with the fields its header predates taken from the JSON that ``save_bundle`` wrote beside it."""
+    missing = {name: None for name in LATER_FIELDS if not getattr(spec, name)}
+    if not missing:
+        return spec
     beside = path.with_suffix(".json")
     try:
-        spec = spec_from_json(beside.read_text(encoding="utf-8"), str(beside))
+        other = spec_from_json(beside.read_text(encoding="utf-8"), str(beside))
     except (OSError, UnicodeError, CheckpointError):
-        return ()
-    return spec.vocabulary if spec.name == name else ()
+        return spec
+    return replace(spec, **{name: getattr(other, name) for name in missing}) if other.name == spec.name else spec
 
 
 def read_tokenizer(model: str | Path):

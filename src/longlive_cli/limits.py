@@ -41,6 +41,23 @@ def render_bytes(spec: ModelSpec, engine: EngineConfig, size: tuple[int, int], d
     return kv_cache + decoder
 
 
+def size_problem(spec: ModelSpec, size: tuple[int, int]) -> str | None:
+    """Why this model cannot render a WxH video (an H.264 bound, its patch grid, its positions, its trained sizes);
+    None when it can."""
+    width, height = size
+    if max(width, height) > MAX_SIDE:
+        return f"size {width}x{height}: at most {MAX_SIDE} pixels a side"
+    try:
+        spec.check_size(size)
+    except ValueError as e:
+        return f"size {width}x{height}: {e}"
+    stride = spec.vae.space_stride
+    _, ph, pw = spec.dit.patch_size
+    if max(height // stride // ph, width // stride // pw) > MAX_POSITIONS:
+        return f"size {width}x{height}: more than the model's {MAX_POSITIONS} positions a side"
+    return None
+
+
 def settings_problem(
     spec: ModelSpec,
     engine: EngineConfig,
@@ -48,15 +65,9 @@ def settings_problem(
     device: str | torch.device | None,
     dtype: torch.dtype,
 ) -> tuple[str, str] | None:
-    """The setting (``size`` or ``attention.window``) that cannot be rendered with this model on this device, and
-    why; None when all can."""
+    """The setting (``attention.window``) that cannot be rendered at a size ``size_problem`` passed, with this model
+    on this device, and why; None when it can."""
     width, height = size
-    if max(width, height) > MAX_SIDE:
-        return "size", f"size {width}x{height}: at most {MAX_SIDE} pixels a side"
-    stride = spec.vae.space_stride
-    _, ph, pw = spec.dit.patch_size
-    if max(height // stride // ph, width // stride // pw) > MAX_POSITIONS:
-        return "size", f"size {width}x{height}: more than the model's {MAX_POSITIONS} positions a side"
     if engine.window > MAX_POSITIONS:
         return "attention.window", f"window {engine.window}: more than the model's {MAX_POSITIONS} positions"
     if device is None:

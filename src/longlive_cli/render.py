@@ -20,11 +20,11 @@ from . import __version__
 from .bundle import Bundle, ModelSpec
 from .engine import EngineConfig, SeededNoise, Segment, StreamingGenerator, SwitchEvent, SwitchPolicy
 from .finish import FinishError, Interrupted, check_free, finish
-from .limits import settings_problem
+from .limits import settings_problem, size_problem
 from .models.rope import MAX_POSITIONS
 from .notices import setting_warnings, vocabulary_warnings
 from .pipeline import FramePipeline
-from .timeline import Timeline, TimelineError, plan_changes, video_frame_of_latent, video_frames_for
+from .timeline import Timeline, TimelineError, TimelineErrors, plan_changes, video_frame_of_latent, video_frames_for
 from .video import VideoWriter
 
 Events = Callable[[dict], None]
@@ -34,6 +34,16 @@ RECENT_CHUNK_TIMES = 4096
 
 class RenderError(ValueError):
     """Settings that cannot be rendered with this model (bad size, window, ...)."""
+
+
+def _raise_together(problems: list[Exception]) -> None:
+    """Every settings problem at once: located timeline errors as one, or all of them as lines of one error."""
+    if len(problems) == 1:
+        raise problems[0]
+    if problems and all(isinstance(p, TimelineError) for p in problems):
+        raise TimelineErrors(problems)
+    if problems:
+        raise RenderError("\n".join(str(p) for p in problems))
 
 
 @dataclass(frozen=True)
@@ -79,10 +89,10 @@ class RenderSettings:
                 return TimelineError(message, path=timeline.path, line=line, key=key)
             return RenderError(f"{spec.name}'s {key.split('.')[-1]}: {message}")
 
-        try:
-            spec.check_size((width, height))
-        except ValueError as e:
-            raise problem("size", f"size {width}x{height}: {e}") from None
+        problems = []
+        found = size_problem(spec, (width, height))
+        if found is not None:
+            problems.append(problem("size", found))
         window = window or timeline.window or spec.engine.window
         if sink is None:
             sink = spec.engine.sink if timeline.sink is None else timeline.sink
@@ -91,10 +101,12 @@ class RenderSettings:
             engine = EngineConfig(**{**spec.engine.__dict__, "window": window, "sink": sink, "positions": positions})
         except ValueError as e:
             key = "attention.sink" if given["attention.sink"] is not None else "attention.window"
-            raise problem(key, str(e)) from None
-        found = settings_problem(spec, engine, (width, height), device, dtype)
-        if found is not None:
-            raise problem(*found)
+            problems.append(problem(key, str(e)))
+        else:
+            found = settings_problem(spec, engine, (width, height), device if not problems else None, dtype)
+            if found is not None:
+                problems.append(problem(*found))
+        _raise_together(problems)
         seed = timeline.seed if seed is None else seed
         return cls((width, height), engine, seed, timeline.fps, quantize or timeline.quantize)
 

@@ -109,6 +109,9 @@ def _typed(config: Any, prefix: str, source: str) -> None:
         if f.name == "vocabulary":
             _vocabulary(value, key, source)
             continue
+        if f.name == "sizes":
+            _sizes(value, key, source)
+            continue
         kinds = (int, float) if isinstance(default, float) else (type(default),)
         wrong = not isinstance(value, kinds) or (isinstance(value, bool) and not isinstance(default, bool))
         if isinstance(default, tuple) and not wrong:
@@ -126,6 +129,16 @@ def _vocabulary(value: Any, key: str, source: str) -> None:
         pairs_ok = pairs_ok and all(isinstance(w, str) for w in words)
     if not pairs_ok:
         raise CheckpointError(f"{source}: {key}: expected words by attribute, got {value!r:.60}")
+
+
+def _sizes(value: Any, key: str, source: str) -> None:
+    """Sizes as [width, height] pairs of positive whole numbers, a bounded number of them."""
+    ok = isinstance(value, tuple) and len(value) <= 64
+    ok = ok and all(
+        len(size) == 2 and all(type(side) is int and 0 < side <= 1 << 16 for side in size) for size in value
+    )
+    if not ok:
+        raise CheckpointError(f"{source}: {key}: expected [width, height] pairs, got {value!r:.60}")
 
 
 def dit_config_from_json(text: str, source: str) -> DiTConfig:

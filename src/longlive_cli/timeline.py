@@ -777,13 +777,17 @@ def _is_int(value: Any) -> bool:
 
 
 def _resolve(base: Path, value: str, item: _Item | None = None, key: str | None = None) -> Path:
-    """An absolute path, with relative paths taken from ``base`` and ``~user`` expanded when that user exists."""
+    """An absolute path, with relative paths taken from ``base`` and ``~user`` expanded when that user exists.
+
+    Its folder is resolved (``timelines/../out`` reads as ``out``, through symlinks as the system follows them);
+    the last part stays as written, so a link there is replaced rather than followed."""
     try:
         path = Path(value).expanduser()
     except RuntimeError:
         message = f"cannot expand {_short(value)}: no such user's home folder"
         raise TimelineError(message, line=item.line if item else None, key=key) from None
-    return (path if path.is_absolute() else base / path).absolute()
+    full = (path if path.is_absolute() else base / path).absolute()
+    return full.parent.resolve() / full.name
 
 
 def _kind(item: Any) -> str:

@@ -134,7 +134,7 @@ def run(recipe: DecoderRecipe, run_dir: Path, resume: bool = False, console=None
         return {"loss": loss.item(), "decoder": decoder_loss.item(), "encoder": encoder_loss.item()}
 
     with Session(run_dir, "decoder", recipe, resume, console) as session:
-        session.train(state, step)
+        session.train(state, step, recipe.precision)
         taehv.eval()
         scores = evaluate(vae, taehv, recipe.seed + 1, recipe.size)
         session.log.note(

@@ -60,6 +60,7 @@ def build_spec(run_dir: Path, generator: str = "student") -> tuple[ModelSpec, di
         fast_decoder=taehv_cfg,
         decoder="fast",
         vocabulary=understood_words(),
+        sizes=((size, size),),
     )
     states = {
         "dit": dit.state_dict(),

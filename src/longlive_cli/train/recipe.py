@@ -44,6 +44,7 @@ class VAERecipe:
     encoder_weight: float = 1.0
     foreground_weight: float = 10.0  # loss weight of object pixels relative to background ones
     stats_clips: int = 16
+    precision: str = "float32"  # autocast compute dtype; weights, gradients and optimizer state stay float32
     log_every: int = 10
     checkpoint_every: int = 50
 
@@ -65,6 +66,7 @@ class DecoderRecipe:
     latent_noise: float = 0.05  # decoder robustness to imperfect generated latents
     foreground_weight: float = 10.0  # loss weight of object pixels relative to background ones
     encoder_weight: float = 1.0
+    precision: str = "float32"  # autocast compute dtype; weights, gradients and optimizer state stay float32
     log_every: int = 10
     checkpoint_every: int = 50
 
@@ -97,6 +99,7 @@ class TeacherRecipe:
     text_pretrain_lr: float = 1e-3
     text_pretrain_weight_decay: float = 1.0  # keeps held-out combinations' tokens naming them (0: as often not)
     pool: PoolRecipe = field(default_factory=PoolRecipe)
+    precision: str = "float32"  # autocast compute dtype; weights, gradients and optimizer state stay float32
     log_every: int = 10
     checkpoint_every: int = 50
 
@@ -127,6 +130,7 @@ class StudentRecipe:
     describe_change_prob: float = 0.5  # share of changes prompted as "the red ball turns blue" rather than in full
     foreground_weight: float = 10.0  # loss weight of latent cells on and around the object
     pool: PoolRecipe = field(default_factory=PoolRecipe)
+    precision: str = "float32"  # autocast compute dtype; weights, gradients and optimizer state stay float32
     log_every: int = 5
     checkpoint_every: int = 20
 
@@ -240,6 +244,8 @@ def _validate(recipe: Recipe, where: str) -> None:
         raise RecipeError(
             f"{where}.text_attributes: trains the text encoder beside the DiT, which text_pretrain freezes; keep one"
         )
+    if recipe.precision not in ("float32", "bfloat16"):
+        raise RecipeError(f"{where}.precision: expected 'float32' or 'bfloat16', got '{recipe.precision}'")
     if isinstance(recipe, LongRecipe):
         _validate_long(recipe, where)
     if isinstance(recipe, StudentRecipe):
@@ -290,8 +296,6 @@ def _validate_long(recipe: LongRecipe, where: str) -> None:
         raise RecipeError(f"{where}.lora: give rank (>= 1) and alpha, or leave it out for full fine-tuning")
     if recipe.models and not {"generator", "teacher"} <= set(recipe.models) <= {"generator", "teacher", "critic"}:
         raise RecipeError(f"{where}.models: give generator and teacher (and optionally critic), or leave it out")
-    if recipe.precision not in ("float32", "bfloat16"):
-        raise RecipeError(f"{where}.precision: expected 'float32' or 'bfloat16', got '{recipe.precision}'")
     if recipe.micro_batch < 0 or (recipe.micro_batch and recipe.batch % recipe.micro_batch):
         raise RecipeError(f"{where}.micro_batch: must divide batch ({recipe.batch}), got {recipe.micro_batch}")
     if recipe.lora and recipe.ema:

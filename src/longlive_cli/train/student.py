@@ -184,7 +184,7 @@ def run(recipe: StudentRecipe, run_dir: Path, resume: bool = False, console=None
             grad = state.step(params, recipe.grad_clip)
             return {"loss": loss, "grad": grad}
 
-        session.train(state, step)
+        session.train(state, step, recipe.precision)
         path = session.folder / FINAL
         config = {**config, "engine": engine_settings(recipe)}
         text_weights = emas["text"].weights(text.model) if train_text else text.model.state_dict()

@@ -156,7 +156,7 @@ def run(recipe: TeacherRecipe, run_dir: Path, resume: bool = False, console=None
             loss.backward()
             return {**metrics, "grad": state.step(params, recipe.grad_clip)}
 
-        session.train(state, step)
+        session.train(state, step, recipe.precision)
         path = session.folder / FINAL
         config = {"dit": dit_cfg.to_dict(), "text": asdict(text.model.cfg), "text_len": recipe.text_len}
         text_weights = text.model.state_dict() if frozen else emas["text"].weights(text.model)

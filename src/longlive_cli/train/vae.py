@@ -107,7 +107,7 @@ def run(recipe: VAERecipe, run_dir: Path, resume: bool = False, console=None) ->
         return {"loss": loss.item(), "encoder": encoder.item(), "decoder": decoder.item()}
 
     with Session(run_dir, "vae", recipe, resume, console) as session:
-        session.train(state, step)
+        session.train(state, step, recipe.precision)
         vae.eval()
         videos = random_videos(Randomness(recipe.seed + 1).np, recipe.stats_clips, STATS_FRAMES, recipe.size)
         mean, std = latent_stats(videos)
