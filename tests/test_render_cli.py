@@ -563,6 +563,31 @@ def test_settings_errors_name_where_the_setting_came_from(tmp_path, monkeypatch)
     assert problem("", window=12) == f"--window: window 12 at 32x32 {needs}"
 
 
+def test_settings_problems_are_reported_together(tmp_path):
+    """Options' problems as lines of one error; a timeline's as one located error per key."""
+    from longlive_cli.render import RenderError, RenderSettings
+    from longlive_cli.timeline import TimelineErrors, parse_timeline
+
+    from .fakes import TINY_SPEC
+
+    window = "need 0 <= sink < window, got sink 3, window 2"
+    plain = parse_timeline("duration: 1s\nprompts:\n  - at: 0\n    text: a\n")
+    with pytest.raises(RenderError) as info:
+        RenderSettings.for_spec(plain, TINY_SPEC, "cpu", torch.float32, size=(40, 32), window=2)
+    assert str(info.value).splitlines() == [
+        "--size: size 40x32: width 40 is not a positive multiple of 16 (try 32 or 48)",
+        f"--window: {window}",
+    ]
+    path = tmp_path / "show.yaml"
+    body = "duration: 1s\nsize: 8192x16\nattention: {window: 2}\nprompts:\n  - at: 0\n    text: a\n"
+    with pytest.raises(TimelineErrors) as located:
+        RenderSettings.for_spec(parse_timeline(body, path), TINY_SPEC, "cpu", torch.float32)
+    assert str(located.value).splitlines() == [
+        f"{path}:2: size: size 8192x16: at most 4096 pixels a side",
+        f"{path}:3: attention.window: {window}",
+    ]
+
+
 def test_resolve_checks_memory_on_the_loaded_models_device(model, monkeypatch):
     from longlive_cli import limits
     from longlive_cli.bundle import load_bundle
