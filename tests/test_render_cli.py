@@ -563,8 +563,9 @@ def test_settings_errors_name_where_the_setting_came_from(tmp_path, monkeypatch)
     assert problem("", window=12) == f"--window: window 12 at 32x32 {needs}"
 
 
-def test_settings_problems_are_reported_together(tmp_path):
+def test_settings_problems_are_reported_together(tmp_path, monkeypatch):
     """Options' problems as lines of one error; a timeline's as one located error per key."""
+    from longlive_cli import limits
     from longlive_cli.render import RenderError, RenderSettings
     from longlive_cli.timeline import TimelineErrors, parse_timeline
 
@@ -586,6 +587,11 @@ def test_settings_problems_are_reported_together(tmp_path):
         f"{path}:2: size: size 8192x16: at most 4096 pixels a side",
         f"{path}:3: attention.window: {window}",
     ]
+    # Memory is only estimated for settings that are otherwise right.
+    monkeypatch.setattr(limits, "device_memory", lambda device: 1024)
+    size = "--size: size 40x32: width 40 is not a positive multiple of 16 (try 32 or 48)"
+    with pytest.raises(RenderError, match=f"^{re.escape(size)}$"):
+        RenderSettings.for_spec(plain, TINY_SPEC, "cpu", torch.float32, size=(40, 32))
 
 
 def test_resolve_checks_memory_on_the_loaded_models_device(model, monkeypatch):
