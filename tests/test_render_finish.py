@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 
 import pytest
+import torch
 from typer.testing import CliRunner
 
 from longlive_cli import cli, interrupts, runtime
@@ -237,3 +238,23 @@ def test_a_whole_render_is_a_plain_mp4_with_its_index_in_front(tmp_path, model):
     data = out.read_bytes()
     assert b"moof" not in data and 0 <= data.find(b"moov") < data.find(b"mdat")
     assert read_video_info(out)["frames"] == 48
+
+
+def test_a_name_near_the_file_system_limit_is_finished_in_place(tmp_path, model):
+    """Its partial sidecar (NAME.partial.json) is 255 bytes long; no temporary name grows with the name."""
+    out = tmp_path / ("n" * 242 + ".mp4")
+    result = run(model, out)
+    assert result.exit_code == 0, result.output
+    assert read_video_info(out)["frames"] == FRAMES
+    assert json.loads(out.with_suffix(".json").read_text())["result"]["complete"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([out.name, out.with_suffix(".json").name])
+
+
+def test_checkpoints_and_model_files_are_written_under_fixed_length_temporary_names(tmp_path):
+    from longlive_cli.checkpoints import read_tensors, save_safetensors
+    from longlive_cli.train.checkpoint import load_checkpoint, save_checkpoint
+
+    weights, state = tmp_path / ("w" * 240 + ".safetensors"), tmp_path / ("c" * 240 + ".pt")
+    save_safetensors({"x": torch.ones(2)}, weights)
+    save_checkpoint(state, {"step": 3})
+    assert read_tensors(weights)["x"].tolist() == [1.0, 1.0] and load_checkpoint(state)["step"] == 3

@@ -6,7 +6,6 @@ import json
 import os
 import pickle
 import re
-import secrets
 import warnings
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -17,6 +16,8 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import save_file
 from torch import nn
+
+from .atomic import temporary_beside
 
 TORCH_SUFFIXES = (".pt", ".pth", ".bin", ".ckpt")
 SHARD_INDEX_SUFFIX = ".index.json"
@@ -423,7 +424,7 @@ def save_safetensors(
 ) -> None:
     """Write a safetensors file atomically: a crash leaves the old file or the new one, never half of one."""
     path = Path(path)
-    tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
+    tmp = temporary_beside(path)
     try:
         save_file(_owned_contiguous(state), tmp, metadata=dict(metadata) if metadata else None)
         os.chmod(tmp, 0o666 & ~_umask())  # safetensors creates files readable by their owner only

@@ -9,11 +9,11 @@ are in place, so no message ever names a file that is not there.
 from __future__ import annotations
 
 import os
-import secrets
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from .atomic import temporary_beside
 from .video import (
     FFmpegError,
     VideoWriter,
@@ -128,7 +128,7 @@ def _place(partial: Path, final: Path, sidecar: dict[str, Any], overwrite: bool)
         return Finished(final, side, sidecar["result"]["frames_written"], True)
     if final.exists() or final.is_symlink() or side.exists():
         return None
-    tmp = side.with_name(f".{side.name}.{secrets.token_hex(4)}.tmp")
+    tmp = temporary_beside(side)
     _write(tmp, sidecar, partial)
     try:
         if not _link_new(tmp, side):

@@ -34,6 +34,8 @@ from typing import IO, Any
 import numpy as np
 import torch
 
+from .atomic import temporary_beside
+
 PARTIAL_SUFFIX = ".partial.mp4"
 FRAGMENTED_MP4_FLAGS = "+frag_keyframe+empty_moov+default_base_moof"
 # How much of ffmpeg's log an error message quotes.
@@ -99,9 +101,7 @@ def write_sidecar(path: Path, data: dict[str, Any]) -> None:
 def write_text_atomic(path: Path, text: str) -> None:
     """Write a text file through a temporary file and a rename, so readers never see half of it."""
     path = Path(path)
-    # A fixed-length name, so a file whose own name is near the file system's limit can still be written; it keeps
-    # the ``.NAME.1a2b3c4d.tmp`` form that a training stage clears when a killed write left one behind.
-    tmp = path.with_name(f".atomic.{secrets.token_hex(4)}.tmp")
+    tmp = temporary_beside(path)
     try:
         with tmp.open("x", encoding="utf-8") as f:
             f.write(text)

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import os
-import secrets
 from pathlib import Path
 
 import numpy as np
 import torch
+
+from longlive_cli.atomic import temporary_beside
 
 CHECKPOINT = "checkpoint.pt"
 
@@ -16,7 +17,7 @@ def save_checkpoint(path: str | Path, state: dict) -> None:
     """Write ``state`` with torch.save so a crash leaves the previous checkpoint or the new one, never half."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
+    tmp = temporary_beside(path)
     try:
         torch.save(state, tmp)
         with tmp.open("rb") as f:
