@@ -242,7 +242,7 @@ LATER_FIELDS = ("vocabulary", "sizes")
 
 def _completed_beside(path: Path, spec: ModelSpec) -> ModelSpec:
     """The spec with the fields its header predates taken from the JSON that ``save_bundle`` wrote beside it."""
-    missing = {name: None for name in LATER_FIELDS if not getattr(spec, name)}
+    missing = [name for name in LATER_FIELDS if not getattr(spec, name)]
     if not missing:
         return spec
     beside = path.with_suffix(".json")

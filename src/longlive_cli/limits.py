@@ -58,24 +58,24 @@ def size_problem(spec: ModelSpec, size: tuple[int, int]) -> str | None:
     return None
 
 
-def settings_problem(
+def window_problem(
     spec: ModelSpec,
     engine: EngineConfig,
     size: tuple[int, int],
     device: str | torch.device | None,
     dtype: torch.dtype,
-) -> tuple[str, str] | None:
-    """The setting (``attention.window``) that cannot be rendered at a size ``size_problem`` passed, with this model
-    on this device, and why; None when it can."""
+) -> str | None:
+    """Why the attention window cannot be rendered at a size ``size_problem`` passed, with this model on this
+    device; None when it can."""
     width, height = size
     if engine.window > MAX_POSITIONS:
-        return "attention.window", f"window {engine.window}: more than the model's {MAX_POSITIONS} positions"
+        return f"window {engine.window}: more than the model's {MAX_POSITIONS} positions"
     if device is None:
         return None
     need = render_bytes(spec, engine, size, dtype)
     have = device_memory(device)
     if have is not None and need > have:
-        return "attention.window", (
+        return (
             f"window {engine.window} at {width}x{height} needs at least {need / 2**30:.1f} GiB beside the weights, "
             f"more than the {have / 2**30:.1f} GiB of {device}; use a smaller window or size"
         )

@@ -20,7 +20,7 @@ from . import __version__
 from .bundle import Bundle, ModelSpec
 from .engine import EngineConfig, SeededNoise, Segment, StreamingGenerator, SwitchEvent, SwitchPolicy
 from .finish import FinishError, Interrupted, check_free, finish
-from .limits import settings_problem, size_problem
+from .limits import size_problem, window_problem
 from .models.rope import MAX_POSITIONS
 from .notices import setting_warnings, vocabulary_warnings
 from .pipeline import FramePipeline
@@ -103,9 +103,9 @@ class RenderSettings:
             key = "attention.sink" if given["attention.sink"] is not None else "attention.window"
             problems.append(problem(key, str(e)))
         else:
-            found = settings_problem(spec, engine, (width, height), device if not problems else None, dtype)
+            found = window_problem(spec, engine, (width, height), device if not problems else None, dtype)
             if found is not None:
-                problems.append(problem(*found))
+                problems.append(problem("attention.window", found))
         _raise_together(problems)
         seed = timeline.seed if seed is None else seed
         return cls((width, height), engine, seed, timeline.fps, quantize or timeline.quantize)
