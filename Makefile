@@ -27,7 +27,7 @@ lint: setup
 	$(PY) -m ruff check src tests scripts
 	$(PY) -m ruff format --check src tests scripts
 
-# Mutation testing of timeline, engine, KV cache, render and video (see [tool.mutmut]); too slow for CI.
+# Mutation testing of timeline, engine, sampler, KV cache, render and video (see [tool.mutmut]); too slow for CI.
 # MUTANTS narrows the run by name, e.g. make mutate MUTANTS='longlive_cli.timeline*'; PYTEST_ADDOPTS narrows the tests.
 MUTANTS ?=
 mutate: setup
