@@ -29,7 +29,7 @@ from longlive_cli.world.grammar import MOTIONS, describe
 
 
 def centroids(z: torch.Tensor, mean: tuple[float, ...], std: tuple[float, ...]) -> torch.Tensor:
-    """Object centroid (x, y) in latent cells per frame of normalised latents [..., 16, h, w]."""
+    """Object centroid (x, y) in latent cells per frame of normalised latents [..., C, h, w]."""
     raw = z[..., COLOURFUL, :, :] * std[COLOURFUL] + mean[COLOURFUL]
     w = (raw - OBJECT_THRESHOLD).clamp(min=0)
     ys, xs = torch.meshgrid(torch.arange(z.shape[-2]), torch.arange(z.shape[-1]), indexing="ij")

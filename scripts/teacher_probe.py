@@ -50,12 +50,12 @@ def prompt_for(shape: str, motion: str, color: str, background: str) -> str:
 
 @torch.no_grad()
 def sample(dit, text, prompt: str, frames: int, hw: tuple[int, int], steps: int, guidance: float, seed: int):
-    """Latents [1, frames, 16, h, w] from noise: Euler over the shift-5 table, guided away from the empty prompt."""
+    """Latents [1, frames, C, h, w] from noise: Euler over the shift-5 table, guided away from the empty prompt."""
     schedule = FlowMatchSchedule(5.0)
     idx = np.linspace(0, schedule.num_train_timesteps - 1, steps).round().astype(int)
     ts, sigmas = schedule.timesteps[idx], torch.cat([schedule.sigmas[idx], torch.zeros(1)])
     cond, uncond = (dit.encode_prompt(text_lib.encode(text, [p])) for p in (prompt, UNCOND))
-    x = torch.randn(1, frames, 16, *hw, generator=torch.Generator().manual_seed(seed))
+    x = torch.randn(1, frames, dit.cfg.in_dim, *hw, generator=torch.Generator().manual_seed(seed))
     for j in range(steps):
         t = ts[j].expand(1, frames)
         v_uncond = dit(x, t, uncond)
@@ -75,7 +75,7 @@ def mean_hits(reads: list[np.ndarray], attrs: list) -> float:
 
 
 def decode(taehv, z: torch.Tensor) -> np.ndarray:
-    """Frames uint8 [N, H, W, 3] of latents [1, F, 16, h, w]."""
+    """Frames uint8 [N, H, W, 3] of latents [1, F, C, h, w]."""
     return to_uint8_frames(taehv.decode(z.transpose(1, 2)))
 
 
@@ -137,7 +137,7 @@ def attention(dit, text, prompt: str, hw: tuple[int, int]) -> dict[str, list[flo
 
     CrossAttention.forward = recording
     try:
-        x = torch.randn(1, 3, 16, *hw, generator=torch.Generator().manual_seed(2))
+        x = torch.randn(1, 3, dit.cfg.in_dim, *hw, generator=torch.Generator().manual_seed(2))
         dit(x, torch.full((1, 3), 750.0), dit.encode_prompt(text_lib.encode(text, [prompt])))
     finally:
         CrossAttention.forward = forward

@@ -34,7 +34,8 @@ from longlive_cli.train.optim import adamw
 from longlive_cli.train.recipe import PoolRecipe, RecipeError, StudentRecipe, load_recipe
 from longlive_cli.train.student import StreamingTrainer
 from longlive_cli.train.teacher import init_dit
-from longlive_cli.world.grammar import COLORS, SHAPES, describe, describe_change, is_held_out
+from longlive_cli.world.grammar import COLORS, SHAPES, Attributes, describe, describe_change, is_held_out
+from longlive_cli.world.scene import initial_state, render_frames
 from longlive_cli.world.timelines import random_attributes, random_change, training_clip
 from longlive_cli.world.tokenizer import build_tokenizer, understood_words
 
@@ -468,6 +469,27 @@ def test_world_latents_follow_wan_layout_and_read_colour() -> None:
     assert torch.all(red[:, :, 0, 0] == 1.0) and torch.all(red[:, :, 1, 1] == -1.0)
     assert torch.all(green == -1.0)
     assert torch.allclose(latents[0, 15, :, 0, 0], torch.tensor(2.0))  # colourfulness: max minus min
+
+
+def test_shape_code_names_the_shape_from_pixels_alone() -> None:
+    """Channel 16 says the shape plainly (triangle 1, circle ~2.1, square 3 where the object covers a cell, 0 where
+    it does not); the first 16 channels are the 16-channel space's."""
+    rng = np.random.default_rng(0)
+    codes = {}
+    for shape in SHAPES:
+        for size, background, color in (("small", "white", "yellow"), ("large", "black", "purple")):
+            attrs = Attributes(shape=shape, color=color, size=size, motion="still", background=background)
+            video = to_video(render_frames([initial_state(attrs, rng)] * 5, 96))[None]
+            latents = world_latents(video, 17)
+            assert latents.shape == (1, 17, 2, 12, 12)
+            assert torch.equal(latents[:, :16], world_latents(video))
+            code = latents[0, 16, -1]
+            codes[shape, size] = code.max().item()  # a cell the object covers whole
+            assert torch.all(code[latents[0, 15, -1] == 0] == 0)
+    for size in ("small", "large"):
+        assert 0.9 < codes["triangle", size] < 1.3 < 1.9 < codes["circle", size] < 2.4 < 2.8 < codes["square", size]
+    with pytest.raises(ValueError, match="16 or 17 channels, not 15"):
+        world_latents(video, 15)
 
 
 def test_image_latent_is_the_latent_of_the_lone_frame() -> None:

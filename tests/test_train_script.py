@@ -11,7 +11,7 @@ import yaml
 
 from longlive_cli.bundle import load_bundle
 from tests.test_long import GROWN, write_long
-from tests.test_train import write_recipe
+from tests.test_train import RECIPES, write_recipe
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -19,8 +19,8 @@ ROOT = Path(__file__).resolve().parents[1]
 def recipes(folder: Path) -> Path:
     """The tiny test configuration of every stage, under the file names the script reads."""
     folder.mkdir()
-    for stage in ("vae", "decoder"):
-        write_recipe(folder, stage)
+    write_recipe(folder, "vae", vae={**RECIPES["vae"]["vae"], "z_dim": 17})  # the space with the shape code
+    write_recipe(folder, "decoder")
     for stage in ("teacher", "student"):
         write_recipe(folder, stage, **GROWN)
     write_long(folder)
@@ -38,6 +38,7 @@ def test_one_command_trains_every_stage_and_exports_a_bundle_that_loads(tmp_path
     assert done.returncode == 0, done.stderr[-3000:]
     bundle = load_bundle(str(tmp_path / "assets" / "tiny.safetensors"))
     assert bundle.fast_decoder is not None and bundle.spec.sizes == ((32, 32),)
+    assert bundle.spec.dit.in_dim == bundle.spec.dit.out_dim == bundle.spec.fast_decoder.latent_channels == 17
     card = (tmp_path / "assets" / "MODEL_CARD.md").read_text()
     assert f"scripts/train_tiny.sh {tmp_path / 'run'}" in card
     assert all(f"| {stage} |" in card for stage in ("vae", "decoder", "teacher", "student", "long"))

@@ -140,7 +140,7 @@ def build_pool(
     while done < pool.clips:
         batch = [pool_clip(pool, i, size) for i in range(done, min(done + ENCODE_BATCH, pool.clips))]
         video = torch.stack([to_video(frames) for frames, _, _ in batch])
-        latents = normalize(world_latents(video), vae.latent_mean, vae.latent_std).transpose(1, 2)
+        latents = normalize(world_latents(video, vae.z_dim), vae.latent_mean, vae.latent_std).transpose(1, 2)
         state["latents"].extend(latents)
         state["attributes"].extend([[asdict(a) for a in attrs] for _, attrs, _ in batch])
         state["change"].extend(change for _, _, change in batch)

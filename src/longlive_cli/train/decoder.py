@@ -37,20 +37,21 @@ CEILING_CLIPS = 30
 CEILING_S = 4.0
 
 
-def taehv_config(recipe: DecoderRecipe) -> TAEHVConfig:
-    """The recipe's widths as a TAEHV config (lists from YAML become tuples)."""
-    return TAEHVConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in recipe.taehv.items()})
+def taehv_config(recipe: DecoderRecipe, channels: int) -> TAEHVConfig:
+    """The recipe's widths as a TAEHV config (lists from YAML become tuples) for the VAE's latent channels."""
+    widths = {k: tuple(v) if isinstance(v, list) else v for k, v in recipe.taehv.items()}
+    return TAEHVConfig(**{**widths, "latent_channels": channels})
 
 
 def decode_frames(taehv: TAEHV, z: Tensor) -> Tensor:
-    """Differentiable, unclamped decode: normalised latents [B, 16, T, h, w] -> frames [B, 3, 1 + 4(T-1), H, W]."""
+    """Differentiable, unclamped decode: normalised latents [B, C, T, h, w] -> frames [B, 3, 1 + 4(T-1), H, W]."""
     b = z.shape[0]
     frames = apply_layers(taehv.decoder, z.transpose(1, 2).flatten(0, 1), b).unflatten(0, (b, -1))
     return frames[:, taehv.cfg.frames_to_trim :].transpose(1, 2).mul(2).sub(1)
 
 
 def encode_frames(taehv: TAEHV, video: Tensor) -> Tensor:
-    """Differentiable encode with ``TAEHV.encode``'s layout: [B, 3, 1 + 4k, H, W] in [-1, 1] -> [B, 16, 1 + k, h, w]."""
+    """Differentiable encode with ``TAEHV.encode``'s layout: [B, 3, 1 + 4k, H, W] in [-1, 1] -> [B, C, 1 + k, h, w]."""
     s = taehv.cfg.time_downscale
     x = (video + 1) / 2
     x = torch.cat([x[:, :, :1].expand(-1, -1, s - 1, -1, -1), x], 2)
@@ -67,7 +68,7 @@ def psnr(a: Tensor, b: Tensor) -> float:
 def through_latents(taehv: TAEHV, frames: np.ndarray, mean: tuple[float, ...], std: tuple[float, ...]) -> np.ndarray:
     """Ground-truth frames (cut to whole latent groups) turned into the latent space and decoded back by ``taehv``."""
     frames = frames[: 1 + 4 * ((len(frames) - 1) // 4)]
-    z = normalize(world_latents(to_video(frames)[None]), mean, std)
+    z = normalize(world_latents(to_video(frames)[None], len(mean)), mean, std)
     return to_uint8_frames(taehv.decode(z))
 
 
@@ -89,7 +90,7 @@ def detector_ceiling(taehv: TAEHV, mean: tuple[float, ...], std: tuple[float, ..
 def evaluate(vae: WanVAE, taehv: TAEHV, seed: int, size: int) -> dict[str, float]:
     """Reconstruction PSNR of both decoders and both encoders' latent error on fresh clips, for the model card."""
     video = random_videos(Randomness(seed).np, EVAL_CLIPS, EVAL_FRAMES, size).to(next(vae.parameters()).device)
-    z = normalize(world_latents(video), vae.cfg.latent_mean, vae.cfg.latent_std)
+    z = normalize(world_latents(video, vae.cfg.z_dim), vae.cfg.latent_mean, vae.cfg.latent_std)
     return {
         "psnr_fast_decoder": round(psnr(taehv.decode(z), video), 2),
         "psnr_wan_decoder": round(psnr(vae.decode(z), video), 2),
@@ -113,7 +114,7 @@ def run(recipe: DecoderRecipe, run_dir: Path, resume: bool = False, console=None
     device = pick_device()
     vae = load_vae(run_dir, device)
     torch.manual_seed(recipe.seed)
-    taehv = TAEHV(taehv_config(recipe)).to(device)
+    taehv = TAEHV(taehv_config(recipe, vae.cfg.z_dim)).to(device)
     rand = Randomness(recipe.seed)
     optimizer, scheduler = adamw(
         list(taehv.parameters()), recipe.lr, recipe.warmup, recipe.steps, recipe.restarts, recipe.restart_lr
@@ -122,7 +123,7 @@ def run(recipe: DecoderRecipe, run_dir: Path, resume: bool = False, console=None
 
     def step(_: int) -> dict[str, float]:
         video = random_videos(rand.np, recipe.batch, recipe.frames, recipe.size).to(device)
-        z = normalize(world_latents(video), vae.cfg.latent_mean, vae.cfg.latent_std)
+        z = normalize(world_latents(video, vae.cfg.z_dim), vae.cfg.latent_mean, vae.cfg.latent_std)
         noisy = z + recipe.latent_noise * rand.randn(*z.shape).to(device)
         recon = decode_frames(taehv, noisy)
         weight = 1.0 + (recipe.foreground_weight - 1.0) * foreground(video)

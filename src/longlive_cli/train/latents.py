@@ -7,6 +7,11 @@ channels 12-14 the block's mean brightness in the group's three earlier frames (
 backgrounds. ShapesWorld objects are flat shapes, so these coverage averages pin edges to a pixel or two, and the
 space is smooth and meaningful from the first step: the narrow Wan VAE learned to reconstruct from scratch only
 slowly on this CPU, whereas encoding into and decoding from a fixed space are both plain regressions.
+
+A 17-channel space adds the object's shape code (channel 16): how much of its bounding box the object fills
+(an apex-up triangle a half, a circle pi/4, a square all of it), mapped to 1..3 and spread over the cells the object
+covers. A 4x4 quarter's colour tells a small square's corner from a circle's only by a few percent; this channel
+says the shape as plainly as the quarters say the colour, so a generator states it wherever it draws the object.
 """
 
 from __future__ import annotations
@@ -18,13 +23,42 @@ from torch import Tensor
 TIME_STRIDE = 4
 SPACE_STRIDE = 8
 CHANNELS = 16
+SHAPED_CHANNELS = 17  # CHANNELS and the shape code
+BORDER_PX = 2  # ShapesWorld keeps this ring background-only: the background colour is read there
 
 
-def world_latents(video: Tensor) -> Tensor:
-    """Pixels [B, 3, 1 + 4k, H, W] in [-1, 1] -> raw latents [B, 16, 1 + k, H/8, W/8]."""
+def shape_code(frames: Tensor) -> tuple[Tensor, Tensor]:
+    """Object coverage [N, H, W] in 0..1 and shape code [N] of frames [N, 3, H, W] in [-1, 1].
+
+    Coverage is each pixel's colour distance from the border's median (the background) over the largest one (the
+    object's core). The code maps the share of its bounding box the object fills, 1/2 (triangle) .. 1 (square),
+    onto 1..3 (a circle's pi/4 lands at 2.14)."""
+    ring = torch.cat(
+        [
+            frames[..., :BORDER_PX, :].flatten(2),
+            frames[..., -BORDER_PX:, :].flatten(2),
+            frames[..., :, :BORDER_PX].flatten(2),
+            frames[..., :, -BORDER_PX:].flatten(2),
+        ],
+        2,
+    )
+    background = ring.median(2).values[..., None, None]
+    distance = (frames - background).pow(2).sum(1).sqrt()
+    cover = (distance / distance.flatten(1).amax(1).clamp_min(1e-3)[:, None, None]).clamp(0, 1)
+    inside = cover > 0.5
+    box = inside.any(2).sum(1) * inside.any(1).sum(1)
+    fill = cover.sum((1, 2)) / box.clamp_min(1)
+    return cover, 1 + 2 * ((fill - 0.5) / 0.5).clamp(0, 1)
+
+
+def world_latents(video: Tensor, channels: int = CHANNELS) -> Tensor:
+    """Pixels [B, 3, 1 + 4k, H, W] in [-1, 1] -> raw latents [B, channels, 1 + k, H/8, W/8] (16, or 17 with the
+    shape code)."""
     b, _, frames, h, w = video.shape
     if (frames - 1) % TIME_STRIDE or h % SPACE_STRIDE or w % SPACE_STRIDE:
         raise ValueError(f"need 1 + 4k frames and sides divisible by 8, got {tuple(video.shape)}")
+    if channels not in (CHANNELS, SHAPED_CHANNELS):
+        raise ValueError(f"the world latent space has {CHANNELS} or {SHAPED_CHANNELS} channels, not {channels}")
     first = video[:, :, :1].expand(-1, -1, TIME_STRIDE - 1, -1, -1)
     groups = torch.cat([first, video], 2).unflatten(2, (-1, TIME_STRIDE))  # [B, 3, T, 4, H, W]
     t = groups.shape[2]
@@ -33,20 +67,24 @@ def world_latents(video: Tensor) -> Tensor:
     earlier = groups[:, :, :, :-1].mean(1).flatten(0, 1)  # brightness [B*T, 3, H, W]
     motion = F.avg_pool2d(earlier, SPACE_STRIDE)
     colourful = F.avg_pool2d(last.amax(1, keepdim=True) - last.amin(1, keepdim=True), SPACE_STRIDE)
-    latents = torch.cat([quarters, motion, colourful], 1)
+    parts = [quarters, motion, colourful]
+    if channels == SHAPED_CHANNELS:
+        cover, code = shape_code(last)
+        parts.append(F.avg_pool2d(cover[:, None], SPACE_STRIDE) * code[:, None, None, None])
+    latents = torch.cat(parts, 1)
     return latents.unflatten(0, (b, t)).transpose(1, 2)
 
 
 def normalize(raw: Tensor, mean: tuple[float, ...], std: tuple[float, ...]) -> Tensor:
-    """Raw latents [B, 16, T, h, w] -> the unit-scale latents the DiT works on, with the VAE config's statistics."""
+    """Raw latents [B, C, T, h, w] -> the unit-scale latents the DiT works on, with the VAE config's statistics."""
     shape = (1, -1, 1, 1, 1)
     return (raw - torch.tensor(mean, device=raw.device).view(shape)) / torch.tensor(std, device=raw.device).view(shape)
 
 
 def image_latent(latents: Tensor, mean: tuple[float, ...], std: tuple[float, ...]) -> Tensor:
-    """The latent a lone frame gets (Wan's first-latent layout) from normalised latents [..., 16, h, w] of the
-    groups that frame ends: its quarters and colourfulness as they are, its brightness (the mean of the quarters)
-    in place of the three earlier frames'. A window of a video starts with such a latent, as a clip does."""
+    """The latent a lone frame gets (Wan's first-latent layout) from normalised latents [..., C, h, w] of the
+    groups that frame ends: its quarters, colourfulness and shape code as they are, its brightness (the mean of the
+    quarters) in place of the three earlier frames'. A window of a video starts with such a latent, as a clip does."""
     shape = (-1, 1, 1)
     m, s = torch.tensor(mean, device=latents.device).view(shape), torch.tensor(std, device=latents.device).view(shape)
     raw = latents * s + m
@@ -62,7 +100,7 @@ OBJECT_THRESHOLD = 0.1  # raw colourfulness above which a latent cell holds part
 
 
 def object_weight(latents: Tensor, mean: tuple[float, ...], std: tuple[float, ...], weight: float) -> Tensor:
-    """Loss weights [B, F, h, w] of normalised latents [B, F, 16, h, w]: ``weight`` around the object, else 1.
+    """Loss weights [B, F, h, w] of normalised latents [B, F, C, h, w]: ``weight`` around the object, else 1.
 
     Every ShapesWorld object is saturated and every background grey, so colourfulness finds the object's cells; a
     one-cell margin takes in its edges.

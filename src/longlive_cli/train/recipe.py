@@ -33,7 +33,7 @@ class VAERecipe:
     """Narrow Wan-layout VAE into and out of the tiny latent space, on short ShapesWorld clips."""
 
     steps: int
-    vae: dict  # WanVAEConfig fields (z_dim stays 16)
+    vae: dict  # WanVAEConfig fields (z_dim 16, or 17 for the latent space with the shape code)
     seed: int = 0
     size: int = 96
     batch: int = 2

@@ -36,7 +36,7 @@ from longlive_cli.train.latents import image_latent
 from longlive_cli.train.loop import Session, TrainState, pick_device
 from longlive_cli.train.optim import EMA, adamw
 from longlive_cli.train.recipe import PoolRecipe, TeacherRecipe, recipe_dict
-from longlive_cli.train.vae import load_vae
+from longlive_cli.train.vae import load_vae, vae_config_of
 from longlive_cli.world.grammar import describe
 
 UNCOND = ""  # the unconditional prompt of classifier-free guidance
@@ -77,8 +77,9 @@ def run(recipe: TeacherRecipe, run_dir: Path, resume: bool = False, console=None
     torch.manual_seed(recipe.seed)
     text = text_lib.text_encoder(recipe.text, recipe.text_len)
     text.model.to(device)
+    channels = vae_config_of(run_dir).z_dim  # read without building a VAE, which would draw from the seeded RNG
     dit_cfg = DiTConfig.from_dict(
-        {**recipe.dit, "text_dim": text.text_dim, "text_len": recipe.text_len, "in_dim": 16, "out_dim": 16}
+        {**recipe.dit, "text_dim": text.text_dim, "text_len": recipe.text_len, "in_dim": channels, "out_dim": channels}
     )
     dit = CausalWanDiT(dit_cfg)
     init_dit(dit)

@@ -67,19 +67,24 @@ def random_crop(video: Tensor, crop: int, rng) -> Tensor:
     return torch.stack(out)
 
 
-def latent_stats(videos: Tensor) -> tuple[tuple[float, ...], tuple[float, ...]]:
+def latent_stats(videos: Tensor, channels: int) -> tuple[tuple[float, ...], tuple[float, ...]]:
     """Per-channel mean and std of the raw latents of ``videos`` [B, 3, T, H, W]."""
-    raw = world_latents(videos)
+    raw = world_latents(videos, channels)
     mean = raw.mean(dim=(0, 2, 3, 4))
     std = raw.std(dim=(0, 2, 3, 4)).clamp_min(1e-3)
     return tuple(round(float(v), 6) for v in mean), tuple(round(float(v), 6) for v in std)
 
 
+def vae_config_of(run_dir: Path) -> WanVAEConfig:
+    """The finished stage's VAE config (latent channels and statistics), without building the model."""
+    _, config = load_weights(Path(run_dir) / "vae" / FINAL)
+    return WanVAEConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in config["vae"].items()})
+
+
 def load_vae(run_dir: Path, device: torch.device | str = "cpu") -> WanVAE:
     """The finished stage's VAE (with its latent statistics), ready to encode."""
-    parts, config = load_weights(Path(run_dir) / "vae" / FINAL)
-    cfg = WanVAEConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in config["vae"].items()})
-    vae = WanVAE(cfg)
+    parts, _ = load_weights(Path(run_dir) / "vae" / FINAL)
+    vae = WanVAE(vae_config_of(run_dir))
     vae.load_state_dict(parts["vae"])
     return vae.to(device).eval().requires_grad_(False)
 
@@ -97,7 +102,7 @@ def run(recipe: VAERecipe, run_dir: Path, resume: bool = False, console=None) ->
         video = random_videos(rand.np, recipe.batch, recipe.frames, recipe.size)
         video = random_crop(torch.cat([video, foreground(video)], dim=1), recipe.crop, rand.np).to(device)
         video, weight = video[:, :3], 1.0 + (recipe.foreground_weight - 1.0) * video[:, 3:]
-        target = world_latents(video)
+        target = world_latents(video, vae.cfg.z_dim)
         encoder = F.mse_loss(encode_mean(vae, video), target)
         recon = decode_raw(vae, target + recipe.latent_noise * rand.randn(*target.shape).to(device))
         decoder = (weight * (recon - video).pow(2)).mean() / weight.mean()
@@ -110,7 +115,7 @@ def run(recipe: VAERecipe, run_dir: Path, resume: bool = False, console=None) ->
         session.train(state, step, recipe.precision)
         vae.eval()
         videos = random_videos(Randomness(recipe.seed + 1).np, recipe.stats_clips, STATS_FRAMES, recipe.size)
-        mean, std = latent_stats(videos)
+        mean, std = latent_stats(videos, vae.cfg.z_dim)
         cfg = replace(vae.cfg, latent_mean=mean, latent_std=std)
         session.log.note(f"latent std per channel: {' '.join(f'{s:.3g}' for s in std)}")
         path = session.folder / FINAL
