@@ -42,6 +42,8 @@ def test_one_command_trains_every_stage_and_exports_a_bundle_that_loads(tmp_path
     card = (tmp_path / "assets" / "MODEL_CARD.md").read_text()
     assert f"scripts/train_tiny.sh {tmp_path / 'run'}" in card
     assert all(f"| {stage} |" in card for stage in ("vae", "decoder", "teacher", "student", "long"))
+    assert "17 latent channels, 8x space" in card
+    assert "and the shape code" in card and "50% of clips with each cell's quarter colours flattened" in card
     assert "reconstruction PSNR" in (tmp_path / "run" / "decoder.out").read_text()
 
 

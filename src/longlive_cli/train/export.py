@@ -145,7 +145,7 @@ vocabulary; `longlive render timelines/demo.yaml` uses it by default.
 | text encoder | umT5 layout, dim {text.dim}, {text.num_layers} layers, word-level vocabulary of {text.vocab}, \
 {spec.text_len} tokens |
 | VAE | Wan layout, width {vae.dim}, widths x{list(vae.dim_mult)}, {vae.num_res_blocks} res block per stage, \
-16 latent channels, 8x space, 4x time, its own latent mean/std |
+{vae.z_dim} latent channels, 8x space, 4x time, its own latent mean/std |
 | fast decoder | TAEHV layout, widths {list(spec.fast_decoder.decoder_widths)} (the default decoder) |
 | video | {spec.size[0]}x{spec.size[1]} at {spec.fps} fps |
 | streaming | chunks of {spec.engine.chunk_frames} latent frames, window {spec.engine.window} with sink \
@@ -164,14 +164,14 @@ Wall time on {devices}: {total}.
 |---|---|---|---|
 {rows}
 
-- **latent space**: fixed block statistics of the pixels (`train/latents.py`: 4x4-quarter colours of the group's
-last frame, brightness of its three earlier frames, colourfulness), normalised by per-channel mean/std.
+- **latent space**: {_space_line(vae.z_dim)}
 - **vae**: Wan-layout encoder regresses that space and its decoder reconstructs frames from it (latent noise \
 {s["vae"]["recipe"]["latent_noise"]}, object pixels weighted {s["vae"]["recipe"]["foreground_weight"]}x), on random \
 {s["vae"]["recipe"]["crop"]}px crops of {s["vae"]["recipe"]["frames"]}-frame clips. Latent RMSE of its encoder: \
 {s["decoder"]["latent_rmse_wan_encoder"]}; reconstruction PSNR of its decoder: {s["decoder"]["psnr_wan_decoder"]} dB.
-- **decoder**: TAEHV decoder from the latents (+ noise {s["decoder"]["recipe"]["latent_noise"]}) to frames, object \
-pixels weighted {s["decoder"]["recipe"]["foreground_weight"]}x; its encoder to the latents (latent RMSE \
+- **decoder**: TAEHV decoder from the latents (+ noise {s["decoder"]["recipe"]["latent_noise"]}\
+{_flat_line(s["decoder"]["recipe"])}) to frames, object pixels weighted \
+{s["decoder"]["recipe"]["foreground_weight"]}x; its encoder to the latents (latent RMSE \
 {s["decoder"]["latent_rmse_fast_encoder"]}). Reconstruction PSNR \
 {s["decoder"]["psnr_fast_decoder"]} dB{_ceiling(s["decoder"])}. This is the decoder `tiny` renders with.
 - **data**: {s["teacher"]["recipe"]["pool"]["clips"]} pre-rendered clips of \
@@ -217,6 +217,23 @@ on 56 % and motion on 81 %, 5 of the 20 changes never settle, and the last 20 % 
 its first 20 %, scores 42 % all-attribute against 45 % at the start. All-attribute adherence is far from what a
 person would call right: 63 % on held-out 20 s renders. After a prompt change the new prompt holds in full within
 14.5 frames (0.9 s) for half of the changes; the largest jump at a change is 3.6 times the normal motion of a frame."""
+
+
+def _space_line(channels: int) -> str:
+    blocks = (
+        "fixed block statistics of the pixels (`train/latents.py`: 4x4-quarter colours of the group's last frame, "
+        "brightness of its three earlier frames, colourfulness"
+    )
+    if channels == 17:
+        blocks += ", and the shape code: the share of its bounding box the object fills, over the cells it covers"
+    return blocks + "), normalised by per-channel mean/std."
+
+
+def _flat_line(recipe: dict) -> str:
+    share = recipe.get("flat_quarters_prob", 0.0)
+    return f"; {share:.0%} of clips with each cell's quarter colours flattened, so the shape code draws the shape" * (
+        share > 0
+    )
 
 
 def _text_line(summary: dict) -> str:
