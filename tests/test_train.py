@@ -26,7 +26,7 @@ from longlive_cli.train import text as text_lib
 from longlive_cli.train.artifacts import FINAL, load_weights, training_device
 from longlive_cli.train.checkpoint import Randomness, load_checkpoint
 from longlive_cli.train.cli import run_stage, train_app
-from longlive_cli.train.data import pool_clip, to_video
+from longlive_cli.train.data import decoy_videos, pool_clip, to_video
 from longlive_cli.train.export import export
 from longlive_cli.train.latents import (
     COLOURFUL,
@@ -41,6 +41,8 @@ from longlive_cli.train.optim import adamw
 from longlive_cli.train.recipe import PoolRecipe, RecipeError, StudentRecipe, load_recipe
 from longlive_cli.train.student import StreamingTrainer
 from longlive_cli.train.teacher import init_dit
+from longlive_cli.video import to_uint8_frames
+from longlive_cli.world.detector import detect
 from longlive_cli.world.grammar import COLORS, SHAPES, Attributes, describe, describe_change, is_held_out
 from longlive_cli.world.scene import initial_state, render_frames
 from longlive_cli.world.timelines import random_attributes, random_change, training_clip
@@ -138,6 +140,12 @@ def test_resume_continues_bit_exactly(run_dir: Path, tmp_path: Path) -> None:
         run_stage("teacher", recipe, tmp_path / "run")
     run_stage("teacher", recipe, tmp_path / "run", resume=True)
     assert losses(tmp_path / "run" / "teacher") == losses(run_dir / "teacher")
+
+
+def test_shape_decoys_need_the_space_with_the_shape_code(run_dir: Path, tmp_path: Path) -> None:
+    shutil.copytree(run_dir / "vae", tmp_path / "run" / "vae")
+    with pytest.raises(TrainError, match="needs the latent space with the shape code .* has 16 channels"):
+        run_stage("decoder", write_recipe(tmp_path, "decoder", shape_decoy_prob=0.5), tmp_path / "run")
 
 
 def test_bfloat16_steps_compute_in_bf16_and_keep_float32_weights(run_dir: Path, tmp_path: Path) -> None:
@@ -419,6 +427,7 @@ def test_centred_pool_clips_rest_then_set_off() -> None:
         ("student", {"own_context_step": "first"}, "student", r"student\.own_context_step: expected 'drawn' or 'last'"),
         ("decoder", {"precision": "fp16"}, "decoder", r"decoder\.precision: expected 'float32' or 'bfloat16'"),
         ("decoder", {"flat_quarters_prob": -0.1}, "decoder", r"decoder\.flat_quarters_prob: must be between 0 and 1"),
+        ("decoder", {"shape_decoy_prob": 2}, "decoder", r"decoder\.shape_decoy_prob: must be between 0 and 1"),
     ],
 )
 def test_recipe_errors_name_the_file_and_key(
@@ -514,6 +523,16 @@ def test_flat_quarters_keep_each_cell_colour_and_lose_its_outline() -> None:
     assert not torch.allclose(quarters[0, 0, 0], quarters[0, 0, 1])  # the red patch shows an outline...
     assert torch.allclose(flat_q, quarters.mean(2, keepdim=True).expand_as(flat_q), atol=1e-5)  # ...flat it has none
     assert torch.equal(flat[:, 12:], z[:, 12:])  # motion, colourfulness and the shape code are kept
+
+
+def test_decoys_draw_another_shape_in_the_same_place_size_and_colour() -> None:
+    video, decoy = decoy_videos(np.random.default_rng(2), 3, 9, 64, prob=1.0)
+    assert video.shape == decoy.shape == (3, 3, 9, 64, 64)
+    truth, fake = (detect(to_uint8_frames(v[None])) for v in (video[0], decoy[0]))
+    assert np.all(truth.shape != fake.shape) and np.array_equal(truth.color, fake.color)
+    assert np.allclose(truth.centroid, fake.centroid, atol=0.02) and np.allclose(truth.area, fake.area, rtol=0.15)
+    same, kept = decoy_videos(np.random.default_rng(2), 3, 9, 64, prob=0.0)
+    assert torch.equal(same, kept)
 
 
 def test_image_latent_is_the_latent_of_the_lone_frame() -> None:

@@ -20,7 +20,7 @@ def recipes(folder: Path) -> Path:
     """The tiny test configuration of every stage, under the file names the script reads."""
     folder.mkdir()
     write_recipe(folder, "vae", vae={**RECIPES["vae"]["vae"], "z_dim": 17})  # the space with the shape code
-    write_recipe(folder, "decoder", flat_quarters_prob=0.5)
+    write_recipe(folder, "decoder", flat_quarters_prob=0.5, shape_decoy_prob=0.5)
     for stage in ("teacher", "student"):
         write_recipe(folder, stage, **GROWN)
     write_long(folder)

@@ -19,9 +19,9 @@ from longlive_cli.models.taehv import TAEHV, TAEHVConfig, apply_layers
 from longlive_cli.models.vae import WanVAE
 from longlive_cli.train.artifacts import FINAL, load_weights, save_weights, write_summary
 from longlive_cli.train.checkpoint import Randomness
-from longlive_cli.train.data import random_videos, to_video
-from longlive_cli.train.latents import flat_quarters, normalize, world_latents
-from longlive_cli.train.loop import Session, TrainState, pick_device
+from longlive_cli.train.data import decoy_videos, random_videos, to_video
+from longlive_cli.train.latents import SHAPE_CODE, SHAPED_CHANNELS, flat_quarters, normalize, world_latents
+from longlive_cli.train.loop import Session, TrainError, TrainState, pick_device
 from longlive_cli.train.optim import adamw
 from longlive_cli.train.recipe import DecoderRecipe, recipe_dict
 from longlive_cli.train.vae import foreground, load_vae
@@ -121,10 +121,24 @@ def run(recipe: DecoderRecipe, run_dir: Path, resume: bool = False, console=None
     )
     state = TrainState({"taehv": taehv}, optimizer, scheduler, rand)
 
+    if recipe.shape_decoy_prob and vae.cfg.z_dim != SHAPED_CHANNELS:
+        raise TrainError(
+            f"decoder.shape_decoy_prob: needs the latent space with the shape code (vae z_dim {SHAPED_CHANNELS}); "
+            f"the VAE of {run_dir} has {vae.cfg.z_dim} channels"
+        )
+
+    def latents(video: Tensor) -> Tensor:
+        return normalize(world_latents(video, vae.cfg.z_dim), vae.cfg.latent_mean, vae.cfg.latent_std)
+
     def step(_: int) -> dict[str, float]:
-        video = random_videos(rand.np, recipe.batch, recipe.frames, recipe.size).to(device)
-        z = normalize(world_latents(video, vae.cfg.z_dim), vae.cfg.latent_mean, vae.cfg.latent_std)
-        seen = z
+        if recipe.shape_decoy_prob:
+            clips = decoy_videos(rand.np, recipe.batch, recipe.frames, recipe.size, recipe.shape_decoy_prob)
+            video, decoy = (v.to(device) for v in clips)
+            z = latents(video)
+            seen = torch.cat([latents(decoy)[:, :SHAPE_CODE], z[:, SHAPE_CODE:]], 1)
+        else:
+            video = random_videos(rand.np, recipe.batch, recipe.frames, recipe.size).to(device)
+            z = seen = latents(video)
         if recipe.flat_quarters_prob:
             flat = torch.from_numpy(rand.np.random(len(z)) < recipe.flat_quarters_prob).to(device)
             seen = torch.where(flat.view(-1, 1, 1, 1, 1), flat_quarters(z, vae.cfg.latent_mean, vae.cfg.latent_std), z)

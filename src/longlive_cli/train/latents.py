@@ -24,6 +24,7 @@ TIME_STRIDE = 4
 SPACE_STRIDE = 8
 CHANNELS = 16
 SHAPED_CHANNELS = 17  # CHANNELS and the shape code
+SHAPE_CODE = 16  # channel index of the shape code
 BORDER_PX = 2  # ShapesWorld keeps this ring background-only: the background colour is read there
 
 
