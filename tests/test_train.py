@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import shutil
 import subprocess
 import sys
@@ -34,6 +35,7 @@ from longlive_cli.train.latents import (
     image_latent,
     normalize,
     object_weight,
+    shape_code,
     world_latents,
 )
 from longlive_cli.train.loop import TrainError
@@ -44,7 +46,7 @@ from longlive_cli.train.teacher import init_dit
 from longlive_cli.video import to_uint8_frames
 from longlive_cli.world.detector import detect
 from longlive_cli.world.grammar import COLORS, SHAPES, Attributes, describe, describe_change, is_held_out
-from longlive_cli.world.scene import initial_state, render_frames
+from longlive_cli.world.scene import RADIUS, SceneState, render_frames
 from longlive_cli.world.timelines import random_attributes, random_change, training_clip
 from longlive_cli.world.tokenizer import build_tokenizer, understood_words
 
@@ -488,23 +490,24 @@ def test_world_latents_follow_wan_layout_and_read_colour() -> None:
     assert torch.allclose(latents[0, 15, :, 0, 0], torch.tensor(2.0))  # colourfulness: max minus min
 
 
-def test_shape_code_names_the_shape_from_pixels_alone() -> None:
-    """Channel 16 says the shape plainly (triangle 1, circle ~2.1, square 3 where the object covers a cell, 0 where
-    it does not); the first 16 channels are the 16-channel space's."""
-    rng = np.random.default_rng(0)
-    codes = {}
-    for shape in SHAPES:
-        for size, background, color in (("small", "white", "yellow"), ("large", "black", "purple")):
+def test_shape_code_names_the_shape_by_its_level_alone() -> None:
+    """Channel 16 holds the shape code (triangle 1, circle ~2.1, square 3) on a disc of the object's area at its
+    centroid: the same outline for every shape in one place, so only the level tells them apart. The first 16
+    channels are the 16-channel space's."""
+    for size, background, color in (("small", "white", "yellow"), ("large", "black", "purple")):
+        codes, outlines = {}, {}
+        for shape in SHAPES:
             attrs = Attributes(shape=shape, color=color, size=size, motion="still", background=background)
-            video = to_video(render_frames([initial_state(attrs, rng)] * 5, 96))[None]
+            state = SceneState(attrs, x=0.47, y=0.55, radius=RADIUS[size])
+            video = to_video(render_frames([state] * 5, 96))[None]
             latents = world_latents(video, 17)
             assert latents.shape == (1, 17, 2, 12, 12)
             assert torch.equal(latents[:, :16], world_latents(video))
-            code = latents[0, 16, -1]
-            codes[shape, size] = code.max().item()  # a cell the object covers whole
-            assert torch.all(code[latents[0, 15, -1] == 0] == 0)
-    for size in ("small", "large"):
-        assert 0.9 < codes["triangle", size] < 1.3 < 1.9 < codes["circle", size] < 2.4 < 2.8 < codes["square", size]
+            codes[shape] = shape_code(video[0, :, -1:].transpose(0, 1))[1].item()
+            outlines[shape] = latents[0, 16, -1] / codes[shape]
+        assert 0.9 < codes["triangle"] < 1.3 < 1.9 < codes["circle"] < 2.4 < 2.8 < codes["square"] <= 3.0
+        assert all(torch.allclose(outlines["circle"], o, atol=0.05) for o in outlines.values())
+        assert outlines["circle"].sum() * 64 == pytest.approx(math.pi * (RADIUS[size] * 96) ** 2, rel=0.05)
     with pytest.raises(ValueError, match="16 or 17 channels, not 15"):
         world_latents(video, 15)
 

@@ -9,12 +9,14 @@ space is smooth and meaningful from the first step: the narrow Wan VAE learned t
 slowly on this CPU, whereas encoding into and decoding from a fixed space are both plain regressions.
 
 A 17-channel space adds the object's shape code (channel 16): how much of its bounding box the object fills
-(an apex-up triangle a half, a circle pi/4, a square all of it), mapped to 1..3 and spread over the cells the object
-covers. A 4x4 quarter's colour tells a small square's corner from a circle's only by a few percent; this channel
-says the shape as plainly as the quarters say the colour, so a generator states it wherever it draws the object.
+(an apex-up triangle a half, a circle pi/4, a square all of it), mapped to 1..3 and spread over the cells a disc of
+the object's area at its centroid covers. A 4x4 quarter's colour tells a small square's corner from a circle's only
+by a few percent; this channel says the shape as plainly as the quarters say the colour.
 """
 
 from __future__ import annotations
+
+import math
 
 import torch
 import torch.nn.functional as F
@@ -29,11 +31,13 @@ BORDER_PX = 2  # ShapesWorld keeps this ring background-only: the background col
 
 
 def shape_code(frames: Tensor) -> tuple[Tensor, Tensor]:
-    """Object coverage [N, H, W] in 0..1 and shape code [N] of frames [N, 3, H, W] in [-1, 1].
+    """Where the shape code goes, [N, H, W] in 0..1, and the code [N] of frames [N, 3, H, W] in [-1, 1].
 
     Coverage is each pixel's colour distance from the border's median (the background) over the largest one (the
     object's core). The code maps the share of its bounding box the object fills, 1/2 (triangle) .. 1 (square),
-    onto 1..3 (a circle's pi/4 lands at 2.14)."""
+    onto 1..3 (a circle's pi/4 lands at 2.14). It goes on the disc of the object's area at its centroid, not on the
+    object itself: the channel's outline then says nothing of the shape, only its level does, so a decoder cannot
+    read the shape from the outline instead."""
     ring = torch.cat(
         [
             frames[..., :BORDER_PX, :].flatten(2),
@@ -48,8 +52,15 @@ def shape_code(frames: Tensor) -> tuple[Tensor, Tensor]:
     cover = (distance / distance.flatten(1).amax(1).clamp_min(1e-3)[:, None, None]).clamp(0, 1)
     inside = cover > 0.5
     box = inside.any(2).sum(1) * inside.any(1).sum(1)
-    fill = cover.sum((1, 2)) / box.clamp_min(1)
-    return cover, 1 + 2 * ((fill - 0.5) / 0.5).clamp(0, 1)
+    area = cover.sum((1, 2)).clamp_min(1e-3)
+    fill = area / box.clamp_min(1)
+    ys = torch.arange(frames.shape[-2], device=frames.device) + 0.5
+    xs = torch.arange(frames.shape[-1], device=frames.device) + 0.5
+    cy = (cover.sum(2) * ys).sum(1) / area
+    cx = (cover.sum(1) * xs).sum(1) / area
+    reach = (xs[None, None, :] - cx[:, None, None]).hypot(ys[None, :, None] - cy[:, None, None])
+    disc = ((area / math.pi).sqrt()[:, None, None] - reach + 0.5).clamp(0, 1)
+    return disc, 1 + 2 * ((fill - 0.5) / 0.5).clamp(0, 1)
 
 
 def world_latents(video: Tensor, channels: int = CHANNELS) -> Tensor:
@@ -70,8 +81,8 @@ def world_latents(video: Tensor, channels: int = CHANNELS) -> Tensor:
     colourful = F.avg_pool2d(last.amax(1, keepdim=True) - last.amin(1, keepdim=True), SPACE_STRIDE)
     parts = [quarters, motion, colourful]
     if channels == SHAPED_CHANNELS:
-        cover, code = shape_code(last)
-        parts.append(F.avg_pool2d(cover[:, None], SPACE_STRIDE) * code[:, None, None, None])
+        disc, code = shape_code(last)
+        parts.append(F.avg_pool2d(disc[:, None], SPACE_STRIDE) * code[:, None, None, None])
     latents = torch.cat(parts, 1)
     return latents.unflatten(0, (b, t)).transpose(1, 2)
 
