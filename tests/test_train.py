@@ -31,7 +31,6 @@ from longlive_cli.train.data import decoy_videos, pool_clip, to_video
 from longlive_cli.train.export import export
 from longlive_cli.train.latents import (
     COLOURFUL,
-    flat_quarters,
     image_latent,
     normalize,
     object_weight,
@@ -428,7 +427,6 @@ def test_centred_pool_clips_rest_then_set_off() -> None:
         ("student", {"unroll_prob": 1.5}, "student", r"student\.unroll_prob: must be between 0 and 1, got 1\.5"),
         ("student", {"own_context_step": "first"}, "student", r"student\.own_context_step: expected 'drawn' or 'last'"),
         ("decoder", {"precision": "fp16"}, "decoder", r"decoder\.precision: expected 'float32' or 'bfloat16'"),
-        ("decoder", {"flat_quarters_prob": -0.1}, "decoder", r"decoder\.flat_quarters_prob: must be between 0 and 1"),
         ("decoder", {"shape_decoy_prob": 2}, "decoder", r"decoder\.shape_decoy_prob: must be between 0 and 1"),
     ],
 )
@@ -510,22 +508,6 @@ def test_shape_code_names_the_shape_by_its_level_alone() -> None:
         assert outlines["circle"].sum() * 64 == pytest.approx(math.pi * (RADIUS[size] * 96) ** 2, rel=0.05)
     with pytest.raises(ValueError, match="16 or 17 channels, not 15"):
         world_latents(video, 15)
-
-
-def test_flat_quarters_keep_each_cell_colour_and_lose_its_outline() -> None:
-    video = torch.full((1, 3, 5, 16, 16), -1.0)
-    video[:, 0, :, 2:7, 1:8] = 1.0  # a red patch covering parts of the top-left cell's quarters
-    mean, std = tuple(float(v) for v in np.linspace(-0.2, 0.3, 17)), tuple(float(v) for v in np.linspace(0.4, 0.9, 17))
-    z = normalize(world_latents(video, 17), mean, std)
-    flat = flat_quarters(z, mean, std)
-    raw, raw_flat = (
-        x[:, :12] * torch.tensor(std[:12]).view(1, -1, 1, 1, 1) + torch.tensor(mean[:12]).view(1, -1, 1, 1, 1)
-        for x in (z, flat)
-    )
-    quarters, flat_q = raw.unflatten(1, (3, 4)), raw_flat.unflatten(1, (3, 4))
-    assert not torch.allclose(quarters[0, 0, 0], quarters[0, 0, 1])  # the red patch shows an outline...
-    assert torch.allclose(flat_q, quarters.mean(2, keepdim=True).expand_as(flat_q), atol=1e-5)  # ...flat it has none
-    assert torch.equal(flat[:, 12:], z[:, 12:])  # motion, colourfulness and the shape code are kept
 
 
 def test_decoys_draw_another_shape_in_the_same_place_size_and_colour() -> None:

@@ -20,7 +20,7 @@ from longlive_cli.models.vae import WanVAE
 from longlive_cli.train.artifacts import FINAL, load_weights, save_weights, write_summary
 from longlive_cli.train.checkpoint import Randomness
 from longlive_cli.train.data import decoy_videos, random_videos, to_video
-from longlive_cli.train.latents import SHAPE_CODE, SHAPED_CHANNELS, flat_quarters, normalize, world_latents
+from longlive_cli.train.latents import SHAPE_CODE, SHAPED_CHANNELS, normalize, world_latents
 from longlive_cli.train.loop import Session, TrainError, TrainState, pick_device
 from longlive_cli.train.optim import adamw
 from longlive_cli.train.recipe import DecoderRecipe, recipe_dict
@@ -139,9 +139,6 @@ def run(recipe: DecoderRecipe, run_dir: Path, resume: bool = False, console=None
         else:
             video = random_videos(rand.np, recipe.batch, recipe.frames, recipe.size).to(device)
             z = seen = latents(video)
-        if recipe.flat_quarters_prob:
-            flat = torch.from_numpy(rand.np.random(len(z)) < recipe.flat_quarters_prob).to(device)
-            seen = torch.where(flat.view(-1, 1, 1, 1, 1), flat_quarters(z, vae.cfg.latent_mean, vae.cfg.latent_std), z)
         noisy = seen + recipe.latent_noise * rand.randn(*z.shape).to(device)
         recon = decode_frames(taehv, noisy)
         weight = 1.0 + (recipe.foreground_weight - 1.0) * foreground(video)

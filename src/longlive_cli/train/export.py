@@ -170,7 +170,7 @@ Wall time on {devices}: {total}.
 {s["vae"]["recipe"]["crop"]}px crops of {s["vae"]["recipe"]["frames"]}-frame clips. Latent RMSE of its encoder: \
 {s["decoder"]["latent_rmse_wan_encoder"]}; reconstruction PSNR of its decoder: {s["decoder"]["psnr_wan_decoder"]} dB.
 - **decoder**: TAEHV decoder from the latents (+ noise {s["decoder"]["recipe"]["latent_noise"]}\
-{_flat_line(s["decoder"]["recipe"])}) to frames, object pixels weighted \
+{_decoy_line(s["decoder"]["recipe"])}) to frames, object pixels weighted \
 {s["decoder"]["recipe"]["foreground_weight"]}x; its encoder to the latents (latent RMSE \
 {s["decoder"]["latent_rmse_fast_encoder"]}). Reconstruction PSNR \
 {s["decoder"]["psnr_fast_decoder"]} dB{_ceiling(s["decoder"])}. This is the decoder `tiny` renders with.
@@ -229,11 +229,9 @@ def _space_line(channels: int) -> str:
     return blocks + "), normalised by per-channel mean/std."
 
 
-def _flat_line(recipe: dict) -> str:
-    share = recipe.get("flat_quarters_prob", 0.0)
-    return f"; {share:.0%} of clips with each cell's quarter colours flattened, so the shape code draws the shape" * (
-        share > 0
-    )
+def _decoy_line(recipe: dict) -> str:
+    share = recipe.get("shape_decoy_prob", 0.0)
+    return f"; {share:.0%} of clips from another shape's latents under the true shape code" * (share > 0)
 
 
 def _text_line(summary: dict) -> str:

@@ -107,18 +107,6 @@ def image_latent(latents: Tensor, mean: tuple[float, ...], std: tuple[float, ...
     return (raw - m) / s
 
 
-def flat_quarters(latents: Tensor, mean: tuple[float, ...], std: tuple[float, ...]) -> Tensor:
-    """Normalised latents [B, C, T, h, w] with each cell's four quarter colours replaced by their mean: the block's
-    colour and coverage stay, the outline within it goes. A decoder trained on such latents too must take the shape
-    from the shape code, as it must when a generator's quarters come out round whatever the shape."""
-    shape = (1, -1, 1, 1, 1)
-    m = torch.tensor(mean, device=latents.device).view(shape)[:, :12]
-    s = torch.tensor(std, device=latents.device).view(shape)[:, :12]
-    raw = latents[:, :12] * s + m
-    flat = raw.unflatten(1, (3, 4)).mean(2, keepdim=True).expand(-1, -1, 4, -1, -1, -1).flatten(1, 2)
-    return torch.cat([(flat - m) / s, latents[:, 12:]], 1)
-
-
 COLOURFUL = 15  # channel index of the colourfulness statistic
 OBJECT_THRESHOLD = 0.1  # raw colourfulness above which a latent cell holds part of the object
 
