@@ -385,6 +385,24 @@ def test_teacher_probe_reads_samples_steering_and_attention(run_dir: Path) -> No
     assert shares.shape == (len(report["attention"]), layers) and np.allclose(shares.sum(0), 1, atol=0.02)
 
 
+def test_shape_code_probe_reads_the_decoder_and_teacher_of_a_shaped_run(run_dir: Path, tmp_path: Path) -> None:
+    script = Path(__file__).parents[1] / "scripts" / "shape_code_probe.py"
+    refused = subprocess.run([sys.executable, str(script), str(run_dir)], capture_output=True, text=True)
+    assert refused.returncode == 1 and "has 16 latent channels; the shape code needs 17" in refused.stderr
+    run = tmp_path / "run"
+    run_stage("vae", write_recipe(tmp_path, "vae", vae={**RECIPES["vae"]["vae"], "z_dim": 17}), run)
+    for stage in ("decoder", "teacher"):
+        run_stage(stage, write_recipe(tmp_path, stage), run)
+    args = [str(run), "--clips", "1", "--size", str(SIZE)]
+    report = json.loads(
+        subprocess.run([sys.executable, str(script), *args], capture_output=True, text=True, check=True).stdout
+    )
+    follows, names = report["decoder draws the code's shape"], report["teacher's code names the prompted shape"]
+    assert len(follows) == len(names) == 2 * 3 and all(len(row) == 3 for row in follows.values())
+    assert all(0 <= v <= 1 for row in follows.values() for v in row.values())
+    assert all(0 <= v <= 1 for v in names.values())
+
+
 def test_attribute_grid_scores_every_combination_and_word() -> None:
     script = Path(__file__).parents[1] / "scripts" / "attribute_grid.py"
     done = subprocess.run(
