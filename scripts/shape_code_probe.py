@@ -23,7 +23,15 @@ from teacher_probe import sample
 from longlive_cli.train.artifacts import FINAL
 from longlive_cli.train.data import to_video
 from longlive_cli.train.decoder import load_fast_decoder
-from longlive_cli.train.latents import COLOURFUL, SHAPE_CODE, SHAPED_CHANNELS, normalize, world_latents
+from longlive_cli.train.latents import (
+    COLOURFUL,
+    FILL,
+    SHAPE_CODE,
+    SHAPED_CHANNELS,
+    fill_code,
+    normalize,
+    world_latents,
+)
 from longlive_cli.train.teacher import load_dit_and_text
 from longlive_cli.train.vae import vae_config_of
 from longlive_cli.video import to_uint8_frames
@@ -32,7 +40,7 @@ from longlive_cli.world.grammar import MOTION_TEXT, SHAPES, SIZES
 from longlive_cli.world.scene import OBJECT_RGB
 from longlive_cli.world.timelines import random_attributes, render_timeline
 
-CODES = {"circle": 1 + 2 * (np.pi / 4 - 0.5) / 0.5, "square": 3.0, "triangle": 1.0}  # latents.shape_code's levels
+CODES = {shape: fill_code(torch.tensor(fill)).item() for shape, fill in FILL.items()}  # each shape's code level
 RED_COLOURFULNESS = (max(OBJECT_RGB["red"]) - min(OBJECT_RGB["red"])) / 127.5  # in the [-1, 1] pixel scale
 
 

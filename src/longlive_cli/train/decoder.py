@@ -113,6 +113,11 @@ def run(recipe: DecoderRecipe, run_dir: Path, resume: bool = False, console=None
     """Train the fast decoder and encoder against the VAE of ``run_dir`` and write ``decoder/final.safetensors``."""
     device = pick_device()
     vae = load_vae(run_dir, device)
+    if recipe.shape_decoy_prob and vae.cfg.z_dim != SHAPED_CHANNELS:
+        raise TrainError(
+            f"decoder.shape_decoy_prob: needs the latent space with the shape code (vae z_dim {SHAPED_CHANNELS}); "
+            f"the VAE of {run_dir} has {vae.cfg.z_dim} channels"
+        )
     torch.manual_seed(recipe.seed)
     taehv = TAEHV(taehv_config(recipe, vae.cfg.z_dim)).to(device)
     rand = Randomness(recipe.seed)
@@ -120,12 +125,6 @@ def run(recipe: DecoderRecipe, run_dir: Path, resume: bool = False, console=None
         list(taehv.parameters()), recipe.lr, recipe.warmup, recipe.steps, recipe.restarts, recipe.restart_lr
     )
     state = TrainState({"taehv": taehv}, optimizer, scheduler, rand)
-
-    if recipe.shape_decoy_prob and vae.cfg.z_dim != SHAPED_CHANNELS:
-        raise TrainError(
-            f"decoder.shape_decoy_prob: needs the latent space with the shape code (vae z_dim {SHAPED_CHANNELS}); "
-            f"the VAE of {run_dir} has {vae.cfg.z_dim} channels"
-        )
 
     def latents(video: Tensor) -> Tensor:
         return normalize(world_latents(video, vae.cfg.z_dim), vae.cfg.latent_mean, vae.cfg.latent_std)

@@ -22,20 +22,27 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from longlive_cli.world.detector import BORDER_PX
+
 TIME_STRIDE = 4
 SPACE_STRIDE = 8
 CHANNELS = 16
 SHAPED_CHANNELS = 17  # CHANNELS and the shape code
 SHAPE_CODE = 16  # channel index of the shape code
-BORDER_PX = 2  # ShapesWorld keeps this ring background-only: the background colour is read there
+FILL = {"circle": math.pi / 4, "square": 1.0, "triangle": 0.5}  # share of its bounding box each shape fills
+
+
+def fill_code(fill: Tensor) -> Tensor:
+    """The shape code of a bounding-box fill: 1/2 (triangle) .. 1 (square) onto 1..3, a circle at 2.14."""
+    return 1 + 2 * ((fill - FILL["triangle"]) / (FILL["square"] - FILL["triangle"])).clamp(0, 1)
 
 
 def shape_code(frames: Tensor) -> tuple[Tensor, Tensor]:
     """Where the shape code goes, [N, H, W] in 0..1, and the code [N] of frames [N, 3, H, W] in [-1, 1].
 
-    Coverage is each pixel's colour distance from the border's median (the background) over the largest one (the
-    object's core). The code maps the share of its bounding box the object fills, 1/2 (triangle) .. 1 (square),
-    onto 1..3 (a circle's pi/4 lands at 2.14). It goes on the disc of the object's area at its centroid, not on the
+    Coverage is each pixel's colour distance from the border's median (the background, as the detector reads it)
+    over the largest one (the object's core). The code is ``fill_code`` of the share of its bounding box the object
+    fills. It goes on the disc of the object's area at its centroid, not on the
     object itself: the channel's outline then says nothing of the shape, only its level does, so a decoder cannot
     read the shape from the outline instead."""
     ring = torch.cat(
@@ -60,7 +67,7 @@ def shape_code(frames: Tensor) -> tuple[Tensor, Tensor]:
     cx = (cover.sum(1) * xs).sum(1) / area
     reach = (xs[None, None, :] - cx[:, None, None]).hypot(ys[None, :, None] - cy[:, None, None])
     disc = ((area / math.pi).sqrt()[:, None, None] - reach + 0.5).clamp(0, 1)
-    return disc, 1 + 2 * ((fill - 0.5) / 0.5).clamp(0, 1)
+    return disc, fill_code(fill)
 
 
 def world_latents(video: Tensor, channels: int = CHANNELS) -> Tensor:
