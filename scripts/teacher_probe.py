@@ -3,14 +3,14 @@
 Three readings of ``RUN/teacher`` through ``RUN/decoder`` and the detector, in a few minutes on one CPU thread:
 
 - samples: the bidirectional teacher sampled from noise (Euler, classifier-free guidance) for every shape x motion
-  (large, one colour on one background), read back frame by frame;
+  (one size, colour and background), read back frame by frame;
 - steering: still pool clips (their object sits at the centre, so the prompt fixes every pixel) noised to each level
   and denoised in one step, once under the right shape word and once under another. A teacher that uses the word
   reads back the prompted shape; one that ignores it reads back the noisy input's;
 - attention: the share of each layer's cross-attention that every word of one prompt receives (the rest goes to
   the end token and the padding).
 
-    python scripts/teacher_probe.py RUN [--steps 20] [--guidance 3] [--clips 12] [--seconds 3]
+    python scripts/teacher_probe.py RUN [--steps 20] [--guidance 3] [--clips 12] [--seconds 3] [--object-size large]
 """
 
 from __future__ import annotations
@@ -35,17 +35,17 @@ from longlive_cli.train.recipe import recipe_from_dict
 from longlive_cli.train.teacher import UNCOND, load_dit_and_text, load_pool
 from longlive_cli.video import to_uint8_frames
 from longlive_cli.world.detector import detect
-from longlive_cli.world.grammar import MOTION_TEXT, MOTIONS, SHAPES, describe
+from longlive_cli.world.grammar import MOTION_TEXT, MOTIONS, SHAPES, SIZES, describe
 from longlive_cli.world.metrics import evaluate
 from longlive_cli.world.scene import FPS
 
 SIGMAS = (0.2, 0.4, 0.6, 0.75, 0.9)
-PROMPT = "a large {color} {shape} {motion} on a {background} background"
+PROMPT = "a {size} {color} {shape} {motion} on a {background} background"
 
 
-def prompt_for(shape: str, motion: str, color: str, background: str) -> str:
+def prompt_for(shape: str, motion: str, color: str, background: str, size: str = "large") -> str:
     """The canonical wording of one grid cell."""
-    return PROMPT.format(color=color, shape=shape, motion=MOTION_TEXT[motion][0], background=background)
+    return PROMPT.format(size=size, color=color, shape=shape, motion=MOTION_TEXT[motion][0], background=background)
 
 
 @torch.no_grad()
@@ -84,7 +84,7 @@ def samples(dit, text, taehv, args, hw: tuple[int, int]) -> dict[str, dict[str, 
     frames = 1 + (round(args.seconds * FPS) - 1) // 4
     rows = {}
     for shape, motion in itertools.product(SHAPES, MOTIONS):
-        prompt = prompt_for(shape, motion, args.color, args.background)
+        prompt = prompt_for(shape, motion, args.color, args.background, args.object_size)
         video = decode(taehv, sample(dit, text, prompt, frames, hw, args.steps, args.guidance, seed=0))
         steady = evaluate(video, FPS, [(0.0, prompt)])["adherence"]["steady"]
         rows[f"{shape} {motion}"] = {k: steady[k] for k in ("shape", "motion")}
@@ -161,6 +161,7 @@ def main() -> None:
     parser.add_argument("--clips", type=int, default=12, help="still pool clips for the steering reading")
     parser.add_argument("--color", default="red")
     parser.add_argument("--background", default="black")
+    parser.add_argument("--object-size", default="large", choices=SIZES, help="size of the sampled objects")
     args = parser.parse_args()
     torch.manual_seed(0)
     recipe = recipe_from_dict(read_summary(args.run / "teacher")["recipe"], "teacher")
@@ -171,6 +172,7 @@ def main() -> None:
     hw = tuple(pool.latents.shape[-2:])
     rows = samples(dit, text, taehv, args, hw)
     report = {
+        "object size": args.object_size,
         "samples": rows,
         "shape by shape": {s: mean([rows[f"{s} {m}"]["shape"] for m in MOTIONS]) for s in SHAPES},
         "motion by motion": {m: mean([rows[f"{s} {m}"]["motion"] for s in SHAPES]) for m in MOTIONS},
