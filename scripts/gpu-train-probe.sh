@@ -12,10 +12,12 @@
 # tiny.json.
 #
 #   FULL=1 PRECISION=bfloat16 bash scripts/gpu-train-probe.sh   # the whole recipe as scripts/train_tiny.sh runs it
+#   FULL=1 PRECISION=bfloat16 Z_DIM=17 bash scripts/gpu-train-probe.sh   # ... in the space with the shape code
 #
 # FULL=1 runs scripts/train_tiny.sh (the decoder beside the teacher and student) on recipes/tiny, or RECIPES, with
-# PRECISION written into the recipes of the stages that take it, and returns the bundle as EXPORT=1 does. Run again
-# with KEEP=1 on the same machine, it resumes the run folder instead of starting over.
+# PRECISION written into the recipes of the stages that take it (and Z_DIM, 16 or 17, as the VAE's latent channels:
+# 17 trains the space with the shape code), and returns the bundle as EXPORT=1 does. Run again with KEEP=1 on the
+# same machine, it resumes the run folder instead of starting over.
 set -uo pipefail
 out=${OUT:-out}
 mkdir -p "$out"
@@ -27,6 +29,9 @@ begin=$(date +%s)
 if [ -n "${FULL:-}" ]; then
   recipes=$run.recipes
   rm -rf "$recipes" && cp -r "${RECIPES:-recipes/tiny}" "$recipes"
+  if [ -n "${Z_DIM:-}" ]; then
+    sed -i "s/^  z_dim: .*/  z_dim: $Z_DIM/" "$recipes/vae.yaml"
+  fi
   if [ -n "${PRECISION:-}" ]; then
     for stage in vae decoder teacher student; do
       printf '\nprecision: %s\n' "$PRECISION" >>"$recipes/$stage.yaml"

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+import importlib
 import json
-import math
 import shutil
 import subprocess
 import sys
@@ -27,10 +27,12 @@ from longlive_cli.train import text as text_lib
 from longlive_cli.train.artifacts import FINAL, load_weights, training_device
 from longlive_cli.train.checkpoint import Randomness, load_checkpoint
 from longlive_cli.train.cli import run_stage, train_app
-from longlive_cli.train.data import decoy_videos, pool_clip, to_video
+from longlive_cli.train.data import pool_clip, to_video
 from longlive_cli.train.export import export
 from longlive_cli.train.latents import (
+    CODES,
     COLOURFUL,
+    code_channel,
     image_latent,
     normalize,
     object_weight,
@@ -42,8 +44,6 @@ from longlive_cli.train.optim import adamw
 from longlive_cli.train.recipe import PoolRecipe, RecipeError, StudentRecipe, load_recipe
 from longlive_cli.train.student import StreamingTrainer
 from longlive_cli.train.teacher import init_dit
-from longlive_cli.video import to_uint8_frames
-from longlive_cli.world.detector import detect
 from longlive_cli.world.grammar import COLORS, SHAPES, Attributes, describe, describe_change, is_held_out
 from longlive_cli.world.scene import RADIUS, SceneState, render_frames
 from longlive_cli.world.timelines import random_attributes, random_change, training_clip
@@ -141,12 +141,6 @@ def test_resume_continues_bit_exactly(run_dir: Path, tmp_path: Path) -> None:
         run_stage("teacher", recipe, tmp_path / "run")
     run_stage("teacher", recipe, tmp_path / "run", resume=True)
     assert losses(tmp_path / "run" / "teacher") == losses(run_dir / "teacher")
-
-
-def test_shape_decoys_need_the_space_with_the_shape_code(run_dir: Path, tmp_path: Path) -> None:
-    shutil.copytree(run_dir / "vae", tmp_path / "run" / "vae")
-    with pytest.raises(TrainError, match="needs the latent space with the shape code .* has 16 channels"):
-        run_stage("decoder", write_recipe(tmp_path, "decoder", shape_decoy_prob=0.5), tmp_path / "run")
 
 
 def test_bfloat16_steps_compute_in_bf16_and_keep_float32_weights(run_dir: Path, tmp_path: Path) -> None:
@@ -371,11 +365,11 @@ def test_first_step_probe_reports_every_step_beside_the_copy(run_dir: Path) -> N
 
 def test_teacher_probe_reads_samples_steering_and_attention(run_dir: Path) -> None:
     script = Path(__file__).parents[1] / "scripts" / "teacher_probe.py"
-    args = [str(run_dir), "--steps", "2", "--seconds", "1", "--clips", "2"]
+    args = [str(run_dir), "--steps", "2", "--seconds", "1", "--clips", "2", "--object-size", "small"]
     report = json.loads(
         subprocess.run([sys.executable, str(script), *args], capture_output=True, text=True, check=True).stdout
     )
-    assert len(report["samples"]) == 3 * 4
+    assert report["object size"] == "small" and len(report["samples"]) == 3 * 4
     readings = [v for row in report["samples"].values() for v in row.values()] + [
         v for row in report["steering"].values() for v in row.values()
     ]
@@ -391,16 +385,31 @@ def test_shape_code_probe_reads_the_decoder_and_teacher_of_a_shaped_run(run_dir:
     assert refused.returncode == 1 and "has 16 latent channels; the shape code needs 17" in refused.stderr
     run = tmp_path / "run"
     run_stage("vae", write_recipe(tmp_path, "vae", vae={**RECIPES["vae"]["vae"], "z_dim": 17}), run)
-    for stage in ("decoder", "teacher"):
+    for stage in ("decoder", "teacher", "student"):
         run_stage(stage, write_recipe(tmp_path, stage), run)
-    args = [str(run), "--clips", "1", "--size", str(SIZE)]
+    args = [str(run), "--clips", "1", "--size", str(SIZE), "--student", str(run / "student" / FINAL)]
     report = json.loads(
         subprocess.run([sys.executable, str(script), *args], capture_output=True, text=True, check=True).stdout
     )
-    follows, names = report["decoder draws the code's shape"], report["teacher's code names the prompted shape"]
-    assert len(follows) == len(names) == 2 * 3 and all(len(row) == 3 for row in follows.values())
+    follows = report["decoder draws the code's shape"]
+    names = report["teacher's code names the prompted shape"], report["student's code names the prompted shape"]
+    assert len(follows) == 2 * 3 and all(len(row) == 3 for row in follows.values())
     assert all(0 <= v <= 1 for row in follows.values() for v in row.values())
-    assert all(0 <= v <= 1 for v in names.values())
+    assert all(len(named) == 2 * 3 and all(0 <= v <= 1 for v in named.values()) for named in names)
+
+
+def test_the_code_is_read_on_the_cells_it_is_on(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The code is read on the object's cells (a circle's is zero); a frame without an object reads -1."""
+    monkeypatch.syspath_prepend(str(Path(__file__).parents[1] / "scripts"))
+    probe = importlib.import_module("shape_code_probe")
+    mean, std = torch.zeros(17), torch.ones(17)
+    z = torch.zeros(4, 17, 4, 4)
+    z[:3, COLOURFUL, 1:3, 1:3] = 1.0  # an object on the same cells of the first three frames
+    z[0, 16, 1:3, 1:3] = CODES["square"]
+    z[1, 16, 1:3, 1:3] = CODES["triangle"]
+    z[3, 16, 1:3, 1:3] = CODES["square"]  # a code with no object under it
+    expected = [SHAPES.index("square"), SHAPES.index("triangle"), SHAPES.index("circle"), -1]
+    assert probe.named_shapes(z, mean, std).tolist() == expected
 
 
 def test_attribute_grid_scores_every_combination_and_word() -> None:
@@ -445,7 +454,6 @@ def test_centred_pool_clips_rest_then_set_off() -> None:
         ("student", {"unroll_prob": 1.5}, "student", r"student\.unroll_prob: must be between 0 and 1, got 1\.5"),
         ("student", {"own_context_step": "first"}, "student", r"student\.own_context_step: expected 'drawn' or 'last'"),
         ("decoder", {"precision": "fp16"}, "decoder", r"decoder\.precision: expected 'float32' or 'bfloat16'"),
-        ("decoder", {"shape_decoy_prob": 2}, "decoder", r"decoder\.shape_decoy_prob: must be between 0 and 1"),
     ],
 )
 def test_recipe_errors_name_the_file_and_key(
@@ -507,35 +515,37 @@ def test_world_latents_follow_wan_layout_and_read_colour() -> None:
 
 
 def test_shape_code_names_the_shape_by_its_level_alone() -> None:
-    """Channel 16 holds the shape code (triangle 1, circle ~2.1, square 3) on a disc of the object's area at its
-    centroid: the same outline for every shape in one place, so only the level tells them apart. The first 16
-    channels are the 16-channel space's."""
-    for size, background, color in (("small", "white", "yellow"), ("large", "black", "purple")):
-        codes, outlines = {}, {}
+    """Channel 16 holds the shape code (triangle -1, circle 0, square +1) on every cell a disc of the object's area
+    at its centroid touches, and channels 0-15 read the object redrawn as that disc: every shape in one place gives
+    the same first 16 channels (the 16-channel space of the circle there) and the same footprint, so only the level
+    tells them apart, wherever the object sits and whatever its size and colours."""
+    rng = np.random.default_rng(0)
+    for size, background, color in (
+        ("small", "white", "yellow"),
+        ("large", "black", "purple"),
+        ("small", "gray", "green"),
+    ):
+        x, y = rng.uniform(0.3, 0.7, size=2)
+        footprints, shapeless = {}, {}
         for shape in SHAPES:
             attrs = Attributes(shape=shape, color=color, size=size, motion="still", background=background)
-            state = SceneState(attrs, x=0.47, y=0.55, radius=RADIUS[size])
-            video = to_video(render_frames([state] * 5, 96))[None]
+            video = to_video(render_frames([SceneState(attrs, x=x, y=y, radius=RADIUS[size])] * 5, 96))[None]
             latents = world_latents(video, 17)
             assert latents.shape == (1, 17, 2, 12, 12)
-            assert torch.equal(latents[:, :16], world_latents(video))
-            codes[shape] = shape_code(video[0, :, -1:].transpose(0, 1))[1].item()
-            outlines[shape] = latents[0, 16, -1] / codes[shape]
-        assert 0.9 < codes["triangle"] < 1.3 < 1.9 < codes["circle"] < 2.4 < 2.8 < codes["square"] <= 3.0
-        assert all(torch.allclose(outlines["circle"], o, atol=0.05) for o in outlines.values())
-        assert outlines["circle"].sum() * 64 == pytest.approx(math.pi * (RADIUS[size] * 96) ** 2, rel=0.05)
+            shapeless[shape] = latents[:, :16]
+            if shape == "circle":
+                assert torch.allclose(latents[:, :16], world_latents(video), atol=0.02)
+            disc, drawn, code = shape_code(video[0, :, -1:].transpose(0, 1))
+            assert code.item() == CODES[shape] and drawn.shape == (1, 3, 96, 96)
+            footprints[shape] = code_channel(disc, torch.ones(1))[0, 0]
+            assert set(latents[0, 16, -1].unique().tolist()) == {0.0, CODES[shape]}
+        assert all(torch.equal(footprints["circle"], f) for f in footprints.values())
+        assert all(torch.allclose(shapeless["circle"], o, atol=0.02) for o in shapeless.values())
+        assert not torch.allclose(world_latents(video), shapeless["circle"], atol=0.05)  # the triangle's own quarters
+        side = 2 * RADIUS[size] * 96 / 8  # the disc's diameter in cells: it touches about that square's cells
+        assert side**2 <= footprints["circle"].sum() <= (side + 2) ** 2
     with pytest.raises(ValueError, match="16 or 17 channels, not 15"):
         world_latents(video, 15)
-
-
-def test_decoys_draw_another_shape_in_the_same_place_size_and_colour() -> None:
-    video, decoy = decoy_videos(np.random.default_rng(2), 3, 9, 64, prob=1.0)
-    assert video.shape == decoy.shape == (3, 3, 9, 64, 64)
-    truth, fake = (detect(to_uint8_frames(v[None])) for v in (video[0], decoy[0]))
-    assert np.all(truth.shape != fake.shape) and np.array_equal(truth.color, fake.color)
-    assert np.allclose(truth.centroid, fake.centroid, atol=0.02) and np.allclose(truth.area, fake.area, rtol=0.15)
-    same, kept = decoy_videos(np.random.default_rng(2), 3, 9, 64, prob=0.0)
-    assert torch.equal(same, kept)
 
 
 def test_image_latent_is_the_latent_of_the_lone_frame() -> None:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
@@ -20,7 +20,7 @@ from longlive_cli.models.vae import WanVAEConfig, pixel_frames
 from longlive_cli.train.checkpoint import load_checkpoint, save_checkpoint
 from longlive_cli.train.latents import normalize, object_weight, world_latents
 from longlive_cli.train.recipe import PoolRecipe
-from longlive_cli.world.grammar import SHAPES, Attributes, describe, describe_change
+from longlive_cli.world.grammar import Attributes, describe, describe_change
 from longlive_cli.world.scene import (
     FPS,
     LINEAR_SPEED,
@@ -46,28 +46,6 @@ def to_video(frames: np.ndarray) -> torch.Tensor:
 def random_videos(rng: np.random.Generator, batch: int, frames: int, size: int) -> torch.Tensor:
     """[B, 3, frames, size, size] of fresh training clips (some with a prompt change), for autoencoder training."""
     return torch.stack([to_video(training_clip(rng, frames, size, change_prob=0.3).frames) for _ in range(batch)])
-
-
-def decoy_videos(
-    rng: np.random.Generator, batch: int, frames: int, size: int, prob: float
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Fresh training clips [B, 3, frames, size, size] and their decoys: the same clips, for a share ``prob`` of
-    them with the object drawn as another shape throughout (same centroid, area, colour and motion: the world keeps
-    those shape-free)."""
-    videos, decoys = [], []
-    for _ in range(batch):
-        clip = training_clip(rng, frames, size, change_prob=0.3)
-        videos.append(to_video(clip.frames))
-        if rng.random() < prob:
-            turn = int(rng.integers(1, len(SHAPES)))
-            states = [
-                replace(s, attrs=replace(s.attrs, shape=SHAPES[(SHAPES.index(s.attrs.shape) + turn) % len(SHAPES)]))
-                for s in clip.states
-            ]
-            decoys.append(to_video(render_frames(states, size)))
-        else:
-            decoys.append(videos[-1])
-    return torch.stack(videos), torch.stack(decoys)
 
 
 def pool_clip(pool: PoolRecipe, index: int, size: int) -> tuple[np.ndarray, list[Attributes], int]:

@@ -19,9 +19,9 @@ from longlive_cli.models.taehv import TAEHV, TAEHVConfig, apply_layers
 from longlive_cli.models.vae import WanVAE
 from longlive_cli.train.artifacts import FINAL, load_weights, save_weights, write_summary
 from longlive_cli.train.checkpoint import Randomness
-from longlive_cli.train.data import decoy_videos, random_videos, to_video
-from longlive_cli.train.latents import SHAPE_CODE, SHAPED_CHANNELS, normalize, world_latents
-from longlive_cli.train.loop import Session, TrainError, TrainState, pick_device
+from longlive_cli.train.data import random_videos, to_video
+from longlive_cli.train.latents import normalize, world_latents
+from longlive_cli.train.loop import Session, TrainState, pick_device
 from longlive_cli.train.optim import adamw
 from longlive_cli.train.recipe import DecoderRecipe, recipe_dict
 from longlive_cli.train.vae import foreground, load_vae
@@ -113,11 +113,6 @@ def run(recipe: DecoderRecipe, run_dir: Path, resume: bool = False, console=None
     """Train the fast decoder and encoder against the VAE of ``run_dir`` and write ``decoder/final.safetensors``."""
     device = pick_device()
     vae = load_vae(run_dir, device)
-    if recipe.shape_decoy_prob and vae.cfg.z_dim != SHAPED_CHANNELS:
-        raise TrainError(
-            f"decoder.shape_decoy_prob: needs the latent space with the shape code (vae z_dim {SHAPED_CHANNELS}); "
-            f"the VAE of {run_dir} has {vae.cfg.z_dim} channels"
-        )
     torch.manual_seed(recipe.seed)
     taehv = TAEHV(taehv_config(recipe, vae.cfg.z_dim)).to(device)
     rand = Randomness(recipe.seed)
@@ -130,15 +125,9 @@ def run(recipe: DecoderRecipe, run_dir: Path, resume: bool = False, console=None
         return normalize(world_latents(video, vae.cfg.z_dim), vae.cfg.latent_mean, vae.cfg.latent_std)
 
     def step(_: int) -> dict[str, float]:
-        if recipe.shape_decoy_prob:
-            clips = decoy_videos(rand.np, recipe.batch, recipe.frames, recipe.size, recipe.shape_decoy_prob)
-            video, decoy = (v.to(device) for v in clips)
-            z = latents(video)
-            seen = torch.cat([latents(decoy)[:, :SHAPE_CODE], z[:, SHAPE_CODE:]], 1)
-        else:
-            video = random_videos(rand.np, recipe.batch, recipe.frames, recipe.size).to(device)
-            z = seen = latents(video)
-        noisy = seen + recipe.latent_noise * rand.randn(*z.shape).to(device)
+        video = random_videos(rand.np, recipe.batch, recipe.frames, recipe.size).to(device)
+        z = latents(video)
+        noisy = z + recipe.latent_noise * rand.randn(*z.shape).to(device)
         recon = decode_frames(taehv, noisy)
         weight = 1.0 + (recipe.foreground_weight - 1.0) * foreground(video)
         decoder_loss = (weight * ((recon - video).abs() + (recon - video).pow(2))).mean() / weight.mean()

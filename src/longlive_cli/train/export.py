@@ -170,7 +170,7 @@ Wall time on {devices}: {total}.
 {s["vae"]["recipe"]["crop"]}px crops of {s["vae"]["recipe"]["frames"]}-frame clips. Latent RMSE of its encoder: \
 {s["decoder"]["latent_rmse_wan_encoder"]}; reconstruction PSNR of its decoder: {s["decoder"]["psnr_wan_decoder"]} dB.
 - **decoder**: TAEHV decoder from the latents (+ noise {s["decoder"]["recipe"]["latent_noise"]}\
-{_decoy_line(s["decoder"]["recipe"])}) to frames, object pixels weighted \
+) to frames, object pixels weighted \
 {s["decoder"]["recipe"]["foreground_weight"]}x; its encoder to the latents (latent RMSE \
 {s["decoder"]["latent_rmse_fast_encoder"]}). Reconstruction PSNR \
 {s["decoder"]["psnr_fast_decoder"]} dB{_ceiling(s["decoder"])}. This is the decoder `tiny` renders with.
@@ -225,13 +225,13 @@ def _space_line(channels: int) -> str:
         "brightness of its three earlier frames, colourfulness"
     )
     if channels == 17:
-        blocks += ", and the shape code: the share of its bounding box the object fills, over the cells it covers"
+        blocks = (
+            "fixed block statistics of the pixels with the object redrawn as a disc of its area, colour and centroid "
+            "(`train/latents.py`: 4x4-quarter colours of the group's last frame, brightness of its three earlier "
+            "frames, colourfulness, and the shape code, -1 triangle, 0 circle, +1 square, on the cells the disc "
+            "touches: the only channel that says the shape"
+        )
     return blocks + "), normalised by per-channel mean/std."
-
-
-def _decoy_line(recipe: dict) -> str:
-    share = recipe.get("shape_decoy_prob", 0.0)
-    return f"; {share:.0%} of clips from another shape's latents under the true shape code" * (share > 0)
 
 
 def _text_line(summary: dict) -> str:

@@ -8,10 +8,15 @@ backgrounds. ShapesWorld objects are flat shapes, so these coverage averages pin
 space is smooth and meaningful from the first step: the narrow Wan VAE learned to reconstruct from scratch only
 slowly on this CPU, whereas encoding into and decoding from a fixed space are both plain regressions.
 
-A 17-channel space adds the object's shape code (channel 16): how much of its bounding box the object fills
-(an apex-up triangle a half, a circle pi/4, a square all of it), mapped to 1..3 and spread over the cells a disc of
-the object's area at its centroid covers. A 4x4 quarter's colour tells a small square's corner from a circle's only
-by a few percent; this channel says the shape as plainly as the quarters say the colour.
+A 17-channel space says the shape only by a code. Its channels 0-15 are read from the frames with the object
+redrawn as a disc of its own area, colour and centroid (so they hold colour, size, place and motion, and no shape),
+and channel 16 holds the object's shape code, read from how much of its bounding box the object fills (an apex-up
+triangle a half, a circle pi/4, a square all of it): -1 for a triangle, 0 for a circle, +1 for a square, on every
+cell that disc touches. A 4x4 quarter's colour tells a small square's corner from a circle's only by a few percent,
+and a generator draws those percents unreliably; a code level it draws at once, and the decoder, which sees no
+other trace of the shape, draws the shape the code names. The level is the same on every cell the code is on (not
+scaled by how much of the cell the disc covers), so a decoder reads it from any one cell, edges included, and the
+circle sits at zero between the other two, where the decoder's input clamp is linear.
 """
 
 from __future__ import annotations
@@ -30,21 +35,30 @@ CHANNELS = 16
 SHAPED_CHANNELS = 17  # CHANNELS and the shape code
 SHAPE_CODE = 16  # channel index of the shape code
 FILL = {"circle": math.pi / 4, "square": 1.0, "triangle": 0.5}  # share of its bounding box each shape fills
+CORE_COVER = 0.9  # coverage above which a pixel is the object's own colour
+FOOTPRINT_COVER = 0.05  # share of a latent cell the disc must cover for the cell to carry the code
+
+
+CODES = {"triangle": -1.0, "circle": 0.0, "square": 1.0}  # the shape code's level per shape
 
 
 def fill_code(fill: Tensor) -> Tensor:
-    """The shape code of a bounding-box fill: 1/2 (triangle) .. 1 (square) onto 1..3, a circle at 2.14."""
-    return 1 + 2 * ((fill - FILL["triangle"]) / (FILL["square"] - FILL["triangle"])).clamp(0, 1)
+    """The shape code of bounding-box fills [N]: the level of the shape whose fill is nearest. Measured fills of
+    rendered shapes stay far from halfway (triangles 0.50-0.56, circles 0.72-0.81, squares 1.0), so the code is
+    exact: the DiT and the decoder meet three levels, not a spread."""
+    fills = torch.tensor([FILL[shape] for shape in CODES], device=fill.device)
+    levels = torch.tensor(list(CODES.values()), device=fill.device)
+    return levels[(fill[:, None] - fills).abs().argmin(1)]
 
 
-def shape_code(frames: Tensor) -> tuple[Tensor, Tensor]:
-    """Where the shape code goes, [N, H, W] in 0..1, and the code [N] of frames [N, 3, H, W] in [-1, 1].
+def shape_code(frames: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    """The object of frames [N, 3, H, W] in [-1, 1] as a disc: where it goes [N, H, W] in 0..1, the frames with the
+    object redrawn as that disc [N, 3, H, W], and the shape code [N].
 
     Coverage is each pixel's colour distance from the border's median (the background, as the detector reads it)
     over the largest one (the object's core). The code is ``fill_code`` of the share of its bounding box the object
-    fills. It goes on the disc of the object's area at its centroid, not on the
-    object itself: the channel's outline then says nothing of the shape, only its level does, so a decoder cannot
-    read the shape from the outline instead."""
+    fills. The disc has the object's area at its centroid, in the colour of its core: the same for every shape, so
+    nothing drawn from it or the code's outline says the shape, only the code's level does."""
     ring = torch.cat(
         [
             frames[..., :BORDER_PX, :].flatten(2),
@@ -59,15 +73,24 @@ def shape_code(frames: Tensor) -> tuple[Tensor, Tensor]:
     cover = (distance / distance.flatten(1).amax(1).clamp_min(1e-3)[:, None, None]).clamp(0, 1)
     inside = cover > 0.5
     box = inside.any(2).sum(1) * inside.any(1).sum(1)
+    fill = inside.sum((1, 2)) / box.clamp_min(1)
     area = cover.sum((1, 2)).clamp_min(1e-3)
-    fill = area / box.clamp_min(1)
     ys = torch.arange(frames.shape[-2], device=frames.device) + 0.5
     xs = torch.arange(frames.shape[-1], device=frames.device) + 0.5
     cy = (cover.sum(2) * ys).sum(1) / area
     cx = (cover.sum(1) * xs).sum(1) / area
     reach = (xs[None, None, :] - cx[:, None, None]).hypot(ys[None, :, None] - cy[:, None, None])
     disc = ((area / math.pi).sqrt()[:, None, None] - reach + 0.5).clamp(0, 1)
-    return disc, fill_code(fill)
+    core = (cover > CORE_COVER).float()[:, None]
+    colour = (frames * core).sum((2, 3), keepdim=True) / core.sum((2, 3), keepdim=True).clamp_min(1)
+    drawn = background + (colour - background) * disc[:, None]
+    return disc, drawn, fill_code(fill)
+
+
+def code_channel(disc: Tensor, code: Tensor) -> Tensor:
+    """The shape-code channel [N, 1, h, w]: each frame's code [N] on every cell its disc [N, H, W] touches."""
+    footprint = (F.avg_pool2d(disc[:, None], SPACE_STRIDE) > FOOTPRINT_COVER).float()
+    return footprint * code[:, None, None, None]
 
 
 def world_latents(video: Tensor, channels: int = CHANNELS) -> Tensor:
@@ -78,6 +101,11 @@ def world_latents(video: Tensor, channels: int = CHANNELS) -> Tensor:
         raise ValueError(f"need 1 + 4k frames and sides divisible by 8, got {tuple(video.shape)}")
     if channels not in (CHANNELS, SHAPED_CHANNELS):
         raise ValueError(f"the world latent space has {CHANNELS} or {SHAPED_CHANNELS} channels, not {channels}")
+    code = None
+    if channels == SHAPED_CHANNELS:
+        disc, drawn, code = shape_code(video.transpose(1, 2).flatten(0, 1))
+        video = drawn.unflatten(0, (b, frames)).transpose(1, 2)
+        code = code_channel(disc, code).unflatten(0, (b, frames))  # [B, F, 1, h, w]
     first = video[:, :, :1].expand(-1, -1, TIME_STRIDE - 1, -1, -1)
     groups = torch.cat([first, video], 2).unflatten(2, (-1, TIME_STRIDE))  # [B, 3, T, 4, H, W]
     t = groups.shape[2]
@@ -87,9 +115,8 @@ def world_latents(video: Tensor, channels: int = CHANNELS) -> Tensor:
     motion = F.avg_pool2d(earlier, SPACE_STRIDE)
     colourful = F.avg_pool2d(last.amax(1, keepdim=True) - last.amin(1, keepdim=True), SPACE_STRIDE)
     parts = [quarters, motion, colourful]
-    if channels == SHAPED_CHANNELS:
-        disc, code = shape_code(last)
-        parts.append(F.avg_pool2d(disc[:, None], SPACE_STRIDE) * code[:, None, None, None])
+    if code is not None:
+        parts.append(code[:, ::TIME_STRIDE].flatten(0, 1))  # each group's last frame
     latents = torch.cat(parts, 1)
     return latents.unflatten(0, (b, t)).transpose(1, 2)
 

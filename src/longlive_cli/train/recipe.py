@@ -64,7 +64,6 @@ class DecoderRecipe:
     restarts: list = field(default_factory=list)  # steps where another, shorter cosine starts (none: one cosine)
     restart_lr: float = 0.5  # each later cosine's peak, as a share of lr
     latent_noise: float = 0.05  # decoder robustness to imperfect generated latents
-    shape_decoy_prob: float = 0.0  # share of clips decoded from another shape's latents under the true shape code
     foreground_weight: float = 10.0  # loss weight of object pixels relative to background ones
     encoder_weight: float = 1.0
     precision: str = "float32"  # autocast compute dtype; weights, gradients and optimizer state stay float32
@@ -241,8 +240,6 @@ def _validate(recipe: Recipe, where: str) -> None:
         )
     if isinstance(recipe, DecoderRecipe | TeacherRecipe | StudentRecipe):
         _validate_restarts(recipe, where)
-    if isinstance(recipe, DecoderRecipe) and not 0.0 <= recipe.shape_decoy_prob <= 1.0:
-        raise RecipeError(f"{where}.shape_decoy_prob: must be between 0 and 1, got {recipe.shape_decoy_prob}")
     if isinstance(recipe, TeacherRecipe) and recipe.text_pretrain and recipe.text_attributes:
         raise RecipeError(
             f"{where}.text_attributes: trains the text encoder beside the DiT, which text_pretrain freezes; keep one"

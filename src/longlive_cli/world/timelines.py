@@ -116,7 +116,6 @@ class Clip:
     frames: np.ndarray  # uint8 [N, H, W, 3]
     prompts: list[tuple[int, str]]  # (first frame, text)
     attributes: list[Attributes]  # per prompt, the ground truth behind the text
-    states: list[SceneState]  # per frame, what was rendered
 
 
 def training_clip(
@@ -130,4 +129,4 @@ def training_clip(
         timeline.append((at / FPS, random_change(first, rng, held_out=False)))
     states = simulate(timeline, frames, FPS, seed=int(rng.integers(2**31)))
     prompts = [(change_frame(at, FPS), describe(attrs, rng)) for at, attrs in timeline]
-    return Clip(render_frames(states, size), prompts, [attrs for _, attrs in timeline], states)
+    return Clip(render_frames(states, size), prompts, [attrs for _, attrs in timeline])
