@@ -168,3 +168,13 @@ def test_overlap_variant_counts_the_same_steady_chunks(tmp_path):
     model = write_converted(tmp_path / "m.safetensors", FAST_SPEC)
     result = bench.run_variant(BenchSettings(model=str(model), frames=15, warmup_chunks=1, overlap=True))
     assert result["steady_chunks"] == 3 and result["frames_per_chunk"] == 12 and result["e2e_fps"] > 0
+
+
+def test_a_size_the_model_refuses_to_render_is_not_measured():
+    """The embedded model renders only the size it was trained at; bench refuses the others as render does."""
+    from longlive_cli import bench
+
+    with pytest.raises(ValueError, match="tiny renders only 96x96"):
+        bench.run_variant(BenchSettings(model="tiny", frames=6, size="128x128"))
+    result = runner.invoke(app, ["bench", "--model", "tiny", "--frames", "6", "--size", "160x96"])
+    assert result.exit_code == 1 and "renders only 96x96" in result.output

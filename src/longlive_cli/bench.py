@@ -191,6 +191,7 @@ def run_variant(s: BenchSettings) -> dict:
     spec = bundle.spec
     engine = _engine_config(s, spec.engine)
     width, height = (int(v) for v in s.size.split("x")) if s.size else spec.size
+    spec.check_size((width, height))  # a size render refuses is not measured either
     latent = spec.latent_shape_for((width, height))
     decoder = bundle.decoder(s.decoder)
     if isinstance(decoder, WanVAE) and s.channels_last is not None:
