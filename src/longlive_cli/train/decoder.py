@@ -121,12 +121,9 @@ def run(recipe: DecoderRecipe, run_dir: Path, resume: bool = False, console=None
     )
     state = TrainState({"taehv": taehv}, optimizer, scheduler, rand)
 
-    def latents(video: Tensor) -> Tensor:
-        return normalize(world_latents(video, vae.cfg.z_dim), vae.cfg.latent_mean, vae.cfg.latent_std)
-
     def step(_: int) -> dict[str, float]:
         video = random_videos(rand.np, recipe.batch, recipe.frames, recipe.size).to(device)
-        z = latents(video)
+        z = normalize(world_latents(video, vae.cfg.z_dim), vae.cfg.latent_mean, vae.cfg.latent_std)
         noisy = z + recipe.latent_noise * rand.randn(*z.shape).to(device)
         recon = decode_frames(taehv, noisy)
         weight = 1.0 + (recipe.foreground_weight - 1.0) * foreground(video)

@@ -36,10 +36,8 @@ SHAPED_CHANNELS = 17  # CHANNELS and the shape code
 SHAPE_CODE = 16  # channel index of the shape code
 FILL = {"circle": math.pi / 4, "square": 1.0, "triangle": 0.5}  # share of its bounding box each shape fills
 CORE_COVER = 0.9  # coverage above which a pixel is the object's own colour
-FOOTPRINT_COVER = 0.05  # share of a latent cell the disc must cover for the cell to carry the code
-
-
 CODES = {"triangle": -1.0, "circle": 0.0, "square": 1.0}  # the shape code's level per shape
+FOOTPRINT_COVER = 0.05  # share of a latent cell the disc must cover for the cell to carry the code
 
 
 def fill_code(fill: Tensor) -> Tensor:
@@ -101,11 +99,12 @@ def world_latents(video: Tensor, channels: int = CHANNELS) -> Tensor:
         raise ValueError(f"need 1 + 4k frames and sides divisible by 8, got {tuple(video.shape)}")
     if channels not in (CHANNELS, SHAPED_CHANNELS):
         raise ValueError(f"the world latent space has {CHANNELS} or {SHAPED_CHANNELS} channels, not {channels}")
-    code = None
+    parts = []
     if channels == SHAPED_CHANNELS:
         disc, drawn, code = shape_code(video.transpose(1, 2).flatten(0, 1))
         video = drawn.unflatten(0, (b, frames)).transpose(1, 2)
-        code = code_channel(disc, code).unflatten(0, (b, frames))  # [B, F, 1, h, w]
+        codes = code_channel(disc, code).unflatten(0, (b, frames))[:, ::TIME_STRIDE]  # each group's last frame
+        parts.append(codes.flatten(0, 1))
     first = video[:, :, :1].expand(-1, -1, TIME_STRIDE - 1, -1, -1)
     groups = torch.cat([first, video], 2).unflatten(2, (-1, TIME_STRIDE))  # [B, 3, T, 4, H, W]
     t = groups.shape[2]
@@ -114,10 +113,7 @@ def world_latents(video: Tensor, channels: int = CHANNELS) -> Tensor:
     earlier = groups[:, :, :, :-1].mean(1).flatten(0, 1)  # brightness [B*T, 3, H, W]
     motion = F.avg_pool2d(earlier, SPACE_STRIDE)
     colourful = F.avg_pool2d(last.amax(1, keepdim=True) - last.amin(1, keepdim=True), SPACE_STRIDE)
-    parts = [quarters, motion, colourful]
-    if code is not None:
-        parts.append(code[:, ::TIME_STRIDE].flatten(0, 1))  # each group's last frame
-    latents = torch.cat(parts, 1)
+    latents = torch.cat([quarters, motion, colourful, *parts], 1)
     return latents.unflatten(0, (b, t)).transpose(1, 2)
 
 
