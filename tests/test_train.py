@@ -28,7 +28,7 @@ from longlive_cli.train.artifacts import FINAL, load_weights, training_device
 from longlive_cli.train.checkpoint import Randomness, load_checkpoint
 from longlive_cli.train.cli import run_stage, train_app
 from longlive_cli.train.data import pool_clip, to_video
-from longlive_cli.train.export import export
+from longlive_cli.train.export import chain_s, export
 from longlive_cli.train.latents import (
     CODES,
     COLOURFUL,
@@ -193,6 +193,8 @@ def test_export_writes_a_bundle_the_renderer_streams(run_dir: Path, tmp_path: Pa
     card = (tmp_path / "MODEL_CARD.md").read_text()
     assert "scripts/train_tiny.sh" in card and "| student | 2 |" in card
     assert f"Wall time on {training_device()}:" in card, "the card names what the stages trained on"
+    assert "end to end with the decoder beside the teacher and student" in card
+    assert {t.dtype for t in read_tensors(path).values() if t.is_floating_point()} == {torch.float16}
     bundle = load_bundle(path)
     assert bundle.spec.name == "tiny" and bundle.spec.size == (SIZE, SIZE) and bundle.spec.decoder == "fast"
     context = bundle.text.encode(["a red ball moving left and right on a gray background", "the red ball turns blue"])
@@ -202,6 +204,14 @@ def test_export_writes_a_bundle_the_renderer_streams(run_dir: Path, tmp_path: Pa
     assert [c.switched for c in chunks] == [False, True, False]
     video = torch.cat([stream(c.latents.transpose(1, 2)) for c in chunks], 2)
     assert video.shape == (1, 3, 33, SIZE, SIZE) and torch.isfinite(video).all()
+
+
+def test_the_card_times_the_recipe_as_two_processes_run_it() -> None:
+    """The decoder overlaps the teacher and the student, so the longer of the two branches counts, not both."""
+    wall = {"vae": 10.0, "decoder": 100.0, "teacher": 60.0, "student": 30.0, "long": 5.0}
+    assert chain_s({name: {"wall_s": s} for name, s in wall.items()}) == 115.0
+    wall["student"] = 50.0
+    assert chain_s({name: {"wall_s": s} for name, s in wall.items()}) == 125.0
 
 
 def test_teacher_loss_falls_on_a_fixed_batch() -> None:
