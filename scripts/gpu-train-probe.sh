@@ -11,13 +11,12 @@
 # leaves it in $OUT as tiny.safetensors.part-* (15 MB pieces; `cat` them back together) with MODEL_CARD.md and
 # tiny.json.
 #
-#   FULL=1 PRECISION=bfloat16 bash scripts/gpu-train-probe.sh   # the whole recipe as scripts/train_tiny.sh runs it
-#   FULL=1 PRECISION=bfloat16 Z_DIM=17 bash scripts/gpu-train-probe.sh   # ... in the space with the shape code
+#   FULL=1 bash scripts/gpu-train-probe.sh   # the whole recipe as scripts/train_tiny.sh runs it
 #
-# FULL=1 runs scripts/train_tiny.sh (the decoder beside the teacher and student) on recipes/tiny, or RECIPES, with
-# PRECISION written into the recipes of the stages that take it (and Z_DIM, 16 or 17, as the VAE's latent channels:
-# 17 trains the space with the shape code), and returns the bundle as EXPORT=1 does. Run again with KEEP=1 on the
-# same machine, it resumes the run folder instead of starting over.
+# FULL=1 runs scripts/train_tiny.sh (the decoder beside the teacher and student) on recipes/tiny, or RECIPES, and
+# returns the bundle as EXPORT=1 does. PRECISION (float32 or bfloat16) replaces the precision of every stage that takes
+# one; Z_DIM sets the VAE's latent channels (16: the space without the shape code, 17 as recipes/tiny has it). Run
+# again with KEEP=1 on the same machine, it resumes the run folder instead of starting over.
 set -uo pipefail
 out=${OUT:-out}
 mkdir -p "$out"
@@ -34,6 +33,7 @@ if [ -n "${FULL:-}" ]; then
   fi
   if [ -n "${PRECISION:-}" ]; then
     for stage in vae decoder teacher student; do
+      sed -i '/^precision:/d' "$recipes/$stage.yaml"
       printf '\nprecision: %s\n' "$PRECISION" >>"$recipes/$stage.yaml"
     done
   fi

@@ -112,7 +112,7 @@ def _minutes(seconds: float) -> str:
 def chain_s(summaries: dict[str, dict]) -> float:
     """Stage time on two processes as train_tiny.sh runs them: the decoder beside the teacher and the student."""
     wall = {name: summary["wall_s"] for name, summary in summaries.items()}
-    beside = max(wall.pop("decoder"), wall.pop("teacher", 0.0) + wall.pop("student", 0.0))
+    beside = max(wall.pop("decoder"), wall.pop("teacher") + wall.pop("student"))
     return beside + sum(wall.values())
 
 
@@ -136,9 +136,10 @@ def model_card(
         for part, row in scores["rows"].items()
     )
     devices = " and ".join(sorted({summary.get("device", training_device()) for summary in s.values()}))
-    total = f"{_minutes(sum(summary['wall_s'] for summary in s.values()))} for the {len(s)} stages"
-    if "decoder" in s:
-        total += f", {_minutes(chain_s(s))} end to end with the decoder beside the teacher and student"
+    total = (
+        f"{_minutes(sum(summary['wall_s'] for summary in s.values()))} for the {len(s)} stages, "
+        f"{_minutes(chain_s(s))} end to end with the decoder beside the teacher and student"
+    )
     if total_s:
         total += f"; the last run of the command took {_minutes(total_s)} (finished stages only rewrite their results)"
     return f"""# tiny: the embedded ShapesWorld model
