@@ -16,7 +16,8 @@
 # FULL=1 runs scripts/train_tiny.sh (the decoder beside the teacher and student) on recipes/tiny, or RECIPES, and
 # returns the bundle as EXPORT=1 does. PRECISION (float32 or bfloat16) replaces the precision of every stage that takes
 # one; Z_DIM sets the VAE's latent channels (16: the space without the shape code, 17 as recipes/tiny has it). Run
-# again with KEEP=1 on the same machine, it resumes the run folder instead of starting over.
+# again with KEEP=1 on the same machine, it resumes the run folder instead of starting over. FULL_TIMEOUT (seconds)
+# stops the recipe there and still reports the stages that finished and each stage's log.
 set -uo pipefail
 out=${OUT:-out}
 mkdir -p "$out"
@@ -37,9 +38,10 @@ if [ -n "${FULL:-}" ]; then
       printf '\nprecision: %s\n' "$PRECISION" >>"$recipes/$stage.yaml"
     done
   fi
-  PYTHON=$py THREADS=${THREADS:-8} RECIPES=$recipes ASSETS=$run/assets bash scripts/train_tiny.sh "$run" \
-    >>"$out/train-probe.log" 2>&1
+  PYTHON=$py THREADS=${THREADS:-8} RECIPES=$recipes ASSETS=$run/assets timeout "${FULL_TIMEOUT:-0}" \
+    bash scripts/train_tiny.sh "$run" >>"$out/train-probe.log" 2>&1
   rc=$?
+  [ -f "$run/decoder.out" ] && cp "$run/decoder.out" "$out/train-probe-decoder.log"
   echo "full recipe: exit $rc, $(($(date +%s) - begin)) s wall" | tee -a "$out/train-probe.txt"
   for stage in vae decoder teacher student long; do
     [ -f "$run/$stage/summary.json" ] && "$py" -c "import json,sys; s=json.load(open(sys.argv[1])); \
