@@ -13,7 +13,7 @@
 #
 #   FULL=1 bash scripts/gpu-train-probe.sh   # the whole recipe as scripts/train_tiny.sh runs it
 #
-# FULL=1 runs scripts/train_tiny.sh (the decoder beside the teacher and student) on recipes/tiny, or RECIPES, and
+# FULL=1 runs scripts/train_tiny.sh (the decoder beside the student) on recipes/tiny, or RECIPES, and
 # returns the bundle as EXPORT=1 does. PRECISION (float32 or bfloat16) replaces the precision of every stage that takes
 # one; Z_DIM sets the VAE's latent channels (16: the space without the shape code, 17 as recipes/tiny has it). Run
 # again with KEEP=1 on the same machine, it resumes the run folder instead of starting over. FULL_TIMEOUT (seconds)
@@ -38,8 +38,8 @@ if [ -n "${FULL:-}" ]; then
       printf '\nprecision: %s\n' "$PRECISION" >>"$recipes/$stage.yaml"
     done
   fi
-  PYTHON=$py THREADS=${THREADS:-8} RECIPES=$recipes ASSETS=$run/assets timeout "${FULL_TIMEOUT:-0}" \
-    bash scripts/train_tiny.sh "$run" >>"$out/train-probe.log" 2>&1
+  PYTHON=$py THREADS=${THREADS:-8} ALONE_THREADS=${THREADS:-8} RECIPES=$recipes ASSETS=$run/assets \
+    timeout "${FULL_TIMEOUT:-0}" bash scripts/train_tiny.sh "$run" >>"$out/train-probe.log" 2>&1
   rc=$?
   [ -f "$run/decoder.out" ] && cp "$run/decoder.out" "$out/train-probe-decoder.log"
   echo "full recipe: exit $rc, $(($(date +%s) - begin)) s wall" | tee -a "$out/train-probe.txt"

@@ -1,4 +1,4 @@
-"""``scripts/train_tiny.sh``: the whole recipe in one command, the decoder training beside the teacher and student."""
+"""``scripts/train_tiny.sh``: the whole recipe in one command, the decoder training beside the student."""
 
 from __future__ import annotations
 

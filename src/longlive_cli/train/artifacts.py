@@ -35,7 +35,7 @@ def training_device() -> str:
     """What a stage trains on (the model card's wall times depend on it)."""
     if torch.cuda.is_available():
         return f"{torch.cuda.get_device_name()} (GPU)"
-    return f"{platform.processor() or platform.machine()} CPU, {torch.get_num_threads()} thread(s) per process"
+    return f"{platform.processor() or platform.machine()} CPU, {torch.get_num_threads()} thread(s)"
 
 
 def write_summary(folder: Path, summary: dict) -> None:

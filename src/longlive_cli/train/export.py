@@ -110,9 +110,9 @@ def _minutes(seconds: float) -> str:
 
 
 def chain_s(summaries: dict[str, dict]) -> float:
-    """Stage time on two processes as train_tiny.sh runs them: the decoder beside the teacher and the student."""
+    """Stage time on two processes as train_tiny.sh runs them: the decoder beside the student."""
     wall = {name: summary["wall_s"] for name, summary in summaries.items()}
-    beside = max(wall.pop("decoder"), wall.pop("teacher") + wall.pop("student"))
+    beside = max(wall.pop("decoder"), wall.pop("student"))
     return beside + sum(wall.values())
 
 
@@ -128,17 +128,17 @@ def model_card(
     s = summaries
     dit, vae, text = spec.dit, spec.vae, spec.text
     rows = "\n".join(
-        f"| {name} | {summary['steps']} | {_minutes(summary['wall_s'])} | {summary['params'] / 1e6:.2f} M |"
+        f"| {name} | {summary['steps']} | {_minutes(summary['wall_s'])} | {summary['params'] / 1e6:.2f} M | "
+        f"{summary.get('device', training_device())} |"
         for name, summary in s.items()
     )
     table = "\n".join(
         f"| {part} | " + " | ".join(_cell(row.get(key)) for key in CARD_COLUMNS) + " |"
         for part, row in scores["rows"].items()
     )
-    devices = " and ".join(sorted({summary.get("device", training_device()) for summary in s.values()}))
     total = (
         f"{_minutes(sum(summary['wall_s'] for summary in s.values()))} for the {len(s)} stages, "
-        f"{_minutes(chain_s(s))} end to end with the decoder beside the teacher and student"
+        f"{_minutes(chain_s(s))} end to end with the decoder beside the student"
     )
     if total_s:
         total += f"; the last run of the command took {_minutes(total_s)} (finished stages only rewrite their results)"
@@ -168,10 +168,10 @@ vocabulary; `longlive render timelines/demo.yaml` uses it by default.
 ```
 
 The recipes are `recipes/tiny/*.yaml`; each stage resumes from its checkpoint when the command is run again.
-Wall time on {devices}: {total}.
+Wall time: {total}.
 
-| stage | steps | wall time | params |
-|---|---|---|---|
+| stage | steps | wall time | params | on |
+|---|---|---|---|---|
 {rows}
 
 - **latent space**: {_space_line(vae.z_dim)}
