@@ -28,7 +28,7 @@ from longlive_cli.train.artifacts import FINAL, load_weights, training_device
 from longlive_cli.train.checkpoint import Randomness, load_checkpoint
 from longlive_cli.train.cli import run_stage, train_app
 from longlive_cli.train.data import pool_clip, to_video
-from longlive_cli.train.export import chain_s, export
+from longlive_cli.train.export import REPORT_ROWS, chain_s, export, limits_section, long_tuning_section
 from longlive_cli.train.latents import (
     CODES,
     COLOURFUL,
@@ -194,6 +194,8 @@ def test_export_writes_a_bundle_the_renderer_streams(run_dir: Path, tmp_path: Pa
     assert "scripts/train_tiny.sh" in card and "| student | 2 |" in card
     assert f"| {training_device()} |" in card, "the card names what each stage trained on"
     assert "end to end with the decoder beside the student" in card
+    assert "Not measured for this run" in card, "no long-tuning report in the run folder, no table"
+    assert "## Known limits" in card
     assert {t.dtype for t in read_tensors(path).values() if t.is_floating_point()} == {torch.float16}
     bundle = load_bundle(path)
     assert bundle.spec.name == "tiny" and bundle.spec.size == (SIZE, SIZE) and bundle.spec.decoder == "fast"
@@ -212,6 +214,51 @@ def test_the_card_times_the_recipe_as_two_processes_run_it() -> None:
     assert chain_s({name: {"wall_s": s} for name, s in wall.items()}) == 175.0
     wall["student"] = 150.0
     assert chain_s({name: {"wall_s": s} for name, s in wall.items()}) == 225.0
+
+
+def suite_row(all_: float, latency: float | None = 12.0, continuity: float | None = 1.0, **attributes) -> dict:
+    """One suite row as run_suite reports it."""
+    row = {f"adherence_{a}": 0.9 for a in ("shape", "color", "size", "motion", "background")}
+    row |= {f"adherence_{a}": v for a, v in attributes.items()}
+    return row | {
+        "adherence_all": all_,
+        "drift_first_all": all_ - 0.1,
+        "drift_last_all": all_,
+        "latency_frames_median": latency,
+        "latency_frames_p95": latency and 3 * latency,
+        "changes": 24,
+        "unsettled": 2,
+        "continuity_median": continuity,
+        "continuity_max": continuity and 4 * continuity,
+    }
+
+
+def test_the_card_tabulates_a_long_tuning_report_and_names_the_policies_it_measured() -> None:
+    report = {" / ".join(key): suite_row(0.5) for key in REPORT_ROWS}
+    report["after / clear / changes 20 s"] = suite_row(0.62, latency=8.0, continuity=1.5)
+    report["after / recache / changes 20 s"] = suite_row(0.64, latency=16.0)
+    card = long_tuning_section(report)
+    assert "| after, clear, changes 20 s | 62.0 | 52.0 → 62.0 | 0.50 | 2 of 24 | 1.50 |" in card
+    assert card.count("| before long tuning, recache,") == 2 and card.count("| after,") == 6
+    assert "On changes 20 s, recache scores highest (64.0 %), clear settles fastest (0.50 s), clear jumps" in card
+    assert "On long 240 s, recache scores highest (50.0 %)" in card and "within 0.0 points" in card
+    assert "jumps furthest" not in card.split("On long 240 s")[1], "equal continuity names no policy"
+    assert "Not measured for this run" in long_tuning_section(None)
+
+
+def test_known_limits_come_from_the_suite_figures() -> None:
+    rows = {
+        "single 20 s": suite_row(0.65, motion=0.72),
+        "single 20 s, seen": suite_row(0.81),
+        "changes 20 s": suite_row(0.64, latency=11.5, continuity=1.05),
+    }
+    limits = limits_section(rows)
+    assert "65.0 % on held-out 20 s renders" in limits and "motion 72.0 %, background 90.0 %; the weakest is motion" in limits
+    assert "81.0 % on seen combinations and 64.0 % with prompt changes" in limits
+    assert "after 11.5 frames (0.72 s) at the median and 34 at the 95th percentile" in limits
+    assert "2 of 24 changes never settle" in limits and "4.2 times a frame's normal motion" in limits
+    rows["changes 20 s"] = suite_row(0.0, latency=None, continuity=None)
+    assert "at the median" not in limits_section(rows) and "largest jump" not in limits_section(rows)
 
 
 def test_teacher_loss_falls_on_a_fixed_batch() -> None:

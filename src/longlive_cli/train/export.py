@@ -123,6 +123,7 @@ def model_card(
     command: str,
     total_s: float | None,
     generator: str = "student",
+    report: dict | None = None,
 ) -> str:
     """Markdown: what the model is, how it was made (command, steps, wall time), and how it scores."""
     s = summaries
@@ -211,48 +212,101 @@ is the centroid jump at a change over the median per-frame motion (1 is seamless
 |---|{"---|" * len(CARD_COLUMNS)}
 {table}
 
-{LONG_TUNING}
+{long_tuning_section(report)}
 
-{LIMITS}
+{limits_section(scores["rows"])}
 """
 
 
-LONG_TUNING = """## Long tuning and switch policies
+REPORT = "long_tuning.json"  # in the run folder, from scripts/long_tuning_report.py --json
+LONG_PART, CHANGES_PART = "long 240 s", "changes 20 s"
+POLICIES = ("recache", "keep", "clear")
+REPORT_ROWS = (
+    ("before", "recache", LONG_PART),
+    ("after", "recache", LONG_PART),
+    ("before", "recache", CHANGES_PART),
+    ("after", "recache", CHANGES_PART),
+    ("after", "keep", CHANGES_PART),
+    ("after", "clear", CHANGES_PART),
+    ("after", "keep", LONG_PART),
+    ("after", "clear", LONG_PART),
+)
 
-`python scripts/long_tuning_report.py BEFORE AFTER` on the student before long tuning and the long-tuned model: the
-suite's 240 s runs (4 runs, five changes each, the last bringing back the first prompt in the same words) and its 20 s
-runs with three changes; all-attribute adherence, its first and last 20 %, median latency, changes that never settle
-and median continuity.
+
+def _pct(value: float | None) -> str:
+    return "-" if value is None else f"{100 * value:.1f}"
+
+
+def _seconds(frames: float | None) -> str:
+    return "-" if frames is None else f"{frames / FPS:.2f}"
+
+
+def _policies(report: dict, part: str) -> str:
+    """Which switch policy scores highest, settles fastest and moves the object furthest at a change."""
+    rows = {policy: report[f"after / {policy} / {part}"] for policy in POLICIES}
+    alls = {policy: row["adherence_all"] for policy, row in rows.items()}
+    timed = {p: r["latency_frames_median"] for p, r in rows.items() if r["latency_frames_median"] is not None}
+    moved = {p: r["continuity_median"] for p, r in rows.items() if r["continuity_median"] is not None}
+    line = f"On {part}, {max(alls, key=alls.get)} scores highest ({_pct(max(alls.values()))} %)"
+    if timed:
+        line += f", {min(timed, key=timed.get)} settles fastest ({_seconds(min(timed.values()))} s)"
+    if moved and max(moved.values()) > min(moved.values()):
+        line += f", {max(moved, key=moved.get)} jumps furthest at a change (continuity {max(moved.values()):.2f})"
+    return line + f"; the three policies lie within {100 * (max(alls.values()) - min(alls.values())):.1f} points."
+
+
+def long_tuning_section(report: dict | None) -> str:
+    """The before/after and switch-policy table from the report's figures, or the command that measures them."""
+    how = (
+        "`python scripts/long_tuning_report.py BEFORE AFTER --json RUN/long_tuning.json` on the student before long "
+        "tuning and the long-tuned model: the suite's 240 s runs (4 runs, five changes each, the last bringing back "
+        "the first prompt in the same words) and its 20 s runs with three changes"
+    )
+    if report is None:
+        return f"## Long tuning and switch policies\n\nNot measured for this run; {how}, then export again."
+    rows = []
+    for model, policy, part in REPORT_ROWS:
+        row = report[f"{model} / {policy} / {part}"]
+        name = "before long tuning" if model == "before" else "after"
+        rows.append(
+            f"| {name}, {policy}, {part} | {_pct(row['adherence_all'])} | {_pct(row['drift_first_all'])} → "
+            f"{_pct(row['drift_last_all'])} | {_seconds(row['latency_frames_median'])} | "
+            f"{row['unsettled']} of {row['changes']} | {_cell(row['continuity_median'])} |"
+        )
+    table = "\n".join(rows)
+    return f"""## Long tuning and switch policies
+
+{how}; all-attribute adherence, its first and last 20 %, median latency, changes that never settle and median
+continuity.
 
 | model, policy, part | all % | first → last 20 % | latency (s) | unsettled | continuity |
 |---|---|---|---|---|---|
-| before long tuning, recache, 240 s | 41.2 | 33.3 → 35.0 | 2.53 | 5 of 20 | 0.86 |
-| after, recache, 240 s | 52.8 | 48.2 → 47.3 | 1.91 | 1 of 20 | 0.66 |
-| before long tuning, recache, 20 s changes | 47.5 | 46.7 → 44.3 | 1.62 | 7 of 24 | 1.00 |
-| after, recache, 20 s changes | 64.3 | 54.1 → 62.6 | 0.75 | 2 of 24 | 1.00 |
-| after, keep, 20 s changes | 63.7 | 54.1 → 57.9 | 0.78 | 3 of 24 | 1.00 |
-| after, clear, 20 s changes | 62.2 | 54.1 → 59.8 | 0.66 | 3 of 24 | 1.00 |
-| after, keep, 240 s | 52.6 | 48.2 → 47.3 | 1.91 | 1 of 20 | 0.67 |
-| after, clear, 240 s | 51.9 | 48.2 → 48.3 | 1.00 | 2 of 20 | 0.74 |
+{table}
 
-Clearing the cache at a change settles fastest and moves the object furthest (continuity 0.74 on 240 s against
-0.66), keeping it settles slowest on 20 s runs; recache scores highest, but the three policies are within 2.5 points
-here."""
+{_policies(report, CHANGES_PART)} {_policies(report, LONG_PART)}"""
 
 
-LIMITS = """## Known limits
-
-Colour, size and background follow the prompt, held-out combinations included. Every shape is drawn as asked on
-most steady frames (`scripts/attribute_grid.py`: circles 98 %, squares 95 %, triangles 99 %; held-out 20 s renders
-89 %). The decoder returns small squares from ground-truth latents as squares on 73 % of frames (small triangles
-91 %, everything else 99.5-100 %; `scripts/decoder_ceiling.py`). Motion is the weakest attribute: still objects stay
-still, but the grid reads horizontal motion on 74 % of frames, vertical on 82 % and circling on 85 %, and held-out
-single prompts 72 %; a linear object often moves slower than asked and turns before the frame's edge. Over 240 s
-with twenty changes colour holds on 94-95 % of steady frames, shape on 61-63 % and motion on 77 %, 1 of the 20
-changes never settles, and the last 20 % of a run, which asks for the same as its first 20 %, scores 47 %
-all-attribute against 48 % at the start. All-attribute adherence is far from what a person would call right: 65 %
-on held-out 20 s renders. After a prompt change the new prompt holds in full within 11.5 frames (0.7 s) for half of
-the changes and within 1 s for 17 of 24; the largest jump at a change is 4.2 times the normal motion of a frame."""
+def limits_section(rows: dict) -> str:
+    """Where the model falls short, in the suite's own figures."""
+    held, seen, changes = rows["single 20 s"], rows["single 20 s, seen"], rows["changes 20 s"]
+    attributes = ("shape", "color", "size", "motion", "background")
+    weakest = min(attributes, key=lambda a: held[f"adherence_{a}"])
+    listed = ", ".join(f"{a} {_pct(held[f'adherence_{a}'])} %" for a in attributes)
+    line = (
+        f"All-attribute adherence, the share of steady frames with every attribute as asked: "
+        f"{_pct(held['adherence_all'])} % on held-out 20 s renders ({listed}; the weakest is {weakest}), "
+        f"{_pct(seen['adherence_all'])} % on seen combinations and {_pct(changes['adherence_all'])} % with prompt "
+        f"changes."
+    )
+    if changes["latency_frames_median"] is not None:
+        line += (
+            f" After a change the new prompt holds in full after {changes['latency_frames_median']:.1f} frames "
+            f"({_seconds(changes['latency_frames_median'])} s) at the median and {changes['latency_frames_p95']:.0f} "
+            f"at the 95th percentile; {changes['unsettled']} of {changes['changes']} changes never settle."
+        )
+    if changes["continuity_max"] is not None:
+        line += f" The largest jump at a change is {changes['continuity_max']:.1f} times a frame's normal motion."
+    return f"## Known limits\n\n{line}"
 
 
 def _space_line(channels: int) -> str:
@@ -331,7 +385,8 @@ def export(
     path = assets / BUNDLE
     dtype = write_bundle(path, spec, states)
     scores = evaluate(load_converted(path))
-    (assets / CARD).write_text(model_card(spec, summaries, scores, command, total_s, generator))
+    report = json.loads((run_dir / REPORT).read_text()) if (run_dir / REPORT).is_file() else None
+    (assets / CARD).write_text(model_card(spec, summaries, scores, command, total_s, generator, report))
     (run_dir / "export.json").write_text(json.dumps({"bundle": str(path), "dtype": str(dtype), **scores}, indent=2))
     if console is not None:
         console.print(f"wrote {path} ({path.stat().st_size / 2**20:.1f} MiB, {dtype}) and {assets / CARD}")
