@@ -7,7 +7,10 @@ prints markdown tables; every figure goes to --json. Parts run in parallel proce
 
     longlive train --stage export --out runs/tiny --assets runs/tiny/before --generator student
     longlive train --stage export --out runs/tiny --assets runs/tiny/after --generator long
-    python scripts/long_tuning_report.py runs/tiny/before/tiny.safetensors runs/tiny/after/tiny.safetensors
+    python scripts/long_tuning_report.py runs/tiny/before/tiny.safetensors runs/tiny/after/tiny.safetensors \
+        --json runs/tiny/long_tuning.json
+
+With the figures in the run folder as long_tuning.json, the next export puts their table in the model card.
 """
 
 from __future__ import annotations
