@@ -253,7 +253,8 @@ def test_known_limits_come_from_the_suite_figures() -> None:
         "changes 20 s": suite_row(0.64, latency=11.5, continuity=1.05),
     }
     limits = limits_section(rows)
-    assert "65.0 % on held-out 20 s renders" in limits and "motion 72.0 %, background 90.0 %; the weakest is motion" in limits
+    assert "65.0 % on held-out 20 s renders" in limits
+    assert "motion 72.0 %, background 90.0 %; the weakest is motion" in limits
     assert "81.0 % on seen combinations and 64.0 % with prompt changes" in limits
     assert "after 11.5 frames (0.72 s) at the median and 34 at the 95th percentile" in limits
     assert "2 of 24 changes never settle" in limits and "4.2 times a frame's normal motion" in limits
@@ -518,6 +519,25 @@ def test_recipe_errors_name_the_file_and_key(
 ) -> None:
     with pytest.raises(RecipeError, match=message):
         load_recipe(write_recipe(tmp_path, stage, **keys), load_as)
+
+
+def test_a_recipe_key_given_twice_is_refused_with_both_lines(tmp_path: Path) -> None:
+    path = write_recipe(tmp_path, "decoder", precision="float32")
+    path.write_text(path.read_text() + "precision: bfloat16\n")
+    lines = path.read_text().splitlines()
+    first, second = (i + 1 for i, line in enumerate(lines) if line.startswith("precision:"))
+    message = rf"decoder\.yaml line {second}: not valid YAML \(duplicate key 'precision' \(first given on line {first}"
+    with pytest.raises(RecipeError, match=message):
+        load_recipe(path, "decoder")
+
+
+def test_a_recipe_alias_bomb_is_refused_before_it_is_expanded(tmp_path: Path) -> None:
+    levels = ["a0: &a0 [x, x, x, x, x, x, x, x, x, x]"]
+    levels += [f"a{i}: &a{i} [{', '.join([f'*a{i - 1}'] * 10)}]" for i in range(1, 9)]
+    path = tmp_path / "vae.yaml"
+    path.write_text("stage: vae\n" + "\n".join(levels) + "\n")
+    with pytest.raises(RecipeError, match=r"vae\.yaml line 6: not valid YAML \(more than 20000 values"):
+        load_recipe(path, "vae")
 
 
 def test_cli_reports_a_bad_recipe_with_exit_code_1(tmp_path: Path) -> None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import yaml
+import yaml.constructor
 
 MAX_DEPTH = 32
 MAX_NODES = 20_000
@@ -31,7 +32,8 @@ class _Extent:
 
 
 class BoundedLoader(yaml.SafeLoader):
-    """A SafeLoader whose composer refuses documents deeper or, aliases expanded, larger than the limits."""
+    """A SafeLoader whose composer refuses documents deeper or, aliases expanded, larger than the limits, and whose
+    constructor refuses a key given twice in one mapping (plain YAML keeps the last, silently dropping the first)."""
 
     def __init__(self, text: str, max_depth: int = MAX_DEPTH, max_nodes: int = MAX_NODES):
         super().__init__(text)
@@ -74,6 +76,20 @@ class BoundedLoader(yaml.SafeLoader):
         self._extents.clear()
         return node
 
+    def construct_mapping(self, node, deep=False):
+        """A mapping whose keys each appear once; merged keys (``<<``) may still be overridden."""
+        first: dict[object, int] = {}
+        for key_node, _ in node.value:
+            if key_node.tag == "tag:yaml.org,2002:merge" or not isinstance(key_node, yaml.ScalarNode):
+                continue
+            key = self.construct_object(key_node)
+            if key in first:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"duplicate key '{key}' (first given on line {first[key]})", key_node.start_mark
+                )
+            first[key] = key_node.start_mark.line + 1
+        return super().construct_mapping(node, deep)
+
     def _count(self, nodes: int, height: int, mark: yaml.Mark) -> None:
         """Add nodes to the expanded total and check it, and the expanded depth, against the limits."""
         self._nodes += nodes
@@ -83,3 +99,12 @@ class BoundedLoader(yaml.SafeLoader):
             raise YAMLLimitError(f"nested more than {self.max_depth} levels deep", mark)
         if self._heights:
             self._heights[-1] = max(self._heights[-1], height)
+
+
+def load(text: str):
+    """One YAML document as Python values, within the limits and with every key given once."""
+    loader = BoundedLoader(text)
+    try:
+        return loader.get_single_data()
+    finally:
+        loader.dispose()

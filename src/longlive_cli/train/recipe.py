@@ -10,6 +10,8 @@ from pathlib import Path
 
 import yaml
 
+from longlive_cli import safe_yaml
+
 
 class RecipeError(ValueError):
     """A recipe file that cannot be used, with the file and key in the message."""
@@ -310,7 +312,7 @@ def load_recipe(path: str | Path, stage: str) -> Recipe:
     if stage not in STAGES:
         raise RecipeError(f"unknown stage '{stage}'; expected one of {', '.join(STAGES)}")
     try:
-        data = yaml.safe_load(path.read_text())
+        data = safe_yaml.load(path.read_text())
     except OSError as e:
         raise RecipeError(f"{path}: cannot read recipe ({e.strerror})") from None
     except yaml.YAMLError as e:
