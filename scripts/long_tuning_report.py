@@ -21,7 +21,9 @@ import os
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
-LONG, CHANGES = "long 240 s", "changes 20 s"
+from longlive_cli.evaluate import CHANGES_PART as CHANGES
+from longlive_cli.evaluate import LONG_PART as LONG
+from longlive_cli.train.export import POLICIES, report_key
 
 
 def score(model: str, policy: str, part: str) -> dict:
@@ -83,7 +85,7 @@ def main() -> None:
         ("before", "recache", LONG): (args.before, "recache", LONG),
         ("after", "recache", LONG): (args.after, "recache", LONG),
         ("before", "recache", CHANGES): (args.before, "recache", CHANGES),
-        **{("after", p, part): (args.after, p, part) for p in ("recache", "keep", "clear") for part in (CHANGES, LONG)},
+        **{("after", p, part): (args.after, p, part) for p in POLICIES for part in (CHANGES, LONG)},
     }
     with ProcessPoolExecutor(args.jobs) as pool:
         futures = {key: pool.submit(score, *job) for key, job in jobs.items()}
@@ -97,10 +99,10 @@ def main() -> None:
     print("\n### Switch policy at prompt changes, long-tuned model\n")
     print(HEADER)
     for part in (CHANGES, LONG):
-        for policy in ("recache", "keep", "clear"):
+        for policy in POLICIES:
             print(drift_row(f"{policy}, {part}", rows[("after", policy, part)]))
     if args.json:
-        args.json.write_text(json.dumps({" / ".join(k): v for k, v in rows.items()}, indent=2) + "\n")
+        args.json.write_text(json.dumps({report_key(*k): v for k, v in rows.items()}, indent=2) + "\n")
 
 
 if __name__ == "__main__":

@@ -39,11 +39,12 @@ class SuitePart:
     extended: bool = False  # run only when asked for by name: too long for the default suite, reported apart
 
 
+HELD_OUT_PART, SEEN_PART, CHANGES_PART, LONG_PART = "single 20 s", "single 20 s, seen", "changes 20 s", "long 240 s"
 SUITE = (
-    SuitePart("single 20 s", runs=8, duration_s=20.0, changes=0, seed=100),
-    SuitePart("single 20 s, seen", runs=8, duration_s=20.0, changes=0, seed=150, held_out=False),
-    SuitePart("changes 20 s", runs=8, duration_s=20.0, changes=3, seed=200),
-    SuitePart("long 240 s", runs=4, duration_s=240.0, changes=5, seed=303, returning=True),
+    SuitePart(HELD_OUT_PART, runs=8, duration_s=20.0, changes=0, seed=100),
+    SuitePart(SEEN_PART, runs=8, duration_s=20.0, changes=0, seed=150, held_out=False),
+    SuitePart(CHANGES_PART, runs=8, duration_s=20.0, changes=3, seed=200),
+    SuitePart(LONG_PART, runs=4, duration_s=240.0, changes=5, seed=303, returning=True),
     SuitePart("long 20 min", runs=2, duration_s=1200.0, changes=9, seed=404, returning=True, extended=True),
 )
 

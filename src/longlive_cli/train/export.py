@@ -10,6 +10,7 @@ import torch
 
 from longlive_cli.bundle import ModelSpec, load_converted, save_bundle
 from longlive_cli.engine import EngineConfig
+from longlive_cli.evaluate import CHANGES_PART, HELD_OUT_PART, LONG_PART, SEEN_PART
 from longlive_cli.train.artifacts import FINAL, read_summary, training_device
 from longlive_cli.train.decoder import load_fast_decoder
 from longlive_cli.train.evaluate import evaluate
@@ -219,7 +220,6 @@ is the centroid jump at a change over the median per-frame motion (1 is seamless
 
 
 REPORT = "long_tuning.json"  # in the run folder, from scripts/long_tuning_report.py --json
-LONG_PART, CHANGES_PART = "long 240 s", "changes 20 s"
 POLICIES = ("recache", "keep", "clear")
 REPORT_ROWS = (
     ("before", "recache", LONG_PART),
@@ -233,6 +233,11 @@ REPORT_ROWS = (
 )
 
 
+def report_key(model: str, policy: str, part: str) -> str:
+    """A figure's key in the long-tuning report: which model, which switch policy, which suite part."""
+    return f"{model} / {policy} / {part}"
+
+
 def _pct(value: float | None) -> str:
     return "-" if value is None else f"{100 * value:.1f}"
 
@@ -243,7 +248,7 @@ def _seconds(frames: float | None) -> str:
 
 def _policies(report: dict, part: str) -> str:
     """Which switch policy scores highest, settles fastest and moves the object furthest at a change."""
-    rows = {policy: report[f"after / {policy} / {part}"] for policy in POLICIES}
+    rows = {policy: report[report_key("after", policy, part)] for policy in POLICIES}
     alls = {policy: row["adherence_all"] for policy, row in rows.items()}
     timed = {p: r["latency_frames_median"] for p, r in rows.items() if r["latency_frames_median"] is not None}
     moved = {p: r["continuity_median"] for p, r in rows.items() if r["continuity_median"] is not None}
@@ -266,7 +271,7 @@ def long_tuning_section(report: dict | None) -> str:
         return f"## Long tuning and switch policies\n\nNot measured for this run; {how}, then export again."
     rows = []
     for model, policy, part in REPORT_ROWS:
-        row = report[f"{model} / {policy} / {part}"]
+        row = report[report_key(model, policy, part)]
         name = "before long tuning" if model == "before" else "after"
         rows.append(
             f"| {name}, {policy}, {part} | {_pct(row['adherence_all'])} | {_pct(row['drift_first_all'])} → "
@@ -288,7 +293,7 @@ continuity.
 
 def limits_section(rows: dict) -> str:
     """Where the model falls short, in the suite's own figures."""
-    held, seen, changes = rows["single 20 s"], rows["single 20 s, seen"], rows["changes 20 s"]
+    held, seen, changes = rows[HELD_OUT_PART], rows[SEEN_PART], rows[CHANGES_PART]
     attributes = ("shape", "color", "size", "motion", "background")
     weakest = min(attributes, key=lambda a: held[f"adherence_{a}"])
     listed = ", ".join(f"{a} {_pct(held[f'adherence_{a}'])} %" for a in attributes)
