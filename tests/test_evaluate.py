@@ -35,6 +35,7 @@ def test_ground_truth_video_scores_full_marks(tmp_path):
     result = runner.invoke(app, args)
     assert result.exit_code == 0, result.output
     assert "drift: all-attribute adherence 100.0 % in the first part, 100.0 % in the last" in result.output
+    assert "misread (steady frames): nothing of 5 % or more" in result.output
     report = json.loads(out.read_text())
     assert report["adherence"]["steady"]["all"] >= 0.99
     change = report["segments"][1]
@@ -49,6 +50,10 @@ def test_suite_renders_and_summarises(tmp_path, monkeypatch):
     report = evaluate.run_suite(bundle)
     row = report["rows"]["tiny part"]
     assert row["runs"] == 2 and row["changes"] == 2 and row["frames"] == 160
+    readings = report["readings"]["tiny part"]
+    assert sum(
+        readings["background"][b][read] for b in readings["background"] for read in readings["background"][b]
+    ) == sum(r["adherence"]["steady_frames"] for r in report["runs"]["tiny part"])
     a = evaluate.suite_timelines(evaluate.SUITE[0])
     assert a == evaluate.suite_timelines(evaluate.SUITE[0])
 

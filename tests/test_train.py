@@ -258,6 +258,11 @@ def test_known_limits_come_from_the_suite_figures() -> None:
     assert "81.0 % on seen combinations and 64.0 % with prompt changes" in limits
     assert "after 11.5 frames (0.72 s) at the median and 34 at the 95th percentile" in limits
     assert "2 of 24 changes never settle" in limits and "4.2 times a frame's normal motion" in limits
+    assert "misses were read as" not in limits
+    readings = {"motion": {"horizontal": {"horizontal": 77, "still": 10, "circling": 13}, "still": {"still": 50}}}
+    assert "On held-out renders the misses were read as: motion horizontal as circling 13.0 %, still 10.0 % (" in (
+        limits_section(rows, readings)
+    )
     rows["changes 20 s"] = suite_row(0.0, latency=None, continuity=None)
     assert "at the median" not in limits_section(rows) and "largest jump" not in limits_section(rows)
 

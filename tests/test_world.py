@@ -21,7 +21,7 @@ from longlive_cli.world.grammar import (
     is_held_out,
     parse,
 )
-from longlive_cli.world.metrics import evaluate, summarise
+from longlive_cli.world.metrics import evaluate, merge_readings, misread_text, misreads, summarise
 from longlive_cli.world.scene import (
     CENTRE_SPEED,
     HIGH,
@@ -235,6 +235,22 @@ def test_ignored_prompt_change_scores_low_adherence_and_never_lands():
     assert change["latency_frames"] == 64 and not change["settled"]
     assert result["adherence"]["steady"]["color"] < 0.6
     assert result["adherence"]["steady"]["motion"] == 1.0  # unchanged attributes still adhere
+
+
+def test_readings_say_what_a_miss_was_drawn_as():
+    blue_square = Attributes("square", "blue", "small", "horizontal", "gray")
+    frames, timeline = _two_prompt_video(8.0, 4.0, RED_BALL, blue_square)
+    result = json.loads(json.dumps(evaluate(frames, 16, timeline)))
+    readings = result["adherence"]["readings"]
+    steady = result["adherence"]["steady_frames"]
+    assert sum(sum(reads.values()) for reads in readings["color"].values()) == steady
+    assert readings["color"]["blue"] == {"red": readings["color"]["blue"]["red"]}  # every blue frame drawn red
+    assert readings["color"]["red"] == {"red": readings["color"]["red"]["red"]}
+    assert misreads(readings) == [("shape", "square", [("circle", 1.0)]), ("color", "blue", [("red", 1.0)])]
+    merged = merge_readings([result, result])
+    assert merged["color"]["blue"]["red"] == 2 * readings["color"]["blue"]["red"]
+    assert misread_text(merged) == "shape square as circle 100.0 %; color blue as red 100.0 %"
+    assert misread_text(merge_readings([evaluate(frames[:64], 16, timeline[:1])])) == ""
 
 
 def test_text_prompts_score_only_what_they_mention():

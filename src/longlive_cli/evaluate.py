@@ -21,7 +21,7 @@ from .pipeline import FramePipeline
 from .timeline import Timeline, latent_frames_for, parse_timeline, requested_latent
 from .video import read_frames, sidecar_path
 from .world.grammar import describe
-from .world.metrics import MetricsConfig, evaluate, summarise
+from .world.metrics import MetricsConfig, evaluate, merge_readings, summarise
 from .world.timelines import random_timeline, returning_timeline
 
 
@@ -134,12 +134,12 @@ def run_suite(
     progress=None,
     parts: Sequence[str] = (),
 ) -> dict[str, dict]:
-    """One summary row per suite part (those named in ``parts``, else all but the extended ones), plus every run's
-    full metrics."""
+    """One summary row per suite part (those named in ``parts``, else all but the extended ones), what its misses
+    were read as, and every run's full metrics."""
     unknown = [name for name in parts if name not in {p.name for p in SUITE}]
     if unknown:
         raise ValueError(f"unknown suite part '{unknown[0]}'; the parts are: {', '.join(p.name for p in SUITE)}")
-    rows, runs = {}, {}
+    rows, readings, runs = {}, {}, {}
     for part in SUITE:
         named = part.name in parts
         if (
@@ -155,5 +155,6 @@ def run_suite(
             if progress is not None:
                 progress(part.name, i + 1, part.runs)
         rows[part.name] = summarise(results)
+        readings[part.name] = merge_readings(results)
         runs[part.name] = results
-    return {"policy": SwitchPolicy(policy).value, "rows": rows, "runs": runs}
+    return {"policy": SwitchPolicy(policy).value, "rows": rows, "readings": readings, "runs": runs}

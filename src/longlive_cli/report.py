@@ -6,6 +6,7 @@ from rich.console import Console
 from rich.table import Table
 
 from .terminal import markup_safe
+from .world.metrics import misread_text
 
 
 def print_bench(report: dict, out: Console) -> None:
@@ -65,6 +66,11 @@ def _pct(v: float | None) -> str:
     return "-" if v is None else f"{100 * v:.1f} %"
 
 
+def misread_line(readings: dict) -> str:
+    """What the misses were read as, as shares of the asked value's steady frames."""
+    return "misread (steady frames): " + (misread_text(readings) or "nothing of 5 % or more")
+
+
 def print_video_metrics(report: dict, out: Console) -> None:
     """One video's scores: a row per prompt segment, then steady adherence and drift."""
     steady = report["adherence"]["steady"]
@@ -77,6 +83,7 @@ def print_video_metrics(report: dict, out: Console) -> None:
         table.add_row(str(i), f"{seg['at_s']:g} s", _pct(seg["adherence_all"]), latency, continuity)
     print_table(table, out)
     out.print("steady adherence: " + ", ".join(f"{k} {_pct(v)}" for k, v in steady.items()))
+    out.print(misread_line(report["adherence"]["readings"]))
     first, last = report["drift"]["first"]["adherence_all"], report["drift"]["last"]["adherence_all"]
     out.print(f"drift: all-attribute adherence {_pct(first)} in the first part, {_pct(last)} in the last")
 
@@ -105,3 +112,5 @@ def print_suite(report: dict, name: str, out: Console) -> None:
             "-" if row["drift_color_shift"] is None else f"{row['drift_color_shift']:.1f}",
         )
     print_table(table, out)
+    for part, readings in report["readings"].items():
+        out.print(f"{part}: {misread_line(readings)}")

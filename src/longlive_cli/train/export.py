@@ -17,6 +17,7 @@ from longlive_cli.train.evaluate import evaluate
 from longlive_cli.train.teacher import load_dit_and_text
 from longlive_cli.train.vae import load_vae
 from longlive_cli.world.grammar import HELD_OUT
+from longlive_cli.world.metrics import misread_text
 from longlive_cli.world.scene import FPS
 from longlive_cli.world.tokenizer import build_tokenizer, understood_words
 
@@ -215,7 +216,7 @@ is the centroid jump at a change over the median per-frame motion (1 is seamless
 
 {long_tuning_section(report)}
 
-{limits_section(scores["rows"])}
+{limits_section(scores["rows"], scores.get("readings", {}).get(HELD_OUT_PART))}
 """
 
 
@@ -291,8 +292,9 @@ continuity.
 {_policies(report, CHANGES_PART)} {_policies(report, LONG_PART)}"""
 
 
-def limits_section(rows: dict) -> str:
-    """Where the model falls short, in the suite's own figures."""
+def limits_section(rows: dict, readings: dict | None = None) -> str:
+    """Where the model falls short, in the suite's own figures; with the held-out part's ``readings``, what its
+    misses were drawn as."""
     held, seen, changes = rows[HELD_OUT_PART], rows[SEEN_PART], rows[CHANGES_PART]
     attributes = ("shape", "color", "size", "motion", "background")
     weakest = min(attributes, key=lambda a: held[f"adherence_{a}"])
@@ -311,6 +313,9 @@ def limits_section(rows: dict) -> str:
         )
     if changes["continuity_max"] is not None:
         line += f" The largest jump at a change is {changes['continuity_max']:.1f} times a frame's normal motion."
+    missed = misread_text(readings or {})
+    if missed:
+        line += f" On held-out renders the misses were read as: {missed} (shares of the asked value's steady frames)."
     return f"## Known limits\n\n{line}"
 
 

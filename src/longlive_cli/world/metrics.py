@@ -3,6 +3,7 @@ continuity across changes and drift over a long render, as a JSON-able dict; ``s
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -14,6 +15,7 @@ from longlive_cli.world.timelines import change_frame, prompt_index
 
 Prompt = str | Attributes
 UNSCORED = -2  # expected label of an attribute the prompt does not mention (detector's "unknown" is -1)
+NOTHING = "nothing"  # the reading of a frame in which the detector found no object
 
 
 @dataclass(frozen=True)
@@ -43,6 +45,54 @@ def _adherence(match: np.ndarray, scored: np.ndarray, rows: np.ndarray) -> dict[
     all_ok = (match | ~scored).all(1)
     result["all"] = _share(all_ok, rows & scored.any(1))
     return result
+
+
+def _readings(expected: np.ndarray, detected: np.ndarray, scored: np.ndarray, rows: np.ndarray) -> dict:
+    """Per attribute, asked value -> value read (or ``NOTHING``) -> frames, over ``rows`` that score it: what a miss
+    was drawn as, which a share alone does not say."""
+    out: dict[str, dict[str, dict[str, int]]] = {}
+    for k, name in enumerate(ATTRIBUTE_NAMES):
+        keep = rows & scored[:, k]
+        table: dict[str, dict[str, int]] = {}
+        pairs = Counter(zip(expected[keep, k].tolist(), detected[keep, k].tolist(), strict=True))
+        for (want, got), count in sorted(pairs.items()):
+            table.setdefault(LABELS[name][want], {})[LABELS[name][got] if got >= 0 else NOTHING] = count
+        out[name] = table
+    return out
+
+
+def merge_readings(results: Sequence[dict]) -> dict[str, dict[str, dict[str, int]]]:
+    """The steady readings of several ``evaluate`` results added up."""
+    out: dict[str, dict[str, dict[str, int]]] = {}
+    for result in results:
+        for name, table in result["adherence"]["readings"].items():
+            for want, reads in table.items():
+                row = out.setdefault(name, {}).setdefault(want, {})
+                for got, count in reads.items():
+                    row[got] = row.get(got, 0) + count
+    return out
+
+
+def misreads(readings: dict[str, dict[str, dict[str, int]]], floor: float = 0.05) -> list[tuple[str, str, list]]:
+    """(attribute, asked value, [(value read instead, share of the asked value's frames)]) for every misreading of
+    at least ``floor``, the asked values with the most missed frames first."""
+    found = []
+    for name, table in readings.items():
+        for want, reads in table.items():
+            total = sum(reads.values())
+            wrong = sorted(((got, n / total) for got, n in reads.items() if got != want), key=lambda kv: -kv[1])
+            kept = [(got, share) for got, share in wrong if share >= floor]
+            if kept:
+                found.append((total - reads.get(want, 0), name, want, kept))
+    return [(name, want, kept) for _, name, want, kept in sorted(found, key=lambda item: -item[0])]
+
+
+def misread_text(readings: dict[str, dict[str, dict[str, int]]], floor: float = 0.05) -> str:
+    """``misreads`` in words, biggest first: 'motion horizontal as still 10.0 %, circling 13.5 %; ...' ('' if none)."""
+    return "; ".join(
+        f"{name} {want} as " + ", ".join(f"{got} {100 * share:.1f} %" for got, share in reads)
+        for name, want, reads in misreads(readings, floor)
+    )
 
 
 def _latency(ok: np.ndarray, start: int, end: int, hold: int) -> tuple[int, bool]:
@@ -174,6 +224,7 @@ def evaluate(
             "steady": _adherence(match, scored, steady),
             "transition": _adherence(match, scored, grace & scored.any(1)),
             "steady_frames": int(steady.sum()),
+            "readings": _readings(expected, detected, scored, steady),
         },
         "segments": segments,
         "drift": _drift(frames, det, match, scored, steady, config.drift_share),
