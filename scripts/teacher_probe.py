@@ -3,7 +3,8 @@
 Three readings of ``RUN/teacher`` through ``RUN/decoder`` and the detector, in a few minutes on one CPU thread:
 
 - samples: the bidirectional teacher sampled from noise (Euler, classifier-free guidance) for every shape x motion
-  (one size, colour and background), read back frame by frame;
+  (one size, colour and background), read back frame by frame, and how fast each moves its object (median centroid
+  speed, frame sides per second) beside the world's own clip of the same prompt read back through the same decoder;
 - steering: still pool clips (their object sits at the centre, so the prompt fixes every pixel) noised to each level
   and denoised in one step, once under the right shape word and once under another. A teacher that uses the word
   reads back the prompted shape; one that ignores it reads back the noisy input's;
@@ -29,15 +30,17 @@ from longlive_cli.models.attention import CrossAttention
 from longlive_cli.schedule import FlowMatchSchedule
 from longlive_cli.train import text as text_lib
 from longlive_cli.train.artifacts import FINAL, read_summary
-from longlive_cli.train.decoder import load_fast_decoder
+from longlive_cli.train.decoder import load_fast_decoder, through_latents
 from longlive_cli.train.latents import image_latent
 from longlive_cli.train.recipe import recipe_from_dict
 from longlive_cli.train.teacher import UNCOND, load_dit_and_text, load_pool
+from longlive_cli.train.vae import vae_config_of
 from longlive_cli.video import to_uint8_frames
 from longlive_cli.world.detector import detect
-from longlive_cli.world.grammar import MOTION_TEXT, MOTIONS, SHAPES, SIZES, describe
+from longlive_cli.world.grammar import MOTION_TEXT, MOTIONS, SHAPES, SIZES, Attributes, describe
 from longlive_cli.world.metrics import evaluate
 from longlive_cli.world.scene import FPS
+from longlive_cli.world.timelines import render_timeline
 
 SIGMAS = (0.2, 0.4, 0.6, 0.75, 0.9)
 PROMPT = "a {size} {color} {shape} {motion} on a {background} background"
@@ -79,16 +82,29 @@ def decode(taehv, z: torch.Tensor) -> np.ndarray:
     return to_uint8_frames(taehv.decode(z.transpose(1, 2)))
 
 
-def samples(dit, text, taehv, args, hw: tuple[int, int]) -> dict[str, dict[str, float | None]]:
-    """Steady shape and motion adherence of one sample per shape x motion."""
+def speed(frames: np.ndarray) -> float | None:
+    """Median centroid speed in frame sides per second: how fast the object moves, whatever its path."""
+    steps = np.linalg.norm(np.diff(detect(frames).centroid, axis=0), axis=1)
+    return None if np.isnan(steps).all() else round(float(np.nanmedian(steps)) * FPS, 3)
+
+
+def samples(dit, text, taehv, run: Path, args, hw: tuple[int, int]) -> tuple[dict, dict]:
+    """Steady shape and motion adherence of one sample per shape x motion, and its speed beside the world's."""
     frames = 1 + (round(args.seconds * FPS) - 1) // 4
-    rows = {}
+    cfg = vae_config_of(run)
+    rows, speeds = {}, {}
     for shape, motion in itertools.product(SHAPES, MOTIONS):
         prompt = prompt_for(shape, motion, args.color, args.background, args.object_size)
         video = decode(taehv, sample(dit, text, prompt, frames, hw, args.steps, args.guidance, seed=0))
         steady = evaluate(video, FPS, [(0.0, prompt)])["adherence"]["steady"]
         rows[f"{shape} {motion}"] = {k: steady[k] for k in ("shape", "motion")}
-    return rows
+        attrs = Attributes(shape, args.color, args.object_size, motion, args.background)
+        world, _ = render_timeline([(0.0, attrs)], len(video) / FPS, size=video.shape[1], seed=0)
+        speeds[f"{shape} {motion}"] = {
+            "sample": speed(video),
+            "world": speed(through_latents(taehv, world, cfg.latent_mean, cfg.latent_std)),
+        }
+    return rows, speeds
 
 
 @torch.no_grad()
@@ -170,12 +186,16 @@ def main() -> None:
     taehv, _ = load_fast_decoder(args.run)
     pool = load_pool(args.run, recipe.pool, recipe.size, lambda _: None)
     hw = tuple(pool.latents.shape[-2:])
-    rows = samples(dit, text, taehv, args, hw)
+    rows, speeds = samples(dit, text, taehv, args.run, args, hw)
     report = {
         "object size": args.object_size,
         "samples": rows,
+        "speeds": speeds,
         "shape by shape": {s: mean([rows[f"{s} {m}"]["shape"] for m in MOTIONS]) for s in SHAPES},
         "motion by motion": {m: mean([rows[f"{s} {m}"]["motion"] for s in SHAPES]) for m in MOTIONS},
+        "speed by motion": {
+            m: {k: mean([speeds[f"{s} {m}"][k] for s in SHAPES]) for k in ("sample", "world")} for m in MOTIONS
+        },
         "steering": steering(dit, text, taehv, pool, args.clips, recipe.frames),
         "attention": attention(dit, text, prompt_for("circle", "still", args.color, args.background), hw),
     }

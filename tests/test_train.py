@@ -437,6 +437,9 @@ def test_teacher_probe_reads_samples_steering_and_attention(run_dir: Path) -> No
         v for row in report["steering"].values() for v in row.values()
     ]
     assert all(v is None or 0 <= v <= 1 for v in readings) and len(report["steering"]) == 5
+    assert report["speeds"].keys() == report["samples"].keys()
+    assert all(v is None or v >= 0 for row in report["speeds"].values() for v in (row["sample"], row["world"]))
+    assert set(report["speed by motion"]) == {"still", "horizontal", "vertical", "circling"}
     layers = RECIPES["teacher"]["dit"]["num_layers"]
     shares = np.array(list(report["attention"].values()))
     assert shares.shape == (len(report["attention"]), layers) and np.allclose(shares.sum(0), 1, atol=0.02)
