@@ -619,3 +619,27 @@ def test_interrupt_finishes_the_recording(tmp_path, model, sig):
     assert side["result"]["stopped_by"] == "interrupt"
     assert read_video_info(out)["frames"] == side["result"]["frames_written"] >= 21
     assert load_timeline(out.with_suffix(".yaml")).frames() == side["result"]["frames_written"]
+
+
+def test_an_interrupt_while_waiting_still_waits_for_the_recording(bundle, tmp_path):
+    # A signal handler raising inside Thread.join(timeout) marks a running thread as stopped on CPython 3.11, so a
+    # later join returned at once and the process could exit before the sidecar was written.
+    from longlive_cli.live.app import LiveOptions, run_live
+
+    out = tmp_path / "alarm.mp4"
+    options = LiveOptions(max_frames=3840, prompt="a red circle", port=0, record=out, pace=False)
+
+    def interrupt(signum, frame):
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGALRM, interrupt)
+    try:
+        signal.setitimer(signal.ITIMER_REAL, 1.5)
+        with pytest.raises(KeyboardInterrupt):
+            run_live(bundle, settings_for(bundle), options, decoder=bundle.decoder("auto"), say=lambda line: None)
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
+    side = json.loads(out.with_suffix(".json").read_text())  # at once: run_live returns only once it is written
+    assert side["result"]["stopped_by"] == "interrupt"
+    assert read_video_info(out)["frames"] == side["result"]["frames_written"] > 0

@@ -78,8 +78,9 @@ def run_live(
         server.start()
         if reader is not None:
             reader.start()
-        while session.is_alive():
-            session.join(0.2)
+        while session.is_alive() and not session.wait_done(0.2):
+            pass
+        session.join()
     except KeyboardInterrupt:
         session.stop("interrupt")
         if session.started:

@@ -193,6 +193,13 @@ class LiveSession:
     def join(self, timeout: float | None = None) -> None:
         self._thread.join(timeout)
 
+    def wait_done(self, timeout: float | None = None) -> bool:
+        """Until the run has finished and its recording is closed, or ``timeout``. Polled instead of ``join``: a
+        Ctrl-C inside ``Thread.join(timeout)`` can mark the running thread as stopped (CPython's bpo-45274
+        handling), and a later ``join`` would then return before the recording is finished."""
+        with self._cond:
+            return self._cond.wait_for(lambda: self._done, timeout)
+
     def is_alive(self) -> bool:
         return self._thread.is_alive()
 
